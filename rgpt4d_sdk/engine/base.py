@@ -1,0 +1,56 @@
+"""The `Engine` interface and the backend registry.
+
+Backends are imported only when chosen, so `import rgpt4d_sdk` pulls in no optional runtime.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any, Dict, List, Optional, Sequence
+
+from ..errors import BackendError
+from ..types import Answer, RegionQuery
+
+# backend name -> "module:Class"; compiled backends register here when they exist.
+BACKENDS: Dict[str, str] = {
+    "torch": "rgpt4d_sdk.engine.torch_backend:TorchEngine",
+}
+
+
+class Engine:
+    """Answers `RegionQuery`s. Build one with `Engine.from_pretrained`."""
+
+    backend: str = ""
+    engine_id: str = ""
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: "str | os.PathLike",
+        backend: str = "torch",
+        device: str = "auto",
+        dtype: str = "auto",
+        **options: Any,
+    ) -> "Engine":
+        """Load a checkpoint in the released layout (local folder or hub id) on the chosen backend.
+
+        device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1". dtype: "auto" (bf16 on CUDA, else fp32),
+        "float32", "bfloat16", "float16". options (torch backend): max_frames, prompt (PromptConfig or dict),
+        max_new_tokens ({"choice": 16, ...}), attn_implementation ("sdpa" or "eager"), tpe (dict of TPE options).
+        """
+        if backend not in BACKENDS:
+            raise BackendError(f"backend {backend!r} is unknown; available backends: {sorted(BACKENDS)}.")
+        module_name, class_name = BACKENDS[backend].split(":")
+        try:
+            impl = getattr(importlib.import_module(module_name), class_name)
+        except ImportError as e:
+            raise BackendError(f"backend {backend!r} needs a package that is not installed: {e}.") from e
+        return impl.load(path, device=device, dtype=dtype, **options)
+
+    def answer(self, query: RegionQuery, max_new_tokens: Optional[int] = None) -> Answer:
+        raise NotImplementedError
+
+    def answer_many(
+        self, queries: Sequence[RegionQuery], batch_size: int = 8, max_new_tokens: Optional[int] = None
+    ) -> List[Answer]:
+        raise NotImplementedError

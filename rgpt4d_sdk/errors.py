@@ -1,0 +1,50 @@
+"""Exception hierarchy of the SDK.
+
+Every error raised on bad user input derives from `RGPT4DError`, so a server or a batch job can catch one class,
+record the message and go on. Messages name the problem and the fix.
+"""
+from __future__ import annotations
+
+
+class RGPT4DError(Exception):
+    """Base class of every error the SDK raises on purpose."""
+
+
+class ConfigError(RGPT4DError, ValueError):
+    """A configuration value or key is wrong (unknown key, bad type, out of range)."""
+
+
+class CheckpointError(RGPT4DError):
+    """A checkpoint folder cannot be read: missing file, missing shard, corrupt or mismatched weights."""
+
+
+class UnsupportedDtypeError(ConfigError):
+    """A dtype name that the SDK does not know."""
+
+
+class QueryError(RGPT4DError, ValueError):
+    """A `RegionQuery` is malformed: no frames, empty question, unknown region, ..."""
+
+
+class TimestampError(QueryError):
+    """Frame timestamps are missing, NaN, duplicated or decreasing."""
+
+
+class RegionError(QueryError):
+    """A region is invalid: box outside the image, empty mask, mark id mentioned but not given."""
+
+
+class ImageError(QueryError):
+    """An image cannot be used: corrupt file, unsupported mode or depth, frames of different sizes."""
+
+
+class MediaError(RGPT4DError):
+    """A video or image folder cannot be read."""
+
+
+class BackendError(RGPT4DError):
+    """A backend is unknown or its optional dependency is not installed."""
+
+
+class GenerationError(RGPT4DError):
+    """Decoding failed (for example the prompt does not fit in the model's context)."""

@@ -1,0 +1,1 @@
+"""Prompt building: Set-of-Marks rendering and answer parsing."""

@@ -1,0 +1,120 @@
+"""Prompt text: the plain NVILA video-QA prompt and the R4D-Bench region prompt, inside the Qwen2 chat template.
+
+The user turn starts with one ``<image>`` per image (no separator), then the text. In R4D mode the SoM image comes
+first, then the frames (the official eval passes ``Image(som)``, then ``Video(video)``, then the text).
+
+Two R4D text styles exist in the official code:
+- "nvila_eval" (default; the paper's protocol): "These images are uniformly sampled from a video of {s} seconds.\\n"
+  + question + "\\nOptions: \\n(A) ...\\n(B) ..." + "\\n" + instruction. Dropping the duration sentence costs ~3 points.
+- "lmms_eval": SoM preamble, question, "Options:\\n(A) ...", instruction, joined by blank lines; no duration.
+The instruction text of the first style lives in a helper we could not read; we use the second style's verified
+sentence for both, and it is a config value.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Sequence
+
+from ..errors import ConfigError
+
+IMAGE_TOKEN = "<image>"
+STYLES = ("nvila_eval", "lmms_eval")
+CHOICE_INSTRUCTION = "Answer with only the letter of the correct option."
+NUMBER_INSTRUCTION = "Answer with a single number and its unit."
+SOM_PREAMBLE = (
+    "The first image is a set-of-mark annotation of a key frame from the video, with bounding boxes labeled "
+    "<obj_1>, <obj_2>, etc. References to <obj_N> in the question correspond to those labeled regions."
+)
+# Qwen2 ChatML, used only when the tokenizer carries no chat template of its own (no period after "assistant").
+QWEN2_TEMPLATE = (
+    "{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful assistant<|im_end|>\\n' }}"
+    "{% endif %}{% for message in messages if message['content'] is not none %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+@dataclass
+class PromptConfig:
+    """How R4D-mode text is written. ``duration_decimals`` formats the clip length ("4.5 seconds")."""
+
+    style: str = "nvila_eval"
+    duration_sentence: bool = True
+    duration_decimals: int = 1
+    choice_instruction: str = CHOICE_INSTRUCTION
+    number_instruction: str = NUMBER_INSTRUCTION
+    text_instruction: str = ""
+
+    def __post_init__(self) -> None:
+        if self.style not in STYLES:
+            raise ConfigError(f"prompt style {self.style!r} is unknown; choose one of {STYLES}.")
+        if not (0 <= int(self.duration_decimals) <= 6):
+            raise ConfigError(f"duration_decimals must be 0..6, got {self.duration_decimals}.")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PromptConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown prompt option(s) {unknown}; valid options are {sorted(known)}.")
+        return cls(**dict(d))
+
+
+def option_letter(i: int) -> str:
+    return chr(ord("A") + i)
+
+
+def format_seconds(seconds: float, decimals: int = 1) -> str:
+    """4.0 -> "4", 4.25 (1 decimal) -> "4.2"; never scientific notation."""
+    text = f"{seconds:.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def options_block(options: Sequence[str], style: str) -> str:
+    lines = "\n".join(f"({option_letter(i)}) {o}" for i, o in enumerate(options))
+    return ("Options: \n" if style == "nvila_eval" else "Options:\n") + lines
+
+
+def r4d_text(
+    question: str, options: Sequence[str], duration_s: float, answer_type: str, cfg: PromptConfig
+) -> str:
+    """The text part of an R4D-Bench prompt (after the image tokens)."""
+    instruction = {
+        "choice": cfg.choice_instruction, "number": cfg.number_instruction, "text": cfg.text_instruction
+    }[answer_type]
+    if cfg.style == "lmms_eval":
+        parts = [SOM_PREAMBLE, question]
+        if options:
+            parts.append(options_block(options, cfg.style))
+        if instruction:
+            parts.append(instruction)
+        return "\n\n".join(parts)
+    text = question
+    if cfg.duration_sentence:
+        text = (
+            f"These images are uniformly sampled from a video of "
+            f"{format_seconds(duration_s, cfg.duration_decimals)} seconds.\n" + text
+        )
+    if options:
+        text += "\n" + options_block(options, cfg.style)
+    if instruction:
+        text += "\n" + instruction
+    return text
+
+
+def user_content(num_images: int, text: str) -> str:
+    """``<image>`` per image, then the text directly (the official layout has no separator)."""
+    return IMAGE_TOKEN * num_images + text
+
+
+def chat_prompt(tokenizer, content: str, system: "str | None" = None) -> str:
+    """The full prompt string: the tokenizer's own chat template (Qwen2 ChatML as fallback), generation prompt on."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
+    template = getattr(tokenizer, "chat_template", None) or QWEN2_TEMPLATE
+    return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False, add_generation_prompt=True)
+
+
+def describe(cfg: PromptConfig) -> Dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(cfg)
