@@ -17,6 +17,7 @@ import math
 import os
 import re
 import warnings
+from fractions import Fraction
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -387,3 +388,32 @@ def _to_seconds(value, power: int, where: str) -> float:
         return float(text) / 10**power
     except (TypeError, ValueError):
         raise TimestampError(f"{where}: {value!r} is not a number of seconds.") from None
+
+
+def write_video(path: "str | Path", images: Sequence[np.ndarray], pts_s: Sequence[float], codec: str = "mpeg4") -> Path:
+    """Encode (H, W, 3) uint8 RGB ``images`` with presentation times ``pts_s`` (seconds, millisecond precision).
+
+    Written to a temporary name and renamed, so a failed encode never leaves a half-written video behind.
+    """
+    import av
+
+    path = Path(path)
+    if len(images) != len(pts_s):
+        raise TimestampError(f"{len(images)} images but {len(pts_s)} timestamps; give one time per image.")
+    h, w = images[0].shape[:2]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part" + path.suffix)
+    with av.open(str(tmp), "w", format=path.suffix.lstrip(".") or None) as container:
+        stream = container.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        stream.codec_context.bit_rate = 2_000_000
+        for img, t in zip(images, pts_s):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            frame.pts = int(round(t * 1000))
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    tmp.replace(path)
+    return path

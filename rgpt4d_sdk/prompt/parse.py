@@ -49,7 +49,7 @@ def _clean(text: str) -> str:
     """Reply without markdown emphasis, ``<obj_N>`` kept, odd characters mapped to ASCII forms."""
     for a, b in _SUPERSCRIPTS.items():
         text = text.replace(a, b)
-    return re.sub(r"[*_`#]+(?![^<]*>)", "", text).strip()  # keep the underscore inside <obj_N>
+    return re.sub(r"[*_`]+(?![^<]*>)", "", text).strip()  # keep the underscore inside <obj_N>
 
 
 def _tokens(text: str) -> List[str]:
@@ -159,7 +159,9 @@ def _contains(hay: List[str], needle: List[str], used: List[bool]) -> bool:
 def _contained_option(reply: List[str], opts: Sequence[List[str]]) -> Optional[int]:
     """The one option whose text occurs in the reply; longer options claim their tokens first."""
     used = [False] * len(reply)
-    order = sorted((i for i in range(len(opts)) if opts[i]), key=lambda i: (-len(opts[i]), i))
+    # A one-letter option text ("a", "I") would be found in every sentence using that word; numbers are fine.
+    usable = [i for i, o in enumerate(opts) if o and not (len(o) == 1 and len(o[0]) == 1 and o[0].isalpha())]
+    order = sorted(usable, key=lambda i: (-len(opts[i]), i))
     hits = [i for i in order if _contains(reply, opts[i], used)]
     return hits[0] if len(hits) == 1 else None
 
@@ -173,15 +175,17 @@ def parse_choice(text: str, options: Sequence[str]) -> Optional[int]:
     opts = [_tokens(_option_text(o, i)) for i, o in enumerate(options[:n])]
     reply = _tokens(clean)
     whole = [i for i in range(n) if opts[i] and opts[i] == reply]
-    for found in (
-        _whole_letter(clean, n),
-        whole[0] if len(whole) == 1 else None,
-        _leading_letter(clean, opts),
-        _phrase_letter(clean, n),
-        _bracketed_letter(clean, n),
-        _contained_option(reply, opts),
-        _standalone_letter(clean, n),
-    ):
+    tiers = (
+        lambda: _whole_letter(clean, n),
+        lambda: whole[0] if len(whole) == 1 else None,
+        lambda: _leading_letter(clean, opts),
+        lambda: _phrase_letter(clean, n),
+        lambda: _bracketed_letter(clean, n),
+        lambda: _contained_option(reply, opts),
+        lambda: _standalone_letter(clean, n),
+    )
+    for tier in tiers:
+        found = tier()
         if found is not None:
             return found
     return None
@@ -243,7 +247,9 @@ def _unit_after(rest: str, value: float) -> Optional[str]:
 def _skip(m: "re.Match[str]", text: str) -> bool:
     """True for numbers that are not quantities: labels, ordinals, clock times, "the one on the left"."""
     before, after = text[: m.start()], text[m.end() :]
-    if _LABEL_BEFORE.search(before) or re.match(r"(?:st|nd|rd|th)\b|:\d", after, re.I):
+    if _LABEL_BEFORE.search(before) or re.search(r"\d:$", before):
+        return True
+    if re.match(r"(?:st|nd|rd|th)\b|:\d", after, re.I):
         return True
     if m.group("word"):
         return bool(_DETERMINER_BEFORE.search(before) or re.match(r"\s+(?:of|another|by)\b", after, re.I))

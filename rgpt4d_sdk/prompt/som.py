@@ -177,13 +177,39 @@ def _anchor(region: Region) -> Tuple[int, int]:
     return int(np.floor(region.box[0])), int(np.floor(region.box[1]))
 
 
-def _paste(out: np.ndarray, patch: np.ndarray, x: int, y: int) -> None:
-    """Copy ``patch`` (h, w, 3) into ``out`` at (x, y), moved inside the image (cropped if larger than it)."""
+def _place(size: Tuple[int, int], x: int, y: int, taken: list, height: int, width: int) -> Tuple[int, int]:
+    """Top-left (x, y) for a label of ``size`` (h, w) at (x, y), inside the image and, where there is room,
+    clear of the labels in ``taken`` [(x0, y0, x1, y1), ...]: it moves right past a label it meets, and below it
+    when the row is full. Without room it stays at the clamped corner (and covers the older label)."""
+    h, w = size
+
+    def clamp(px: int, py: int) -> Tuple[int, int]:
+        return min(max(px, 0), max(width - w, 0)), min(max(py, 0), max(height - h, 0))
+
+    start = px, py = clamp(x, y)
+    for _ in range((len(taken) + 1) ** 2):  # each step moves right or down, so this bound suffices
+        hit = next((t for t in taken if px < t[2] and t[0] < px + w and py < t[3] and t[1] < py + h), None)
+        if hit is None:
+            return px, py
+        if hit[2] + w <= width:
+            px, py = clamp(hit[2], py)
+        elif hit[3] + h <= height:
+            px, py = clamp(x, hit[3])
+        else:
+            break
+    return start
+
+
+def _draw_labels(out: np.ndarray, regions: Sequence[Region], font_size: int) -> None:
+    """Paste each region's label at its anchor, in order, keeping labels apart where possible."""
     height, width = out.shape[:2]
-    x = min(max(x, 0), max(width - patch.shape[1], 0))
-    y = min(max(y, 0), max(height - patch.shape[0], 0))
-    h, w = min(patch.shape[0], height - y), min(patch.shape[1], width - x)
-    out[y : y + h, x : x + w] = patch[:h, :w]
+    taken: list = []
+    for r in regions:
+        patch = _label_patch(r.id, font_size)  # (lh, lw, 3)
+        x, y = _place(patch.shape[:2], *_anchor(r), taken, height, width)
+        h, w = min(patch.shape[0], height - y), min(patch.shape[1], width - x)  # crop a label larger than the image
+        out[y : y + h, x : x + w] = patch[:h, :w]
+        taken.append((x, y, x + w, y + h))
 
 
 def _check_size(name: str, value: Optional[int]) -> None:
@@ -203,7 +229,8 @@ def render_som(
     image: (H, W, 3) uint8 RGB (other 8-bit forms are converted as in `to_rgb_uint8`); it is not modified.
     regions: each is drawn as the contour of its mask, else its polygon, else its box (one shape per region),
     in ``mark_colour(id)``, then labelled with its id on a filled rectangle at the shape's top-left corner,
-    moved inside the image. Labels are drawn after all contours, so no contour covers a number.
+    moved inside the image (and aside, where there is room, when another label already sits there). Labels are
+    drawn after all contours, so no contour covers a number.
     line_width / font_size: pixels on ``image``; None picks them with `default_sizes`.
     Returns a new (H, W, 3) uint8 array. Raises `RegionError` for a region off the image or a repeated id.
     """
@@ -224,9 +251,7 @@ def render_som(
         stroke, (x0, y0) = _stroke(r, height, width, lw)
         view = out[y0 : y0 + stroke.shape[0], x0 : x0 + stroke.shape[1]]
         view[stroke] = mark_colour(r.id)
-    for r in ordered:
-        x, y = _anchor(r)
-        _paste(out, _label_patch(r.id, fs), x, y)
+    _draw_labels(out, ordered, fs)
     return out
 
 

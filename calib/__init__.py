@@ -1,0 +1,1 @@
+"""Cameras, poses, projection and clock offsets. Installed as `rgpt4d_sdk.calib`."""

@@ -1,0 +1,165 @@
+"""`rgpt4d-sdk` command line: thin commands that build typed inputs and call one library function each."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import QueryError, RGPT4DError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Region-level 4D video question answering.")
+checkpoint_app = typer.Typer(no_args_is_help=True, help="Inspect checkpoints, or write a tiny random one.")
+app.add_typer(checkpoint_app, name="checkpoint")
+
+DEMO_NOTICE = "NOTE: answers come from an untrained demo model with random weights; point --model at real weights."
+
+
+def _fail(err: Exception) -> None:
+    typer.echo(f"error: {err}", err=True)
+    raise typer.Exit(code=2)
+
+
+def parse_region(spec: str, load_mask=None):
+    """"N:x0,y0,x1,y1" (box), "N:poly=x,y,x,y,..." (polygon) or "N:mask=FILE.png" (non-zero pixels)."""
+    from .types import Region
+
+    ident, sep, rest = spec.partition(":")
+    if not sep or not ident.strip().isdigit():
+        raise QueryError(f"region {spec!r} must look like 1:x0,y0,x1,y1 (or 1:poly=x,y,... or 1:mask=FILE.png).")
+    rid = int(ident)
+    try:
+        if rest.startswith("mask="):
+            from .media import load_image
+
+            return Region(rid, mask=load_image(Path(rest[5:]))[:, :, 0] > 0)
+        if rest.startswith("poly="):
+            vals = [float(v) for v in rest[5:].split(",")]
+            if len(vals) % 2:
+                raise ValueError("odd number of coordinates")
+            return Region(rid, polygon=list(zip(vals[0::2], vals[1::2])))
+        vals = [float(v) for v in rest.split(",")]
+        if len(vals) != 4:
+            raise ValueError(f"{len(vals)} numbers")
+        return Region(rid, box=tuple(vals))
+    except ValueError as e:
+        if isinstance(e, RGPT4DError):
+            raise
+        raise QueryError(f"region {spec!r} cannot be read ({e}); use 1:x0,y0,x1,y1 in pixels of the first frame.")
+
+
+@app.command()
+def query(
+    model: str = typer.Option(..., help="Checkpoint folder in the released layout (or a hub id)."),
+    question: str = typer.Option(..., help="The question; refer to marks as <obj_N>."),
+    video: Optional[Path] = typer.Option(None, help="Video file (frame times from its presentation timestamps)."),
+    frames: Optional[Path] = typer.Option(None, help="Folder of images (needs --timestamps)."),
+    timestamps: Optional[Path] = typer.Option(None, help="Times file for --frames: txt, CSV or JSON (seconds)."),
+    region: List[str] = typer.Option([], help="N:x0,y0,x1,y1 | N:poly=x,y,... | N:mask=FILE.png (repeatable)."),
+    option: List[str] = typer.Option([], help="Answer option (repeatable); makes it multiple choice."),
+    answer_type: Optional[str] = typer.Option(None, help="choice | number | text (default: choice with options)."),
+    mode: str = typer.Option("r4d", help="r4d (SoM image + duration + options) or plain (NVILA video QA)."),
+    num_frames: int = typer.Option(16, help="Frames sampled evenly from the video or folder."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16"),
+    as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
+) -> None:
+    """Answer one region query about a video or an image folder."""
+    from . import Engine
+    from .types import Clip, RegionQuery
+
+    try:
+        if (video is None) == (frames is None):
+            raise QueryError("give exactly one of --video FILE or --frames DIR (with --timestamps FILE).")
+        if frames is not None and timestamps is None:
+            raise QueryError("--frames needs --timestamps FILE (one time in seconds per image).")
+        clip = (Clip.from_video(video, num_frames=num_frames) if video is not None
+                else Clip.from_image_folder(frames, timestamps, num_frames=num_frames))
+        q = RegionQuery(clip, [parse_region(r) for r in region], question, options=list(option),
+                        answer_type=answer_type, prompt_mode=mode, id="cli")
+        engine = Engine.from_pretrained(model, device=device, dtype=dtype)
+        ans = engine.answer(q)
+    except RGPT4DError as e:
+        _fail(e)
+    if as_json:
+        typer.echo(json.dumps(ans.to_dict(), indent=2))
+    else:
+        typer.echo(f"answer: {ans.text}")
+        if ans.choice:
+            typer.echo(f"choice: {ans.choice} ({q.options[ans.option_index]})")
+        if ans.value is not None:
+            typer.echo(f"value: {ans.value} {ans.unit or ''}".rstrip())
+        typer.echo("timings: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in ans.timings.items()))
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path.home() / ".cache" / "rgpt4d-sdk" / "demo", help="Where the demo files go."),
+) -> None:
+    """Run a region query end to end on an embedded sample (tiny random checkpoint + a synthetic video)."""
+    from .demo import run_demo
+
+    try:
+        result = run_demo(out)
+    except RGPT4DError as e:
+        _fail(e)
+    typer.echo(DEMO_NOTICE)
+    typer.echo(f"checkpoint: {result['checkpoint']}\nvideo: {result['video']}")
+    typer.echo(f"question: {result['question']}\noptions: {result['options']}")
+    typer.echo(f"answer: {result['answer']['text']!r} (choice: {result['answer']['choice']})")
+
+
+@checkpoint_app.command("make-tiny")
+def make_tiny_cmd(
+    out: Path = typer.Argument(..., help="Empty folder to write the checkpoint into."),
+    seed: int = typer.Option(0, help="Seed of the random weights."),
+    tpe: bool = typer.Option(True, help="Declare TPE in the root config (use_time_pe)."),
+    shards: int = typer.Option(2, help="Number of LLM safetensors shards."),
+) -> None:
+    """Write a tiny random checkpoint in the released 4D-RGPT layout (for tests and demos)."""
+    from .model.tiny import make_tiny
+
+    try:
+        path = make_tiny(out, seed=seed, tpe=tpe, llm_shards=shards)
+    except RGPT4DError as e:
+        _fail(e)
+    typer.echo(f"wrote tiny checkpoint to {path} ({DEMO_NOTICE.split(';')[0][6:]})")
+
+
+@checkpoint_app.command("inspect")
+def inspect_cmd(
+    path: str = typer.Argument(..., help="Checkpoint folder (or hub id)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Report what a checkpoint holds: dims, projector, tokens per frame, TPE, tokenizer form, size."""
+    from .model.tiny import inspect_checkpoint
+
+    try:
+        info = inspect_checkpoint(path)
+    except RGPT4DError as e:
+        _fail(e)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    v, p, llm, tpe = info["vision_tower"], info["projector"], info["llm"], info["tpe"]
+    typer.echo(f"checkpoint: {info['path']} ({info['architecture']}, {info['size_bytes'] / 1e6:.1f} MB)")
+    typer.echo(f"vision tower: SigLIP {v['image_size']} px, patch {v['patch_size']}, width {v['width']}, "
+               f"{v['layers']} layers, features from hidden_states[{v['feature_layer']}], {v['params']:,} params")
+    typer.echo(f"projector: {p['type']}, {p['params']:,} params")
+    typer.echo(f"llm: Qwen2 hidden {llm['hidden_size']}, {llm['layers']} layers, {llm['heads']} heads / "
+               f"{llm['kv_heads']} KV, vocab {llm['vocab_size']}, {llm['params']:,} params in {llm['shards']} file(s)")
+    typer.echo(f"tokens per frame: {info['tokens_per_frame']} visual + 1 newline = {info['positions_per_frame']}")
+    typer.echo(f"TPE: {'on' if tpe['enabled'] else 'off'} (base {tpe['base']:g}, {tpe['site']}, {tpe['origin']})")
+    typer.echo(f"tokenizer: {info['tokenizer_form']}; weight dtypes: {', '.join(info['weight_dtypes'])}")
+    if info["ignored_subfolders"]:
+        typer.echo(f"ignored subfolders: {', '.join(info['ignored_subfolders'])}")
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    app(args=argv, prog_name="rgpt4d-sdk")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
