@@ -177,10 +177,16 @@ def read_safetensors_header(path: Path) -> Dict[str, Dict[str, Any]]:
             if n <= 0 or n > min(size - 8, 100_000_000):
                 raise ValueError(f"header length {n} does not fit in a {size}-byte file")
             header = json.loads(fh.read(n).decode("utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as e:
+        if not isinstance(header, dict):
+            raise ValueError(f"header is a JSON {type(header).__name__}, not an object")
+        header.pop("__metadata__", None)
+        for name, m in header.items():
+            if not (isinstance(m, dict) and isinstance(m.get("dtype"), str) and isinstance(m.get("shape"), list)
+                    and isinstance(m.get("data_offsets"), list) and len(m["data_offsets"]) == 2):
+                raise ValueError(f"header entry {name!r} lacks dtype/shape/data_offsets")
+        end = max((int(m["data_offsets"][1]) for m in header.values()), default=0)
+    except (OSError, ValueError, TypeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: not a valid safetensors file ({e}); re-download it.") from e
-    header.pop("__metadata__", None)
-    end = max((int(m["data_offsets"][1]) for m in header.values()), default=0)
     if 8 + n + end > size:
         raise CheckpointError(
             f"{path}: truncated safetensors file ({size} bytes, header declares {8 + n + end}); re-download it."
