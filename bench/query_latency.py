@@ -61,7 +61,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         "exactly --max-new-tokens (random weights stop at arbitrary points)")
     p.add_argument("--warmup", type=int, default=2, help="unmeasured warm-up queries")
     p.add_argument("--repeats", type=int, default=10, help="measured queries")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads; default 1 for the tiny model on CPU (too small to gain from more, and "
+                        "spinning worker threads on shared vCPUs give sporadic 20x outliers), else torch's "
+                        "choice; 0 = torch's choice")
     p.add_argument("--llm-layers", type=int, default=None,
                    help="--full-size only: override the LLM layer count (smoke checks on small machines; the "
                         "result is then NOT the 8B model and is labelled so)")
@@ -192,13 +195,16 @@ def bounds(counts: Dict[str, int], spec, prompt_tokens: int, num_images: int,
 
 # ------------------------------------------------------------------------------------------------ running
 def run(args: argparse.Namespace) -> Dict[str, Any]:
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if (args.full_size or args.model) and torch.cuda.is_available() else "cpu")
+    threads = args.threads
+    if threads is None and not device.startswith("cuda") and not (args.full_size or args.model):
+        threads = 1
+    if threads:
+        torch.set_num_threads(threads)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda asked for but torch sees no CUDA device")
-    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
     is_cuda = device.startswith("cuda")
+    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if is_cuda else torch.float32)
     gpu_name = torch.cuda.get_device_name(torch.device(device)) if is_cuda else None
 
     with tempfile.TemporaryDirectory(prefix="rgpt4d-bench-") as tmp:
@@ -304,9 +310,9 @@ def report(r: Dict[str, Any]) -> str:
         lines.append(f"decode steps/s         {r['decode_steps_s']['median']:.1f} median "
                      "((generated - 1) LLM forward steps / decode time)")
     p = r["params"]
-    lines.append(f"params                 llm {p['llm'] / 1e9:.3f} B, vision {p['vision'] / 1e6:.1f} M "
-                 f"({p['vision_used'] / 1e6:.1f} M used), projector {p['projector'] / 1e6:.1f} M")
-    lines.append(f"LLM bytes/token        {b['llm_weight_bytes_read_per_token'] / 1e9:.2f} GB "
+    lines.append(f"params                 llm {_si(p['llm'])}, vision {_si(p['vision'])} ({_si(p['vision_used'])} "
+                 f"used), projector {_si(p['projector'])}")
+    lines.append(f"LLM bytes/token        {_si(b['llm_weight_bytes_read_per_token'])}B "
                  f"(weights read per decode step)")
     if b["decode_bound_tok_s"]:
         lines.append(f"decode bound           {b['decode_bound_tok_s']:.0f} tok/s on {b['device_table_entry']} "
@@ -315,19 +321,26 @@ def report(r: Dict[str, Any]) -> str:
                      " of it")
     else:
         lines.append(f"decode bound           unknown (device not in the PERFORMANCE.md table)")
-    flops = (b["prefill_flops"] + b["vision_flops"]) / 1e12
+    flops = _si(b["prefill_flops"] + b["vision_flops"]) + "FLOP"
     if b["vision_prefill_floor_ms"]:
         meas = r["stages_ms"]["vision"]["median"] + r["stages_ms"]["prefill"]["median"]
-        lines.append(f"vision+prefill floor   {b['vision_prefill_floor_ms']:.1f} ms ({flops:.1f} TFLOP at "
+        lines.append(f"vision+prefill floor   {b['vision_prefill_floor_ms']:.1f} ms ({flops} at "
                      f"{b['bf16_reachable_flops'] / 1e12:.0f} TFLOP/s reachable); measured {meas:.1f} ms")
     else:
-        lines.append(f"vision+prefill floor   unknown ({flops:.3f} TFLOP; no reachable rate for this device)")
+        lines.append(f"vision+prefill floor   unknown ({flops}; no reachable rate for this device)")
     mem = r["memory"]
     if mem["peak_bytes"] is not None:
         lines.append(f"GPU memory             model {mem['model_bytes'] / 2**30:.2f} GiB, peak during runs "
                      f"{mem['peak_bytes'] / 2**30:.2f} GiB")
     lines += ["", "notes:"] + [f"  - {n}" for n in r["notes"]] + [f"JSON: {r['_out']}"]
     return "\n".join(lines)
+
+
+def _si(n: float) -> str:
+    for div, unit in ((1e12, " T"), (1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:.0f} "
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -1,0 +1,48 @@
+"""Smoke test of bench/query_latency.py: it runs on the CPU with the tiny model and writes well-formed JSON.
+
+No timing assertions (PERFORMANCE.md: timings belong in bench/ results, never in tests).
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "bench" / "query_latency.py"
+STAGES = ("preprocess", "vision", "projector", "prefill", "decode", "total")
+
+
+def test_query_latency_writes_stage_stats_and_metadata(tmp_path):
+    out = tmp_path / "ql.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--repeats", "2", "--out", str(out)],
+        cwd=str(ROOT), capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    for stage in STAGES:
+        assert stage in proc.stdout  # the printed table names every stage
+
+    data = json.loads(out.read_text(encoding="utf-8"))
+    for key in ("machine", "versions", "git", "config", "stages_ms", "ttft_ms", "prompt_tokens",
+                "generated_tokens", "decode_tok_s", "bounds", "notes"):
+        assert key in data, key
+    assert {"platform", "cpu_count", "gpu"} <= set(data["machine"])
+    assert {"python", "torch", "transformers"} <= set(data["versions"])
+    assert "commit" in data["git"]
+    cfg = data["config"]
+    assert cfg["model"] == "tiny" and cfg["device"] == "cpu" and cfg["repeats"] == 2 and cfg["frames"] == 16
+
+    for stage in STAGES:
+        stats = data["stages_ms"][stage]
+        assert stats["n"] == 2
+        for k in ("median", "p10", "p90"):
+            assert math.isfinite(stats[k]) and stats[k] > 0, (stage, k, stats)
+        assert stats["p10"] <= stats["median"] <= stats["p90"]
+    assert data["ttft_ms"]["median"] > 0
+    assert data["prompt_tokens"] > 16 * 9  # 17 images x (9 visual tokens + "\n") plus text
+    assert data["generated_tokens"]["min"] == data["generated_tokens"]["requested"]  # stop tokens disabled
+    assert data["decode_tok_s"]["median"] > 0
+    assert len(data["runs"]) == 2
