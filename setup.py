@@ -15,7 +15,7 @@ extras = {
     "tensorrt": ["tensorrt>=10.0"],
     "train": ["peft>=0.10", "accelerate>=0.30"],
     "ray": ["ray[data]>=2.9"],
-    "test": ["pytest>=7.4"],
+    "test": ["pytest>=7.4", "setuptools>=64", "wheel"],
 }
 extras["all"] = sorted({r for k, v in extras.items() if k not in ("tensorrt", "test") for r in v})
 

@@ -1,0 +1,28 @@
+"""A normal (non-editable) install maps adapters/, calib/ and training/ into rgpt4d_sdk.* and ships no top-level
+packages of those generic names."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_wheel_maps_folders_into_the_package(tmp_path):
+    pytest.importorskip("wheel", reason="building a wheel without isolation needs the 'wheel' package")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (wheel,) = tmp_path.glob("rgpt4d_sdk-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for pkg in ("adapters", "calib", "training", "model", "engine", "prompt"):
+        assert f"rgpt4d_sdk/{pkg}/__init__.py" in names
+    assert not any(n.split("/")[0] in ("adapters", "calib", "training", "tests", "bench") for n in names)
+    entry = [n for n in names if n.endswith("entry_points.txt")]
+    assert entry and "rgpt4d-sdk = rgpt4d_sdk.cli:main" in zipfile.ZipFile(wheel).read(entry[0]).decode()
