@@ -320,7 +320,7 @@ def report(r: Dict[str, Any]) -> str:
                      f"{r['decode_steps_s'].get('median', r['decode_tok_s']['median']) / b['decode_bound_tok_s']:.0%}"
                      " of it")
     else:
-        lines.append(f"decode bound           unknown (device not in the PERFORMANCE.md table)")
+        lines.append("decode bound           unknown (device not in the PERFORMANCE.md table)")
     flops = _si(b["prefill_flops"] + b["vision_flops"]) + "FLOP"
     if b["vision_prefill_floor_ms"]:
         meas = r["stages_ms"]["vision"]["median"] + r["stages_ms"]["prefill"]["median"]

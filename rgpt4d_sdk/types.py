@@ -12,7 +12,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -382,6 +382,3 @@ def mentioned_ids(text: str) -> List[int]:
             seen.append(int(m))
     return seen
 
-
-def as_mapping(obj: Any) -> Mapping[str, Any]:  # small helper for CLI/JSON output
-    return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)

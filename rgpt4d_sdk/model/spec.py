@@ -9,6 +9,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Mapping, Optional
 
+from ..config import from_mapping
 from ..errors import CheckpointError, ConfigError
 
 PROJECTOR_TYPES = ("mlp_downsample_3x3_fix",)
@@ -50,11 +51,7 @@ class TPEConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TPEConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown TPE option(s) {unknown}; valid options are {sorted(known)}.")
-        return cls(**dict(d))
+        return from_mapping(cls, d, "TPE")
 
 
 @dataclass

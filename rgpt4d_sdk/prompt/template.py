@@ -13,8 +13,9 @@ sentence for both, and it is a config value.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
+from ..config import from_mapping
 from ..errors import ConfigError
 
 IMAGE_TOKEN = "<image>"
@@ -53,11 +54,7 @@ class PromptConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "PromptConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown prompt option(s) {unknown}; valid options are {sorted(known)}.")
-        return cls(**dict(d))
+        return from_mapping(cls, d, "prompt")
 
 
 def option_letter(i: int) -> str:
@@ -112,9 +109,3 @@ def chat_prompt(tokenizer, content: str, system: "str | None" = None) -> str:
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
     template = getattr(tokenizer, "chat_template", None) or QWEN2_TEMPLATE
     return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False, add_generation_prompt=True)
-
-
-def describe(cfg: PromptConfig) -> Dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(cfg)
