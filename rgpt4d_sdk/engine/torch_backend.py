@@ -19,7 +19,7 @@ from ..model.nvila import NvilaModel
 from ..model.processor import preprocess_images
 from ..prompt.parse import parse_answer
 from ..prompt.som import render_som
-from ..prompt.template import PromptConfig, chat_prompt, r4d_text, user_content
+from ..prompt.template import PromptConfig, chat_prompt, option_letter, r4d_text, user_content
 from ..tpe import relative_times
 from ..types import Answer, RegionQuery
 from .base import Engine
@@ -120,7 +120,7 @@ class TorchEngine(Engine):
         else:
             images, image_times, text = frames, times, query.question
             if query.options:
-                text += "\n" + "\n".join(f"({chr(65 + i)}) {o}" for i, o in enumerate(query.options))
+                text += "\n" + "\n".join(f"({option_letter(i)}) {o}" for i, o in enumerate(query.options))
         prompt_text = chat_prompt(self.model.tokenizer, user_content(len(images), text))
         input_ids = self.model.tokenizer.encode(prompt_text, add_special_tokens=False)
         limit = max_new_tokens or self.max_new_tokens[query.answer_type]

@@ -213,7 +213,7 @@ def _load_hf(sub: SubModel, kind: str, dtype: torch.dtype, attn: str) -> nn.Modu
     model.load_state_dict(state, strict=False, assign=True)
     if kind == "qwen2" and config.tie_word_embeddings:
         model.tie_weights()
-    _materialize_buffers(model, dtype)
+    _materialize_buffers(model)
     return model.eval()
 
 
@@ -236,7 +236,7 @@ def checkpoint_state(module: nn.Module, saved_prefix: str = "") -> Dict[str, tor
     return state
 
 
-def _materialize_buffers(model: nn.Module, dtype: torch.dtype) -> None:
+def _materialize_buffers(model: nn.Module) -> None:
     """Re-create non-persistent buffers (rotary inv_freq, position ids) that stayed on the meta device.
 
     The module is rebuilt from its own config on the CPU, which computes them exactly as transformers does.
