@@ -22,7 +22,7 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(code=2)
 
 
-def parse_region(spec: str, load_mask=None):
+def parse_region(spec: str):
     """"N:x0,y0,x1,y1" (box), "N:poly=x,y,x,y,..." (polygon) or "N:mask=FILE.png" (non-zero pixels)."""
     from .types import Region
 
@@ -125,7 +125,7 @@ def make_tiny_cmd(
         path = make_tiny(out, seed=seed, tpe=tpe, llm_shards=shards)
     except RGPT4DError as e:
         _fail(e)
-    typer.echo(f"wrote tiny checkpoint to {path} ({DEMO_NOTICE.split(';')[0][6:]})")
+    typer.echo(f"wrote tiny checkpoint to {path} (random weights: an untrained demo model)")
 
 
 @checkpoint_app.command("inspect")

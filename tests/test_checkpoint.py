@@ -50,6 +50,13 @@ def edit_json(path: Path, **changes) -> None:
     path.write_text(json.dumps(data), encoding="utf-8")
 
 
+def edit_safetensors(path: Path, edit) -> None:
+    """Load a safetensors file, let ``edit(state)`` change the dict in place, and write it back."""
+    state = load_file(str(path))
+    edit(state)
+    save_file(state, str(path), {"format": "pt"})
+
+
 def header_len(path: Path) -> int:
     with open(path, "rb") as fh:
         return struct.unpack("<Q", fh.read(8))[0]
@@ -405,21 +412,15 @@ def test_file_shorter_than_length_prefix(tiny_ckpt_dir, tmp_path):
 def test_projector_shape_does_not_match_type(tiny_ckpt_dir, tmp_path):
     ckpt = copy_ckpt(tiny_ckpt_dir, tmp_path)
     path = ckpt / "mm_projector" / "model.safetensors"
-    state = load_file(str(path))
-    good = tuple(state["layers.2.weight"].shape)
-    assert good == (192, 576)  # Linear(9 * 64, 3 * 64)
-    state["layers.2.weight"] = torch.zeros(good[1], good[0])
-    save_file(state, str(path), {"format": "pt"})
+    assert tuple(load_file(str(path))["layers.2.weight"].shape) == (192, 576)  # Linear(9 * 64, 3 * 64)
+    edit_safetensors(path, lambda state: state.update({"layers.2.weight": torch.zeros(576, 192)}))
     with pytest.raises(CheckpointError, match=r"'layers\.2\.weight' has shape \(576, 192\).*needs \(192, 576\)"):
         NvilaModel.from_pretrained(ckpt)
 
 
 def test_projector_missing_key(tiny_ckpt_dir, tmp_path):
     ckpt = copy_ckpt(tiny_ckpt_dir, tmp_path)
-    path = ckpt / "mm_projector" / "model.safetensors"
-    state = load_file(str(path))
-    del state["layers.7.bias"]
-    save_file(state, str(path), {"format": "pt"})
+    edit_safetensors(ckpt / "mm_projector" / "model.safetensors", lambda state: state.pop("layers.7.bias"))
     with pytest.raises(CheckpointError, match=r"projector keys do not match.*missing \['layers\.7\.bias'\]"):
         NvilaModel.from_pretrained(ckpt)
 
@@ -499,9 +500,7 @@ def _drop_llm_tensor(ckpt: Path, name: str, update_index: bool) -> None:
     index_path = ckpt / "llm" / "model.safetensors.index.json"
     index = json.loads(index_path.read_text())
     shard = ckpt / "llm" / index["weight_map"][name]
-    state = load_file(str(shard))
-    del state[name]
-    save_file(state, str(shard), {"format": "pt"})
+    edit_safetensors(shard, lambda state: state.pop(name))
     if update_index:
         del index["weight_map"][name]
         index_path.write_text(json.dumps(index))
@@ -534,11 +533,8 @@ def test_llm_tensor_with_wrong_shape(tiny_ckpt_dir, tmp_path):
 
 def test_vision_weights_missing_a_tensor(tiny_ckpt_dir, tmp_path):
     ckpt = copy_ckpt(tiny_ckpt_dir, tmp_path)
-    path = ckpt / "vision_tower" / "model.safetensors"
-    state = load_file(str(path))
-    victim = next(k for k in state if k.endswith("encoder.layers.0.self_attn.q_proj.weight"))
-    del state[victim]
-    save_file(state, str(path), {"format": "pt"})
+    victim = "vision_model.encoder.layers.0.self_attn.q_proj.weight"  # the released key layout
+    edit_safetensors(ckpt / "vision_tower" / "model.safetensors", lambda state: state.pop(victim))
     with pytest.raises(CheckpointError, match=r"vision_tower: weights do not match config\.json.*q_proj\.weight"):
         NvilaModel.from_pretrained(ckpt)
 
