@@ -5,17 +5,25 @@ rgpt4d_sdk.training (package_dir), so they never collide with unrelated PyPI pac
 """
 from setuptools import setup
 
-CORE = ["rgpt4d_sdk", "rgpt4d_sdk.model", "rgpt4d_sdk.engine", "rgpt4d_sdk.prompt"]
-MAPPED = {"rgpt4d_sdk.adapters": "adapters", "rgpt4d_sdk.calib": "calib", "rgpt4d_sdk.training": "training"}
+CORE = [
+    "rgpt4d_sdk", "rgpt4d_sdk.model", "rgpt4d_sdk.engine", "rgpt4d_sdk.prompt", "rgpt4d_sdk.eval", "rgpt4d_sdk.analyze",
+]
+MAPPED = {
+    "rgpt4d_sdk.adapters": "adapters",
+    "rgpt4d_sdk.adapters.nuscenes": "adapters/nuscenes",
+    "rgpt4d_sdk.calib": "calib",
+    "rgpt4d_sdk.training": "training",
+}
 
 extras = {
-    "nuscenes": ["nuscenes-devkit>=1.1"],
+    # The devkit pins numpy<2; pyarrow 24+ needs numpy 2 at import, so parquet output is capped below it.
+    "nuscenes": ["nuscenes-devkit>=1.1", "pyarrow>=14,<24"],
     "ros2": ["rosbags>=0.9"],
     "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
     "tensorrt": ["tensorrt>=10.0"],
     "train": ["peft>=0.10", "accelerate>=0.30"],
     "ray": ["ray[data]>=2.9"],
-    "test": ["pytest>=7.4", "setuptools>=64", "wheel"],
+    "test": ["pytest>=7.4", "setuptools>=64", "wheel", "nuscenes-devkit>=1.1", "pyarrow>=14,<24"],
 }
 extras["all"] = sorted({r for k, v in extras.items() if k not in ("tensorrt", "test") for r in v})
 
@@ -40,6 +48,7 @@ setup(
         "av>=11",
         "typer>=0.9",
         "pyyaml>=6",
+        "tqdm>=4.60",
     ],
     extras_require=extras,
     entry_points={"console_scripts": ["rgpt4d-sdk=rgpt4d_sdk.cli:main"]},

@@ -1,0 +1,1 @@
+"""Batch analysis: sources -> region queries -> engine -> results (JSONL, Parquet, metrics, HTML report)."""
