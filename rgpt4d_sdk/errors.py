@@ -48,3 +48,12 @@ class BackendError(RGPT4DError):
 
 class GenerationError(RGPT4DError):
     """Decoding failed (for example the prompt does not fit in the model's context)."""
+
+
+class CalibrationError(RGPT4DError, ValueError):
+    """A camera model, pose or clock offset is invalid: bad K, unknown distortion model, non-unit quaternion,
+    transforms chained through mismatched frames, unreadable calibration file."""
+
+
+class DatasetError(RGPT4DError):
+    """A data set cannot be used: missing table or file, unknown scene or camera, corrupt record."""
