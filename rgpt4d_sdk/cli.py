@@ -13,6 +13,8 @@ from .errors import QueryError, RGPT4DError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Region-level 4D video question answering.")
 checkpoint_app = typer.Typer(no_args_is_help=True, help="Inspect checkpoints, or write a tiny random one.")
 app.add_typer(checkpoint_app, name="checkpoint")
+analyze_app = typer.Typer(help="Batch analysis of driving logs: questions with ground truth, answers, metrics, report.")
+app.add_typer(analyze_app, name="analyze")
 
 DEMO_NOTICE = "NOTE: answers come from an untrained demo model with random weights; point --model at real weights."
 
@@ -109,6 +111,84 @@ def demo(
     typer.echo(f"checkpoint: {result['checkpoint']}\nvideo: {result['video']}")
     typer.echo(f"question: {result['question']}\noptions: {result['options']}")
     typer.echo(f"answer: {result['answer']['text']!r} (choice: {result['answer']['choice']})")
+
+
+def _print_run(stats) -> None:
+    m = stats.metrics.get("overall", {}) if stats.metrics else {}
+    typer.echo(f"clips: {stats.units_total} ({stats.units_skipped_done} already done, {stats.units_run} run); "
+               f"rows: answered {stats.queries_answered}, errors {stats.errors}, skipped {stats.skipped}")
+    if m:
+        typer.echo("overall: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))
+    typer.echo(f"results: {Path(stats.out_dir) / 'results.jsonl'} (+ results.parquet, metrics.json, config.yaml)")
+    typer.echo(f"report: {stats.report}")
+
+
+@analyze_app.callback(invoke_without_command=True)
+def analyze_default(
+    ctx: typer.Context,
+    out: Path = typer.Option(Path("rgpt4d-out"), help="Output folder of the embedded default run."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a TTY)."),
+) -> None:
+    """With no sub-command: analyse the embedded sample log (generated once) with the tiny demo checkpoint."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .analyze.default import DEMO_NOTICE, run_default
+
+    try:
+        stats = run_default(out, progress=progress, echo=lambda m: typer.echo(m, err=True))
+    except RGPT4DError as e:
+        _fail(e)
+    typer.echo("NOTE: " + DEMO_NOTICE)
+    _print_run(stats)
+
+
+@analyze_app.command("nuscenes")
+def analyze_nuscenes(
+    dataroot: Optional[Path] = typer.Option(None, help="nuScenes dataroot (holds v1.0-*/, samples/, sweeps/, maps/)."),
+    version: Optional[str] = typer.Option(None, help="Table version folder, e.g. v1.0-mini or v1.0-trainval."),
+    scenes: List[str] = typer.Option([], "--scenes", help="Scene name (repeatable); default: all scenes."),
+    cameras: List[str] = typer.Option([], "--cameras", help="Camera channel (repeatable); default: CAM_FRONT."),
+    model: Optional[str] = typer.Option(None, help="Checkpoint folder in the released layout, or a hub id."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default rgpt4d-out)."),
+    config: Optional[Path] = typer.Option(None, help="YAML config; command-line options override it."),
+    shard: Optional[str] = typer.Option(None, help="i/N: process every N-th clip (writes out/shard-i-of-N)."),
+    frames: Optional[str] = typer.Option(None, help="sweeps (every camera image, ~12 Hz) or keyframes (2 Hz)."),
+    num_frames: Optional[int] = typer.Option(None, help="Frames per clip (default 16)."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    dtype: Optional[str] = typer.Option(None, help="auto | float32 | bfloat16 | float16"),
+    batch_size: Optional[int] = typer.Option(None, help="Questions answered per batch."),
+    retry_errors: Optional[bool] = typer.Option(None, "--retry-errors", help="Redo clips that failed before."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a TTY)."),
+) -> None:
+    """Ask questions with known answers about a nuScenes log, answer them, and grade the answers (resumable)."""
+    from .analyze.config import AnalyzeConfig, merge, read_yaml
+    from .analyze.runner import run_analysis
+
+    overrides = {
+        "source": "nuscenes", "out": None if out is None else str(out), "shard": shard,
+        "retry_errors": retry_errors, "progress": progress,
+        "nuscenes": {"dataroot": None if dataroot is None else str(dataroot), "version": version,
+                     "scenes": scenes or None, "cameras": cameras or None, "frames": frames, "num_frames": num_frames},
+        "engine": {"model": model, "device": device, "dtype": dtype, "batch_size": batch_size},
+    }
+    try:
+        cfg = AnalyzeConfig.from_dict(merge(read_yaml(config) if config else {}, overrides))
+        stats = run_analysis(cfg, echo=lambda m: typer.echo(m, err=True))
+    except RGPT4DError as e:
+        _fail(e)
+    _print_run(stats)
+
+
+@analyze_app.command("merge")
+def analyze_merge(out: Path = typer.Argument(..., help="The --out folder that holds shard-i-of-N folders.")) -> None:
+    """Combine the shards of a sharded run into one results set, metrics and report."""
+    from .analyze.runner import merge_shards
+
+    try:
+        metrics = merge_shards(out)
+    except RGPT4DError as e:
+        _fail(e)
+    typer.echo(f"merged {metrics['counts']['rows']} rows; report: {out / 'report.html'}")
 
 
 @checkpoint_app.command("make-tiny")

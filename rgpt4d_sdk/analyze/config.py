@@ -1,0 +1,150 @@
+"""The typed configuration of a batch analysis, read from YAML and checked before any work starts.
+
+A YAML file has the sections of `AnalyzeConfig`; every key is checked (a typo is an error that lists the valid
+keys). Command-line options override the file. The resolved configuration is written as ``config.yaml`` beside
+the results, so any output folder can be reproduced from itself.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import yaml
+
+from ..config import from_mapping
+from ..errors import ConfigError
+from ..eval.questions import QuestionConfig
+
+SOURCES = ("nuscenes",)
+
+
+@dataclass
+class EngineConfig:
+    """Which model answers, and how. ``model`` is a checkpoint folder in the released layout or a hub id."""
+
+    model: str = ""
+    backend: str = "torch"
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 8
+    max_frames: int = 16
+
+    def __post_init__(self) -> None:
+        if int(self.batch_size) < 1:
+            raise ConfigError(f"engine.batch_size must be >= 1, got {self.batch_size}.")
+        if int(self.max_frames) < 1:
+            raise ConfigError(f"engine.max_frames must be >= 1, got {self.max_frames}.")
+
+
+def parse_shard(text: str) -> Tuple[int, int]:
+    """"i/N" -> (i, N) with 0 <= i < N."""
+    try:
+        i, n = (int(p) for p in str(text).split("/"))
+    except ValueError:
+        raise ConfigError(f"shard {text!r} must look like i/N (e.g. 0/4 for the first of four shards).") from None
+    if n < 1 or not 0 <= i < n:
+        raise ConfigError(f"shard {text!r}: need 0 <= i < N.")
+    return i, n
+
+
+@dataclass
+class AnalyzeConfig:
+    """Everything one `analyze` run needs. ``out``: the output folder. ``shard``: "i/N" takes every N-th clip.
+    ``retry_errors``: on resume, redo clips that failed before. ``progress``: None shows a bar on terminals."""
+
+    source: str = "nuscenes"
+    out: str = "rgpt4d-out"
+    nuscenes: Any = None
+    questions: QuestionConfig = field(default_factory=QuestionConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    shard: str = "0/1"
+    retry_errors: bool = False
+    progress: Optional[bool] = None
+    title: str = "rgpt4d-sdk analysis"
+    notice: str = ""
+
+    def __post_init__(self) -> None:
+        from ..adapters.nuscenes.source import NuScenesConfig  # the config class only; the devkit loads later
+
+        if self.source not in SOURCES:
+            raise ConfigError(f"source {self.source!r} is unknown; choose one of {SOURCES}.")
+        if self.nuscenes is None:
+            self.nuscenes = NuScenesConfig()
+        elif isinstance(self.nuscenes, Mapping):
+            self.nuscenes = NuScenesConfig.from_dict(self.nuscenes)
+        if isinstance(self.questions, Mapping):
+            self.questions = QuestionConfig.from_dict(self.questions)
+        if isinstance(self.engine, Mapping):
+            self.engine = from_mapping(EngineConfig, self.engine, "engine")
+        parse_shard(self.shard)
+        if not str(self.out).strip():
+            raise ConfigError("out is empty; give an output folder.")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "AnalyzeConfig":
+        return from_mapping(cls, data, "analyze config")
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key in ("nuscenes", "questions", "engine"):
+            out[key] = _plain(asdict(out[key]))
+        return out
+
+    def fingerprint(self) -> str:
+        """A digest of what decides the results (data, questions, model, dtype): a resume must not mix runs."""
+        d = self.to_dict()
+        keep = {"source": d["source"], "data": d[d["source"]], "questions": d["questions"],
+                "model": d["engine"]["model"], "backend": d["engine"]["backend"], "dtype": d["engine"]["dtype"],
+                "max_frames": d["engine"]["max_frames"], "shard": d["shard"]}
+        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _plain(value: Any) -> Any:
+    """Tuples -> lists, recursively, so the YAML dump is plain."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def read_yaml(path: "str | Path") -> Dict[str, Any]:
+    """A YAML mapping from ``path``; malformed files raise `ConfigError` naming the file and the line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"config file {path} cannot be read ({e}).") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections (nuscenes:, questions:, engine:, ...), "
+                          f"not a {type(data).__name__}.")
+    return data
+
+
+def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> Dict[str, Any]:
+    """``overrides`` on top of ``base``, section by section (None values in overrides are ignored)."""
+    out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in base.items()}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping):
+            section = out.get(key) if isinstance(out.get(key), Mapping) else {}
+            out[key] = merge(section, value)
+        else:
+            out[key] = value
+    return out
+
+
+def write_yaml(path: Path, data: Mapping[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(dict(data), sort_keys=False), encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,288 @@
+"""`analyze`: a source's clips -> questions with known answers -> engine -> rows, metrics and a report.
+
+Work units are clips with stable ids. A run appends each finished clip's rows to results.jsonl (see `store.py`);
+a re-run skips finished clips, so an interrupted run resumed ends with the same rows as an uninterrupted one.
+A clip that cannot be loaded (missing or corrupt image, ...) becomes an error row and the run goes on; a question
+whose truth is unknown becomes a skipped row with the reason. `--shard i/N` takes every N-th clip by a hash of
+its id and writes under ``out/shard-i-of-N`` (`merge_shards` combines them).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from ..errors import ConfigError, RGPT4DError
+from ..eval.metrics import score_row, summarize
+from ..eval.questions import QuestionSpec, make_questions
+from ..prompt.parse import to_si
+from ..types import RegionQuery
+from .config import AnalyzeConfig, parse_shard, write_yaml
+from .sinks import write_clip_media, write_json, write_parquet
+from .store import ResultStore
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class RunStats:
+    """What a run did. Times in seconds: adapter = decode, projection, SoM, media; engine = the model."""
+
+    out_dir: str
+    report: str
+    units_total: int = 0
+    units_skipped_done: int = 0
+    units_run: int = 0
+    rows: int = 0
+    queries_answered: int = 0
+    errors: int = 0
+    skipped: int = 0
+    adapter_s: float = 0.0
+    engine_s: float = 0.0
+    wall_s: float = 0.0
+    metrics: Dict[str, Any] = field(default_factory=dict)
+
+
+def shard_of(unit_id: str, num_shards: int) -> int:
+    """A stable shard for a clip id (sha1, not Python's salted hash)."""
+    return int(hashlib.sha1(unit_id.encode()).hexdigest()[:8], 16) % num_shards
+
+
+def open_source(cfg: AnalyzeConfig):
+    if cfg.source == "nuscenes":
+        from ..adapters.nuscenes.source import NuScenesSource
+
+        if not cfg.nuscenes.dataroot:
+            raise ConfigError("nuscenes.dataroot is empty; pass --dataroot DIR (the folder holding v1.0-*/ and samples/).")
+        return NuScenesSource(cfg.nuscenes)
+    raise ConfigError(f"source {cfg.source!r} is unknown.")  # AnalyzeConfig already checks; kept for direct callers
+
+
+def _check_out_dir(out: Path, cfg: AnalyzeConfig) -> None:
+    """Refuse to resume into a folder whose results came from a different data/question/model setting."""
+    run_file = out / "run.json"
+    if run_file.exists():
+        import json
+
+        try:
+            before = json.loads(run_file.read_text()).get("fingerprint")
+        except ValueError:
+            before = None
+        if before and before != cfg.fingerprint():
+            raise ConfigError(f"{out} holds results of a different configuration (data, questions or model changed); "
+                              "use another --out, or delete that folder to start again.")
+    write_json(run_file, {"fingerprint": cfg.fingerprint()})
+    write_yaml(out / "config.yaml", cfg.to_dict())
+
+
+def run_analysis(cfg: AnalyzeConfig, engine=None, echo: Optional[Echo] = None) -> RunStats:
+    """Run (or resume) an analysis; return what it did. Bad configuration or data-set errors raise before any
+    clip is processed; per-clip and per-question failures become rows."""
+    echo = echo or (lambda s: print(s, file=sys.stderr))
+    start = time.perf_counter()
+    index, count = parse_shard(cfg.shard)
+    out = Path(cfg.out) / (f"shard-{index}-of-{count}" if count > 1 else "")
+    out.mkdir(parents=True, exist_ok=True)
+    _check_out_dir(out, cfg)
+    source = open_source(cfg)
+    units = [u for u in source.units() if count == 1 or shard_of(u.id, count) == index]
+    store = ResultStore(out / "results.jsonl")
+    rows = store.load()
+    if cfg.retry_errors and any(r["status"] == "error" for r in rows.values()):
+        store.rewrite([r for r in rows.values() if r["status"] != "error"])
+        rows = store.load()
+    finished = store.finished_units(rows)
+    todo = [u for u in units if u.id not in finished]
+    stats = RunStats(str(out), str(out / "report.html"), units_total=len(units),
+                     units_skipped_done=len(units) - len(todo))
+    if stats.units_skipped_done:
+        echo(f"resuming: {stats.units_skipped_done} of {len(units)} clips already done in {out}")
+    holder: Dict[str, Any] = {"engine": engine}
+    bar = _progress(cfg, len(units), stats.units_skipped_done)
+    try:
+        for unit in todo:
+            new = _unit_rows(unit, source, cfg, out, holder, stats)
+            done_ids = {i for i in rows if rows[i]["unit_id"] == unit.id}
+            store.append([r for r in new if r["id"] not in done_ids])  # a torn earlier write: add only what is missing
+            stats.units_run += 1
+            bar.update(1)
+            bar.set_postfix(queries=stats.queries_answered, errors=stats.errors, refresh=False)
+    finally:
+        bar.close()
+    _finish(out, store, units, cfg, stats)
+    stats.wall_s = time.perf_counter() - start
+    return stats
+
+
+def _progress(cfg: AnalyzeConfig, total: int, initial: int):
+    from tqdm import tqdm
+
+    disable = (not sys.stderr.isatty()) if cfg.progress is None else not cfg.progress
+    return tqdm(total=total, initial=initial, unit="clip", desc="analyze", disable=disable, dynamic_ncols=True,
+                file=sys.stderr)
+
+
+def _get_engine(cfg: AnalyzeConfig, holder: Dict[str, Any]):
+    if holder.get("engine") is None:
+        from ..engine.base import Engine
+
+        e = cfg.engine
+        if not e.model:
+            raise ConfigError("engine.model is empty; pass --model DIR (a checkpoint in the released layout) or a hub id.")
+        holder["engine"] = Engine.from_pretrained(e.model, backend=e.backend, device=e.device, dtype=e.dtype,
+                                                  max_frames=e.max_frames)
+    return holder["engine"]
+
+
+def _unit_rows(unit, source, cfg: AnalyzeConfig, out: Path, holder: Dict[str, Any], stats: RunStats) -> List[dict]:
+    base = {"unit_id": unit.id, "source": source.name, "scene": unit.scene, "camera": unit.camera,
+            "clip_index": unit.clip_index}
+    if unit.problem:
+        return _finalise([_unit_problem_row(base, unit.status, unit.problem)], stats)
+    t0 = time.perf_counter()
+    try:
+        data = source.load(unit)
+        specs = make_questions(data.tracks, cfg.questions, seed_key=unit.id)
+        media = write_clip_media(out, unit.id, data.clip, data.regions)
+    except RGPT4DError as e:
+        return _finalise([_unit_problem_row(base, "error", f"{type(e).__name__}: {e}")], stats)
+    adapter_s = time.perf_counter() - t0
+    stats.adapter_s += adapter_s
+    t_first = data.clip.frames[0].timestamp_s
+    base.update(t0_us=data.t0_us, timestamps_s=[round(f.timestamp_s - t_first, 6) for f in data.clip.frames],
+                regions=data.region_info, media=media)
+    rows, queries = [], []
+    for i, spec in enumerate(specs):
+        row = _question_row(base, unit.id, i, spec)
+        rows.append(row)
+        if spec.skip_reason:
+            row.update(status="skipped", reason=spec.skip_reason)
+            continue
+        try:
+            with warnings.catch_warnings():  # every clip mark is drawn for every question: not a mistake here
+                warnings.simplefilter("ignore", UserWarning)
+                queries.append((row, RegionQuery(
+                    data.clip, data.regions, spec.question, options=list(spec.options), task=spec.task,
+                    answer_type=spec.answer_type, truth=spec.truth, id=row["id"])))
+        except RGPT4DError as e:
+            row.update(status="error", error=f"{type(e).__name__}: {e}")
+    if queries:
+        t1 = time.perf_counter()
+        engine = _get_engine(cfg, holder)  # no model is fatal: raise before this clip's rows are written
+        answers = _answer_all(engine, [q for _, q in queries], cfg.engine.batch_size)
+        stats.engine_s += time.perf_counter() - t1
+        for (row, _), ans in zip(queries, answers):
+            _fill_answer(row, ans, adapter_s / max(len(queries), 1))
+    return _finalise(rows, stats)
+
+
+def _answer_all(engine, queries: Sequence[RegionQuery], batch_size: int) -> List[Any]:
+    """Answers in batches; a failing batch is retried one query at a time so one bad query costs only its row."""
+    out: List[Any] = []
+    for s in range(0, len(queries), batch_size):
+        batch = list(queries[s: s + batch_size])
+        try:
+            out.extend(engine.answer_many(batch, batch_size=batch_size))
+        except RGPT4DError:
+            for q in batch:
+                try:
+                    out.append(engine.answer(q))
+                except RGPT4DError as e:
+                    out.append(e)
+    return out
+
+
+def _unit_problem_row(base: dict, status: str, message: str) -> dict:
+    row = dict(base, id=f"{base['unit_id']}#clip", status=status, task=None, format=None, question=None, options=[],
+               truth=None, score=None, index=0)
+    row["error" if status == "error" else "reason"] = message
+    return row
+
+
+def _question_row(base: dict, unit_id: str, index: int, spec: QuestionSpec) -> dict:
+    return dict(base, id=f"{unit_id}/{spec.key}", key=spec.key, index=index, status="ok", error=None, reason=None,
+                task=spec.task, format=spec.format, question=spec.question, options=list(spec.options),
+                answer_type=spec.answer_type, mark_ids=list(spec.mark_ids), truth=spec.truth,
+                truth_text=spec.truth_text, truth_value=spec.truth_value, unit=spec.unit, answer_text=None,
+                answer_choice=None, answer_value=None, answer_unit=None, score=None, timings={})
+
+
+def _fill_answer(row: dict, ans: Any, adapter_share_s: float) -> None:
+    if isinstance(ans, Exception):
+        row.update(status="error", error=f"{type(ans).__name__}: {ans}")
+        return
+    value, unit = (None, None)
+    if ans.value is not None and math.isfinite(ans.value):
+        value, unit = to_si(ans.value, ans.unit)
+    row.update(answer_text=ans.text, answer_choice=ans.choice, answer_value=value, answer_unit=unit,
+               timings=dict({k: round(v, 6) for k, v in ans.timings.items()}, adapter=round(adapter_share_s, 6)))
+    row["score"] = score_row(row)
+
+
+def _finalise(rows: List[dict], stats: RunStats) -> List[dict]:
+    for r in rows:
+        r["unit_rows"] = len(rows)
+        stats.rows += 1
+        stats.errors += r["status"] == "error"
+        stats.skipped += r["status"] == "skipped"
+        stats.queries_answered += r["status"] == "ok"
+    return rows
+
+
+def _finish(out: Path, store: ResultStore, units: Sequence, cfg: AnalyzeConfig, stats: RunStats) -> None:
+    """Parquet, metrics and report from every row on disk (this run's and earlier runs')."""
+    order = {u.id: n for n, u in enumerate(units)}
+    rows = sorted((r for r in store.load().values() if r["unit_id"] in order),
+                  key=lambda r: (order[r["unit_id"]], r.get("index", 0)))
+    stats.metrics = write_outputs(out, rows, cfg.to_dict(), cfg.title, cfg.notice)
+
+
+def write_outputs(out: Path, rows: List[dict], config: Dict[str, Any], title: str, notice: str) -> Dict[str, Any]:
+    from .report import write_report
+
+    metrics = summarize(rows)
+    write_parquet(out / "results.parquet", rows)
+    write_json(out / "metrics.json", metrics)
+    write_report(out, rows, metrics, title=title, notice=notice or None, config=config)
+    return metrics
+
+
+def stats_dict(stats: RunStats) -> Dict[str, Any]:
+    return asdict(stats)
+
+
+def merge_shards(out: "str | Path") -> Dict[str, Any]:
+    """Combine ``out/shard-i-of-N`` folders (all N must be there) into results, metrics and a report in ``out``."""
+    import re
+
+    from .config import read_yaml
+
+    out = Path(out)
+    shards = sorted(d for d in out.glob("shard-*-of-*") if d.is_dir())
+    if not shards:
+        raise ConfigError(f"no shard-i-of-N folders in {out}; run analyze with --shard i/N --out {out} first.")
+    counts = {int(re.fullmatch(r"shard-(\d+)-of-(\d+)", d.name).group(2)) for d in shards}
+    if len(counts) != 1:
+        raise ConfigError(f"{out} mixes shard counts {sorted(counts)}; merge one sharding at a time.")
+    n = counts.pop()
+    missing = sorted(set(range(n)) - {int(d.name.split("-")[1]) for d in shards})
+    if missing:
+        raise ConfigError(f"shards {missing} of {n} are missing in {out}; run them (--shard i/{n}) before merging.")
+    rows = []
+    for d in shards:
+        for r in ResultStore(d / "results.jsonl").load().values():
+            if r.get("media"):
+                r["media"] = {k: f"{d.name}/{v}" for k, v in r["media"].items()}
+            rows.append(r)
+    rows.sort(key=lambda r: (str(r.get("scene")), str(r.get("camera")), r.get("clip_index", -1), r["unit_id"],
+                             r.get("index", 0)))
+    config = read_yaml(shards[0] / "config.yaml")
+    config["shard"] = f"merged {n} shards"
+    ResultStore(out / "results.jsonl").rewrite(rows)
+    write_yaml(out / "config.yaml", config)
+    return write_outputs(out, rows, config, str(config.get("title", "rgpt4d-sdk analysis")), str(config.get("notice", "")))

@@ -1,0 +1,78 @@
+"""The append-only results file that makes `analyze` resumable.
+
+Every row is one JSON line. All rows of one clip are appended with a single write, then flushed and fsynced, and
+each carries ``unit_rows`` (how many rows its clip has): a clip counts as finished only when all of its rows are on
+disk. A run killed mid-write leaves at most a torn last line, which the next run cuts off before appending.
+Later rows with the same id replace earlier ones, so a re-run never yields duplicates.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Dict, Iterable, List, Set
+
+from ..errors import DatasetError
+
+
+class ResultStore:
+    """results.jsonl under an output folder."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def load(self) -> Dict[str, dict]:
+        """Rows by id (last write wins). A torn final line is cut off the file; a corrupt middle line is an error."""
+        if not self.path.exists():
+            return {}
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):  # the previous run died inside a write: drop the partial line
+            with open(self.path, "r+b") as f:
+                f.truncate(end)
+                f.flush()
+                os.fsync(f.fileno())
+            data = data[:end]
+        rows: Dict[str, dict] = {}
+        for n, line in enumerate(data.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as e:
+                raise DatasetError(f"{self.path} line {n} is not JSON ({e}); the file was edited or damaged. Move it "
+                                   "away to start afresh, or delete that line to resume.") from e
+            rows[row["id"]] = row
+        return rows
+
+    @staticmethod
+    def finished_units(rows: Dict[str, dict]) -> Set[str]:
+        """Clips whose every row is on disk."""
+        counts: Counter = Counter()
+        expected: Dict[str, int] = {}
+        for r in rows.values():
+            counts[r["unit_id"]] += 1
+            expected[r["unit_id"]] = r["unit_rows"]
+        return {u for u, n in counts.items() if expected[u] == n}
+
+    def append(self, rows: Iterable[dict]) -> None:
+        """Append rows with one write, then flush and fsync (a clip's rows land together or not at all)."""
+        text = "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in rows)
+        if not text:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def rewrite(self, rows: List[dict]) -> None:
+        """Replace the file atomically (used to drop error rows before retrying them)."""
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r, sort_keys=True, allow_nan=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
