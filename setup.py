@@ -37,6 +37,7 @@ setup(
     python_requires=">=3.10",
     packages=CORE + list(MAPPED),
     package_dir={"": ".", **MAPPED},
+    package_data={"rgpt4d_sdk": ["configs/*.yaml"]},
     install_requires=[
         "torch>=2.1",
         "transformers>=4.46",

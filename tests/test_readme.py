@@ -18,7 +18,7 @@ def blocks(lang: str):
 
 def test_readme_has_the_two_setup_commands():
     bash = blocks("bash")
-    assert any(b.strip().startswith("pip install torch==2.13.0") and "rgpt4d-sdk demo" in b for b in bash)
+    assert any(b.strip().startswith("pip install torch==2.13.0") and b.strip().endswith("rgpt4d-sdk analyze") for b in bash)
     assert any(b.strip() == "python -m pytest -q" for b in bash)
     ci = (README.parent / ".ci" / "run").read_text()
     assert "\npython -m pytest -q\n" in ci
