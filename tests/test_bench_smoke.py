@@ -46,3 +46,21 @@ def test_query_latency_writes_stage_stats_and_metadata(tmp_path):
     assert data["generated_tokens"]["min"] == data["generated_tokens"]["requested"]  # stop tokens disabled
     assert data["decode_tok_s"]["median"] > 0
     assert len(data["runs"]) == 2
+
+
+def test_analyze_throughput_writes_its_split(tmp_path):
+    out = tmp_path / "at.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "analyze_throughput.py"), "--repeats", "1", "--max-clips", "1",
+         "--cache", str(tmp_path / "cache"), "--out", str(out)],
+        cwd=str(ROOT), capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "questions/s" in proc.stdout and "image decode" in proc.stdout
+    data = json.loads(out.read_text(encoding="utf-8"))
+    for key in ("machine", "versions", "git", "config", "runs", "median", "clips_per_s", "questions_per_s",
+                "adapter_stages_s"):
+        assert key in data, key
+    assert data["median"]["clips"] == 3 and data["median"]["questions"] > 0  # 3 scene/camera pairs, 1 clip each
+    assert set(data["adapter_stages_s"]) == {"decode", "projection_tracks", "questions", "som_media"}
+    assert data["median"]["adapter_s"] > 0 and data["median"]["engine_s"] > 0

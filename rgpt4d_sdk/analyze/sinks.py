@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
-from ..prompt.som import render_som
+from ..prompt.som import mark_colour, render_som
 from ..types import Clip, Region
 
 STRIP_FRAMES = 8
@@ -34,15 +34,23 @@ def _save_jpeg(path: Path, image: np.ndarray, quality: int = 85) -> None:
     os.replace(tmp, path)
 
 
-def frame_strip(clip: Clip, num: int = STRIP_FRAMES, height: int = STRIP_HEIGHT) -> np.ndarray:
-    """Up to ``num`` evenly spaced frames side by side, each scaled to ``height`` pixels."""
+def frame_strip(clip: Clip, regions: Sequence[Region] = (), num: int = STRIP_FRAMES,
+                height: int = STRIP_HEIGHT) -> np.ndarray:
+    """Up to ``num`` evenly spaced frames side by side, each scaled to ``height`` pixels, with each region's box on
+    that frame (``Region.frame_boxes``, from the source's tracks) outlined in its mark colour."""
     n = len(clip.frames)
     idx = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(num, n))})
     tiles = []
     for i in idx:
         im = Image.fromarray(clip.frames[i].image)
-        w = max(1, round(im.width * height / im.height))
-        tiles.append(np.asarray(im.resize((w, height), Image.BILINEAR)))
+        scale = height / im.height
+        im = im.resize((max(1, round(im.width * scale)), height), Image.BILINEAR)
+        draw = ImageDraw.Draw(im)
+        for r in regions:
+            box = r.frame_boxes.get(i)
+            if box is not None:
+                draw.rectangle([v * scale for v in box], outline=mark_colour(r.id), width=2)
+        tiles.append(np.asarray(im))
     gap = np.full((height, 4, 3), 255, np.uint8)
     parts: List[np.ndarray] = []
     for t in tiles:
@@ -56,7 +64,7 @@ def write_clip_media(out_dir: Path, unit_id: str, clip: Clip, regions: Sequence[
     folder = Path(out_dir) / rel
     folder.mkdir(parents=True, exist_ok=True)
     _save_jpeg(folder / "som.jpg", render_som(clip.frames[0].image, regions))
-    _save_jpeg(folder / "strip.jpg", frame_strip(clip))
+    _save_jpeg(folder / "strip.jpg", frame_strip(clip, regions))
     return {"som": (rel / "som.jpg").as_posix(), "strip": (rel / "strip.jpg").as_posix()}
 
 
