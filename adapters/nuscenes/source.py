@@ -86,7 +86,8 @@ class NuScenesConfig:
             if int(getattr(self, name)) < low:
                 raise ConfigError(f"nuscenes.{name} must be >= {low}, got {getattr(self, name)}.")
         if self.min_visibility > 4:
-            raise ConfigError(f"nuscenes.min_visibility must be 1..4 (nuScenes visibility levels), got {self.min_visibility}.")
+            raise ConfigError(
+                f"nuscenes.min_visibility must be 1..4 (nuScenes visibility levels), got {self.min_visibility}.")
         if self.clip_step is not None and int(self.clip_step) < 1:
             raise ConfigError(f"nuscenes.clip_step must be >= 1 (or null for num_frames), got {self.clip_step}.")
         if not 0 <= self.min_distance_m < self.max_distance_m:
@@ -138,7 +139,8 @@ def check_dataroot(dataroot: Path, version: str) -> Path:
         raise DatasetError(f"no tables for version {version!r} under {dataroot}; versions found: {found or 'none'}.")
     missing = [t for t in TABLES if not (table_root / f"{t}.json").is_file()]
     if missing:
-        raise DatasetError(f"nuScenes table(s) {missing} missing in {table_root}; the devkit needs all of {list(TABLES)} "
+        raise DatasetError(f"nuScenes table(s) {missing} missing in {table_root}; the devkit needs all of "
+                           f"{list(TABLES)} "
                            "(attribute and visibility may be empty lists). Re-extract the metadata archive.")
     try:
         maps = json.loads((table_root / "map.json").read_text())
@@ -147,7 +149,8 @@ def check_dataroot(dataroot: Path, version: str) -> Path:
     if not isinstance(maps, list) or not any(
         isinstance(m, dict) and (Path(dataroot) / str(m.get("filename", ""))).is_file() for m in maps
     ):
-        raise DatasetError(f"{table_root / 'map.json'} has no record whose map image exists under {dataroot}; the devkit "
+        raise DatasetError(f"{table_root / 'map.json'} has no record whose map image exists under {dataroot}; the "
+                           "devkit "
                            "requires one (extract the maps/ folder of the release).")
     return table_root
 
@@ -230,8 +233,8 @@ class NuScenesSource:
             for channel in cfg.cameras:
                 base = f"{scene['name']}/{channel}"
                 if not scene.get("first_sample_token") or int(scene.get("nbr_samples", 1)) == 0:
-                    units.append(ClipUnit(f"{base}/-", scene["name"], channel, -1,
-                                          problem=f"scene {scene['name']} has no samples (empty scene)", status="error"))
+                    problem = f"scene {scene['name']} has no samples (empty scene)"
+                    units.append(ClipUnit(f"{base}/-", scene["name"], channel, -1, problem=problem, status="error"))
                     continue
                 tokens = self.camera_frames(scene, channel)[:: cfg.frame_stride]
                 if not tokens:
@@ -300,7 +303,8 @@ class NuScenesSource:
         out = {}
         for b in self.nusc.get_boxes(sd_token):
             ann = self.nusc.get("sample_annotation", b.token)
-            box = Box3D(np.asarray(b.center, float), np.asarray(b.wlh, float), np.asarray(b.orientation.elements, float))
+            box = Box3D(np.asarray(b.center, float), np.asarray(b.wlh, float),
+                        np.asarray(b.orientation.elements, float))  # devkit Quaternion elements are w, x, y, z
             out[ann["instance_token"]] = (box, ann)
         return out
 

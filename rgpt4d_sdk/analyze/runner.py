@@ -58,7 +58,8 @@ def open_source(cfg: AnalyzeConfig):
         from ..adapters.nuscenes.source import NuScenesSource
 
         if not cfg.nuscenes.dataroot:
-            raise ConfigError("nuscenes.dataroot is empty; pass --dataroot DIR (the folder holding v1.0-*/ and samples/).")
+            raise ConfigError(
+                "nuscenes.dataroot is empty; pass --dataroot DIR (the folder holding v1.0-*/ and samples/).")
         return NuScenesSource(cfg.nuscenes)
     raise ConfigError(f"source {cfg.source!r} is unknown.")  # AnalyzeConfig already checks; kept for direct callers
 
@@ -133,7 +134,8 @@ def _get_engine(cfg: AnalyzeConfig, holder: Dict[str, Any]):
 
         e = cfg.engine
         if not e.model:
-            raise ConfigError("engine.model is empty; pass --model DIR (a checkpoint in the released layout) or a hub id.")
+            raise ConfigError(
+                "engine.model is empty; pass --model DIR (a checkpoint in the released layout) or a hub id.")
         holder["engine"] = Engine.from_pretrained(e.model, backend=e.backend, device=e.device, dtype=e.dtype,
                                                   max_frames=e.max_frames)
     return holder["engine"]
@@ -285,4 +287,5 @@ def merge_shards(out: "str | Path") -> Dict[str, Any]:
     config["shard"] = f"merged {n} shards"
     ResultStore(out / "results.jsonl").rewrite(rows)
     write_yaml(out / "config.yaml", config)
-    return write_outputs(out, rows, config, str(config.get("title", "rgpt4d-sdk analysis")), str(config.get("notice", "")))
+    title, notice = str(config.get("title", "rgpt4d-sdk analysis")), str(config.get("notice", ""))
+    return write_outputs(out, rows, config, title, notice)
