@@ -406,3 +406,14 @@ def test_shipped_configs_validate():
     for path in configs:
         cfg = AnalyzeConfig.from_dict(yaml.safe_load(path.read_text()))
         assert cfg.nuscenes.num_frames == 16 and set(cfg.questions.families) == set(QuestionConfig().families)
+
+
+def test_broken_checkpoint_is_reported_before_any_clip(dataroot, tiny_ckpt_dir, tmp_path):
+    from rgpt4d_sdk.errors import CheckpointError
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_ckpt_dir, ckpt)
+    (ckpt / "mm_projector" / "model.safetensors").write_bytes(b"\x00" * 16)  # truncated weights
+    with pytest.raises(CheckpointError):
+        run_analysis(analyze_cfg(dataroot, ckpt, tmp_path / "out"))
+    assert not (tmp_path / "out" / "results.jsonl").exists() and not (tmp_path / "out" / "media").exists()

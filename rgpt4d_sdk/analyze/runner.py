@@ -104,6 +104,8 @@ def run_analysis(cfg: AnalyzeConfig, engine=None, echo: Optional[Echo] = None) -
     if stats.units_skipped_done:
         echo(f"resuming: {stats.units_skipped_done} of {len(units)} clips already done in {out}")
     holder: Dict[str, Any] = {"engine": engine}
+    if any(not u.problem for u in todo):
+        _get_engine(cfg, holder)  # a missing or broken checkpoint is reported before any clip is processed
     bar = _progress(cfg, len(units), stats.units_skipped_done)
     try:
         for unit in todo:
@@ -175,8 +177,7 @@ def _unit_rows(unit, source, cfg: AnalyzeConfig, out: Path, holder: Dict[str, An
             row.update(status="error", error=f"{type(e).__name__}: {e}")
     if queries:
         t1 = time.perf_counter()
-        engine = _get_engine(cfg, holder)  # no model is fatal: raise before this clip's rows are written
-        answers = _answer_all(engine, [q for _, q in queries], cfg.engine.batch_size)
+        answers = _answer_all(_get_engine(cfg, holder), [q for _, q in queries], cfg.engine.batch_size)
         stats.engine_s += time.perf_counter() - t1
         for (row, _), ans in zip(queries, answers):
             _fill_answer(row, ans, adapter_s / max(len(queries), 1))
