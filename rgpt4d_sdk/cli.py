@@ -131,6 +131,9 @@ def analyze_default(
 ) -> None:
     """With no sub-command: analyse the embedded sample log (generated once) with the tiny demo checkpoint."""
     if ctx.invoked_subcommand is not None:
+        if out != Path("rgpt4d-out") or progress is not None:
+            _fail(QueryError(f"options given before '{ctx.invoked_subcommand}' belong to the default run; put them "
+                             f"after it: rgpt4d-sdk analyze {ctx.invoked_subcommand} --out DIR ..."))
         return
     from .analyze.default import DEMO_NOTICE, run_default
 
@@ -157,7 +160,8 @@ def analyze_nuscenes(
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
     dtype: Optional[str] = typer.Option(None, help="auto | float32 | bfloat16 | float16"),
     batch_size: Optional[int] = typer.Option(None, help="Questions answered per batch."),
-    retry_errors: Optional[bool] = typer.Option(None, "--retry-errors", help="Redo clips that failed before."),
+    retry_errors: Optional[bool] = typer.Option(None, "--retry-errors/--no-retry-errors",
+                                                help="Redo clips that failed before (default: no)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a TTY)."),
 ) -> None:
     """Ask questions with known answers about a nuScenes log, answer them, and grade the answers (resumable)."""

@@ -36,6 +36,8 @@ def scenes():
         S.SampleObject("walker", "human.pedestrian.adult", (0.6, 0.7, 1.75), (14.0, -4.0, 0.875), (0.3, 1.2, 0.0)),
         S.SampleObject("parked", "vehicle.truck", (2.5, 8.0, 3.2), (24.0, -5.0, 1.6), (0.0, 0.0, 0.0)),
         S.SampleObject("once", "vehicle.car", CAR, (12.0, 4.5, 0.8), (0.0, 0.0, 0.0), annotated_keyframes=(0,)),
+        # first annotated at keyframe 1: on the sweeps before it the devkit has no interpolated box for it
+        S.SampleObject("late", "vehicle.car", CAR, (10.0, -3.0, 0.8), (6.0, 0.0, 0.0), annotated_keyframes=(1, 2, 3, 4)),
     ]
     return [S.SampleScene("scene-0001", objects, ego_velocity=(5.0, 0.0, 0.0), num_keyframes=5)]
 
@@ -260,6 +262,7 @@ def test_shards_merge_to_the_full_result(dataroot, tiny_ckpt_dir, tmp_path, full
         run_analysis(analyze_cfg(dataroot, tiny_ckpt_dir, out, shard=f"{i}/2"))
     ids = [set(r["id"] for r in read_rows(out / f"shard-{i}-of-2" / "results.jsonl")) for i in range(2)]
     assert ids[0] and ids[1] and not ids[0] & ids[1]
+    (out / "shard-0-of-2.bak").mkdir()  # a stray folder is not a shard
     merge_shards(out)
     merged = without_timings(read_rows(out / "results.jsonl"))
     ref = without_timings(read_rows(ref_out / "results.jsonl"))
@@ -417,3 +420,57 @@ def test_broken_checkpoint_is_reported_before_any_clip(dataroot, tiny_ckpt_dir, 
     with pytest.raises(CheckpointError):
         run_analysis(analyze_cfg(dataroot, ckpt, tmp_path / "out"))
     assert not (tmp_path / "out" / "results.jsonl").exists() and not (tmp_path / "out" / "media").exists()
+
+
+def test_late_annotated_object_is_never_marked_with_a_stale_box(dataroot):
+    scene = scenes()[0]
+    late = S.instance_token(scene, [o for o in scene.objects if o.name == "late"][0])
+    source = NuScenesSource(nus_cfg(dataroot, max_regions=9))
+    first = source.load(source.units()[0])  # starts at keyframe 0; "late" has no box before keyframe 1
+    assert late not in [r["instance"] for r in first.region_info]
+    later = [source.load(u) for u in source.units()[2:]]  # clips after keyframe 1 do mark it
+    assert any(late in [r["instance"] for r in d.region_info] for d in later)
+
+
+def test_duplicated_sample_time_becomes_an_error_row_not_a_crash(broken_root, tiny_ckpt_dir, tmp_path):
+    samples = _table(broken_root, "sample")
+    samples.sort(key=lambda r: r["timestamp"])
+    samples[2]["timestamp"] = samples[1]["timestamp"]
+    _write_table(broken_root, "sample", samples)
+    stats = run_analysis(analyze_cfg(broken_root, tiny_ckpt_dir, tmp_path / "out",
+                                     questions={"families": ["speed", "ego_speed"], "formats": ["mc"]}))
+    rows = read_rows(tmp_path / "out" / "results.jsonl")
+    assert stats.units_run == 4 and rows  # every clip recorded, none crashed the run
+    assert any(r["status"] == "error" and "DatasetError" in r["error"] for r in rows)
+
+
+def test_failed_start_does_not_poison_the_output_folder(dataroot, tiny_ckpt_dir, tmp_path):
+    with pytest.raises(DatasetError):
+        run_analysis(analyze_cfg(tmp_path / "typo", tiny_ckpt_dir, tmp_path / "out"))
+    run_analysis(analyze_cfg(dataroot, tiny_ckpt_dir, tmp_path / "out",
+                             questions={"families": ["ego_speed"], "formats": ["mc"]}))
+    assert (tmp_path / "out" / "report.html").is_file()
+
+
+def test_unfinished_or_mismatched_shards_are_not_merged(dataroot, tiny_ckpt_dir, tmp_path):
+    out = tmp_path / "sharded"
+    q = {"families": ["ego_speed"], "formats": ["mc"]}
+    run_analysis(analyze_cfg(dataroot, tiny_ckpt_dir, out, shard="0/2", questions=q))
+    run_analysis(analyze_cfg(dataroot, tiny_ckpt_dir, out, shard="1/2", questions={**q, "seed": 1}))
+    with pytest.raises(ConfigError, match="different data"):
+        merge_shards(out)
+    run_file = out / "shard-1-of-2" / "run.json"
+    run_file.write_text(json.dumps(dict(json.loads(run_file.read_text()), complete=False)))
+    with pytest.raises(ConfigError, match="did not finish"):
+        merge_shards(out)
+
+
+def test_bare_yaml_strings_become_lists():
+    cfg = NuScenesConfig(dataroot="x", cameras="CAM_FRONT", categories="vehicle", scenes="scene-0001")
+    assert cfg.cameras == ["CAM_FRONT"] and cfg.categories == ["vehicle"] and cfg.scenes == ["scene-0001"]
+
+
+def test_group_options_before_a_subcommand_are_refused(tmp_path):
+    proc = _cli("analyze", "--out", str(tmp_path / "x"), "nuscenes", "--dataroot", str(tmp_path))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "put them after it" in err

@@ -28,7 +28,7 @@ from rgpt4d_sdk.calib.transforms import (
     from_nuscenes_ego_pose,
 )
 from rgpt4d_sdk.config import from_mapping
-from rgpt4d_sdk.errors import ConfigError, DatasetError
+from rgpt4d_sdk.errors import ConfigError, DatasetError, RGPT4DError
 from rgpt4d_sdk.eval.tracks import ClipTracks, Track
 from rgpt4d_sdk.media import load_image
 from rgpt4d_sdk.types import Clip, Frame, Region
@@ -73,9 +73,8 @@ class NuScenesConfig:
     clock_offsets_s: Dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.scenes = [str(s) for s in (self.scenes or [])]
-        self.cameras = [str(c) for c in (self.cameras or [])]
-        self.categories = [str(c) for c in (self.categories or [])]
+        self.scenes, self.cameras, self.categories = (
+            _names(self.scenes), _names(self.cameras), _names(self.categories))
         if not self.cameras:
             raise ConfigError("nuscenes.cameras is empty; name at least one channel, e.g. CAM_FRONT.")
         if self.frames not in FRAME_MODES:
@@ -100,6 +99,15 @@ class NuScenesConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
+
+
+def _names(value: Any) -> List[str]:
+    """A list of names; one bare name (a YAML string where a list was meant) becomes a list of one."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
 
 
 @dataclass(frozen=True)
@@ -215,12 +223,17 @@ class NuScenesSource:
             if not prev or self._scene_of(self.nusc.get("sample_data", prev)) != scene["token"]:
                 break
             token = prev
+        # Boxes exist only between the first and last keyframe: outside, the devkit would return the nearest
+        # keyframe's boxes unchanged, which is not where the objects were at those times.
+        t_first = first["timestamp"]
+        t_last = self.nusc.get("sample", scene["last_sample_token"] or scene["first_sample_token"])["timestamp"]
         out = []
         while token:
             sd = self.nusc.get("sample_data", token)
             if self._scene_of(sd) != scene["token"]:
                 break
-            if self.cfg.frames == "sweeps" or sd["is_key_frame"]:
+            in_range = t_first <= sd["timestamp"] <= t_last or sd["is_key_frame"]
+            if in_range and (self.cfg.frames == "sweeps" or sd["is_key_frame"]):
                 out.append(token)
             token = sd["next"]
         return out
@@ -255,9 +268,19 @@ class NuScenesSource:
 
     # -- loading -----------------------------------------------------------------------------------------------
     def load(self, unit: ClipUnit) -> ClipData:
-        """Decode the frames and build marks and tracks. Missing or corrupt images raise `MediaError`/`ImageError`."""
+        """Decode the frames and build marks and tracks. Missing or corrupt images raise `MediaError`/`ImageError`;
+        records the devkit cannot use (duplicated timestamps, dangling tokens) raise `DatasetError`."""
         if unit.problem:
             raise DatasetError(unit.problem)
+        try:
+            return self._load(unit)
+        except (KeyError, ArithmeticError, ValueError, TypeError) as e:
+            if isinstance(e, RGPT4DError):
+                raise
+            raise DatasetError(f"clip {unit.id}: the devkit failed on its records ({type(e).__name__}: {e}); the "
+                               "tables are inconsistent (e.g. two samples with one timestamp, or a dangling token).") from e
+
+    def _load(self, unit: ClipUnit) -> ClipData:
         sds = [self.nusc.get("sample_data", t) for t in unit.sd_tokens]
         cs0 = self.nusc.get("calibrated_sensor", sds[0]["calibrated_sensor_token"])
         camera = CameraModel.from_nuscenes(cs0, int(sds[0]["width"]), int(sds[0]["height"]), camera_id=unit.camera)
@@ -285,7 +308,7 @@ class NuScenesSource:
             speed = float(np.linalg.norm(track.velocity_global[:2]))
             info.append({"id": mark, "label": ann["category"], "instance": inst,
                          "box": [round(float(v), 2) for v in pb.box], "distance_m": round(pb.distance_m, 4),
-                         "speed_mps": None if math.isnan(speed) else round(speed, 4)})
+                         "speed_mps": round(speed, 4) if math.isfinite(speed) else None})
             tracks.append(track)
         ego = np.array([self.nusc.get("ego_pose", sd["ego_pose_token"])["translation"] for sd in sds], dtype=float)
         cam_centres = np.array([T.inverse().translation for T in cam_from_global], dtype=float)
@@ -299,10 +322,22 @@ class NuScenesSource:
         return (global_from_ego @ ego_from_cam).inverse()
 
     def _boxes_by_instance(self, sd_token: str) -> Dict[str, Tuple[Box3D, dict]]:
-        """instance token -> (global box at this frame's time, annotation record with its category name)."""
+        """instance token -> (global box at this frame's time, annotation record with its category name).
+
+        On a sweep the devkit interpolates only instances annotated at both surrounding keyframes; for the others
+        it returns the later keyframe's box as it is, which is not where the object was: those are left out."""
+        sd = self.nusc.get("sample_data", sd_token)
+        both = None
+        if not sd["is_key_frame"]:
+            sample = self.nusc.get("sample", sd["sample_token"])
+            if sample["prev"]:
+                prev = self.nusc.get("sample", sample["prev"])
+                both = {self.nusc.get("sample_annotation", a)["instance_token"] for a in prev["anns"]}
         out = {}
         for b in self.nusc.get_boxes(sd_token):
             ann = self.nusc.get("sample_annotation", b.token)
+            if both is not None and ann["instance_token"] not in both:
+                continue
             box = Box3D(np.asarray(b.center, float), np.asarray(b.wlh, float),
                         np.asarray(b.orientation.elements, float))  # devkit Quaternion elements are w, x, y, z
             out[ann["instance_token"]] = (box, ann)

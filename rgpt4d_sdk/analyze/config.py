@@ -93,12 +93,15 @@ class AnalyzeConfig:
             out[key] = _plain(asdict(out[key]))
         return out
 
-    def fingerprint(self) -> str:
-        """A digest of what decides the results (data, questions, model, dtype): a resume must not mix runs."""
+    def fingerprint(self, shard: bool = True) -> str:
+        """A digest of what decides the results (data, questions, model, device, dtype): a resume must not mix
+        runs. ``shard=False`` leaves the shard out, so the shards of one run can be checked against each other."""
         d = self.to_dict()
         keep = {"source": d["source"], "data": d[d["source"]], "questions": d["questions"],
                 "model": d["engine"]["model"], "backend": d["engine"]["backend"], "dtype": d["engine"]["dtype"],
-                "max_frames": d["engine"]["max_frames"], "shard": d["shard"]}
+                "device": d["engine"]["device"], "max_frames": d["engine"]["max_frames"]}
+        if shard:
+            keep["shard"] = d["shard"]
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 

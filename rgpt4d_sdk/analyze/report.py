@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from html import escape
 from html.parser import HTMLParser
@@ -334,7 +335,9 @@ def write_report(
                      "</details>")
     parts += [_clips_html(rows, out_dir), "</main>", "</body>", "</html>", ""]
     path = out_dir / "report.html"
-    path.write_text("\n".join(parts), encoding="utf-8")
+    tmp = path.with_name(path.name + ".tmp")  # renamed into place: a killed run never leaves half a report
+    tmp.write_text("\n".join(parts), encoding="utf-8")
+    os.replace(tmp, path)
     return path
 
 

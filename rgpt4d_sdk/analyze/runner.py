@@ -64,10 +64,19 @@ def open_source(cfg: AnalyzeConfig):
     raise ConfigError(f"source {cfg.source!r} is unknown.")  # AnalyzeConfig already checks; kept for direct callers
 
 
-def _check_out_dir(out: Path, cfg: AnalyzeConfig) -> None:
+def _read_run(out: Path) -> Dict[str, Any]:
+    import json
+
+    try:
+        return json.loads((out / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _check_out_dir(out: Path, cfg: AnalyzeConfig, has_results: bool) -> None:
     """Refuse to resume into a folder whose results came from a different data/question/model setting."""
     run_file = out / "run.json"
-    if run_file.exists():
+    if has_results and run_file.exists():
         import json
 
         try:
@@ -77,7 +86,8 @@ def _check_out_dir(out: Path, cfg: AnalyzeConfig) -> None:
         if before and before != cfg.fingerprint():
             raise ConfigError(f"{out} holds results of a different configuration (data, questions or model changed); "
                               "use another --out, or delete that folder to start again.")
-    write_json(run_file, {"fingerprint": cfg.fingerprint()})
+    write_json(run_file, {"fingerprint": cfg.fingerprint(), "data_fingerprint": cfg.fingerprint(shard=False),
+                          "complete": False})
     write_yaml(out / "config.yaml", cfg.to_dict())
 
 
@@ -88,11 +98,13 @@ def run_analysis(cfg: AnalyzeConfig, engine=None, echo: Optional[Echo] = None) -
     start = time.perf_counter()
     index, count = parse_shard(cfg.shard)
     out = Path(cfg.out) / (f"shard-{index}-of-{count}" if count > 1 else "")
-    out.mkdir(parents=True, exist_ok=True)
-    _check_out_dir(out, cfg)
     source = open_source(cfg)
-    units = [u for u in source.units() if count == 1 or shard_of(u.id, count) == index]
+    all_units = source.units()
+    order = {u.id: n for n, u in enumerate(all_units)}  # the unsharded order, kept in rows for merging
+    units = [u for u in all_units if count == 1 or shard_of(u.id, count) == index]
+    out.mkdir(parents=True, exist_ok=True)
     store = ResultStore(out / "results.jsonl")
+    _check_out_dir(out, cfg, has_results=store.path.exists() and store.path.stat().st_size > 0)
     rows = store.load()
     if cfg.retry_errors and any(r["status"] == "error" for r in rows.values()):
         store.rewrite([r for r in rows.values() if r["status"] != "error"])
@@ -110,8 +122,14 @@ def run_analysis(cfg: AnalyzeConfig, engine=None, echo: Optional[Echo] = None) -
     try:
         for unit in todo:
             new = _unit_rows(unit, source, cfg, out, holder, stats)
-            done_ids = {i for i in rows if rows[i]["unit_id"] == unit.id}
-            store.append([r for r in new if r["id"] not in done_ids])  # a torn earlier write: add only what is missing
+            for r in new:
+                r["unit_order"] = order[unit.id]
+            if any(r["unit_id"] == unit.id for r in rows.values()):  # a torn earlier write: replace that clip
+                rows = {i: r for i, r in rows.items() if r["unit_id"] != unit.id}
+                rows.update({r["id"]: r for r in new})
+                store.rewrite(list(rows.values()))
+            else:
+                store.append(new)
             stats.units_run += 1
             bar.update(1)
             bar.set_postfix(queries=stats.queries_answered, errors=stats.errors, refresh=False)
@@ -191,11 +209,11 @@ def _answer_all(engine, queries: Sequence[RegionQuery], batch_size: int) -> List
         batch = list(queries[s: s + batch_size])
         try:
             out.extend(engine.answer_many(batch, batch_size=batch_size))
-        except RGPT4DError:
+        except (RGPT4DError, RuntimeError):  # RuntimeError: e.g. CUDA out of memory on a large batch
             for q in batch:
                 try:
                     out.append(engine.answer(q))
-                except RGPT4DError as e:
+                except (RGPT4DError, RuntimeError) as e:
                     out.append(e)
     return out
 
@@ -222,12 +240,26 @@ def _fill_answer(row: dict, ans: Any, adapter_share_s: float) -> None:
     value, unit = (None, None)
     if ans.value is not None and math.isfinite(ans.value):
         value, unit = to_si(ans.value, ans.unit)
+        if not math.isfinite(value):  # "1e306 km" overflows: keep the text, drop the number
+            value, unit = None, None
     row.update(answer_text=ans.text, answer_choice=ans.choice, answer_value=value, answer_unit=unit,
                timings=dict({k: round(v, 6) for k, v in ans.timings.items()}, adapter=round(adapter_share_s, 6)))
     row["score"] = score_row(row)
 
 
+def _finite(value: Any) -> Any:
+    """NaN/inf -> None, recursively: rows are strict JSON, and a bad record must not stop the run."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _finalise(rows: List[dict], stats: RunStats) -> List[dict]:
+    rows[:] = [_finite(r) for r in rows]
     for r in rows:
         r["unit_rows"] = len(rows)
         stats.rows += 1
@@ -239,10 +271,15 @@ def _finalise(rows: List[dict], stats: RunStats) -> List[dict]:
 
 def _finish(out: Path, store: ResultStore, units: Sequence, cfg: AnalyzeConfig, stats: RunStats) -> None:
     """Parquet, metrics and report from every row on disk (this run's and earlier runs')."""
-    order = {u.id: n for n, u in enumerate(units)}
-    rows = sorted((r for r in store.load().values() if r["unit_id"] in order),
-                  key=lambda r: (order[r["unit_id"]], r.get("index", 0)))
+    wanted = {u.id for u in units}
+    rows = sorted((r for r in store.load().values() if r["unit_id"] in wanted), key=_row_order)
     stats.metrics = write_outputs(out, rows, cfg.to_dict(), cfg.title, cfg.notice)
+    run = _read_run(out)
+    write_json(out / "run.json", dict(run, complete=True, units=len(units)))
+
+
+def _row_order(r: dict):
+    return (r.get("unit_order", 0), r["unit_id"], r.get("index", 0))
 
 
 def write_outputs(out: Path, rows: List[dict], config: Dict[str, Any], title: str, notice: str) -> Dict[str, Any]:
@@ -260,30 +297,42 @@ def stats_dict(stats: RunStats) -> Dict[str, Any]:
 
 
 def merge_shards(out: "str | Path") -> Dict[str, Any]:
-    """Combine ``out/shard-i-of-N`` folders (all N must be there) into results, metrics and a report in ``out``."""
+    """Combine ``out/shard-i-of-N`` folders into results, metrics and a report in ``out``. All N shards must be
+    there, finished, and from one configuration (same data, questions and model)."""
     import re
 
     from .config import read_yaml
 
     out = Path(out)
-    shards = sorted(d for d in out.glob("shard-*-of-*") if d.is_dir())
-    if not shards:
+    found = {}
+    for d in out.iterdir() if out.is_dir() else []:
+        m = re.fullmatch(r"shard-(\d+)-of-(\d+)", d.name)
+        if m and d.is_dir():
+            found[d] = (int(m.group(1)), int(m.group(2)))
+    if not found:
         raise ConfigError(f"no shard-i-of-N folders in {out}; run analyze with --shard i/N --out {out} first.")
-    counts = {int(re.fullmatch(r"shard-(\d+)-of-(\d+)", d.name).group(2)) for d in shards}
+    counts = {n for _, n in found.values()}
     if len(counts) != 1:
         raise ConfigError(f"{out} mixes shard counts {sorted(counts)}; merge one sharding at a time.")
     n = counts.pop()
-    missing = sorted(set(range(n)) - {int(d.name.split("-")[1]) for d in shards})
+    missing = sorted(set(range(n)) - {i for i, _ in found.values()})
     if missing:
         raise ConfigError(f"shards {missing} of {n} are missing in {out}; run them (--shard i/{n}) before merging.")
+    shards = sorted(found, key=lambda d: found[d][0])
+    runs = [_read_run(d) for d in shards]
+    unfinished = [d.name for d, r in zip(shards, runs) if not r.get("complete")]
+    if unfinished:
+        raise ConfigError(f"shard(s) {unfinished} did not finish; re-run them (they resume) before merging.")
+    if len({r.get("data_fingerprint") for r in runs}) != 1:
+        raise ConfigError(f"the shards in {out} were run with different data, questions or models; merge only "
+                          "shards of one configuration.")
     rows = []
     for d in shards:
         for r in ResultStore(d / "results.jsonl").load().values():
             if r.get("media"):
                 r["media"] = {k: f"{d.name}/{v}" for k, v in r["media"].items()}
             rows.append(r)
-    rows.sort(key=lambda r: (str(r.get("scene")), str(r.get("camera")), r.get("clip_index", -1), r["unit_id"],
-                             r.get("index", 0)))
+    rows.sort(key=_row_order)
     config = read_yaml(shards[0] / "config.yaml")
     config["shard"] = f"merged {n} shards"
     ResultStore(out / "results.jsonl").rewrite(rows)

@@ -3,7 +3,7 @@
 Every row is one JSON line. All rows of one clip are appended with a single write, then flushed and fsynced, and
 each carries ``unit_rows`` (how many rows its clip has): a clip counts as finished only when all of its rows are on
 disk. A run killed mid-write leaves at most a torn last line, which the next run cuts off before appending.
-Later rows with the same id replace earlier ones, so a re-run never yields duplicates.
+Later rows with the same id replace earlier ones; a clip redone after a torn write replaces all of its old rows.
 """
 from __future__ import annotations
 
@@ -50,11 +50,11 @@ class ResultStore:
     def finished_units(rows: Dict[str, dict]) -> Set[str]:
         """Clips whose every row is on disk."""
         counts: Counter = Counter()
-        expected: Dict[str, int] = {}
+        expected: Dict[str, Set[int]] = {}
         for r in rows.values():
             counts[r["unit_id"]] += 1
-            expected[r["unit_id"]] = r["unit_rows"]
-        return {u for u, n in counts.items() if expected[u] == n}
+            expected.setdefault(r["unit_id"], set()).add(r["unit_rows"])
+        return {u for u, n in counts.items() if expected[u] == {n}}
 
     def append(self, rows: Iterable[dict]) -> None:
         """Append rows with one write, then flush and fsync (a clip's rows land together or not at all)."""
