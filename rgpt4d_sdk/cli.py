@@ -118,7 +118,8 @@ def _print_run(stats) -> None:
     typer.echo(f"clips: {stats.units_total} ({stats.units_skipped_done} already done, {stats.units_run} run); "
                f"rows: answered {stats.queries_answered}, errors {stats.errors}, skipped {stats.skipped}")
     if m:
-        typer.echo("overall: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))
+        parts = (f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items())
+        typer.echo("overall: " + ", ".join(parts))
     typer.echo(f"results: {Path(stats.out_dir) / 'results.jsonl'} (+ results.parquet, metrics.json, config.yaml)")
     typer.echo(f"report: {stats.report}")
 

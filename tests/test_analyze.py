@@ -37,7 +37,8 @@ def scenes():
         S.SampleObject("parked", "vehicle.truck", (2.5, 8.0, 3.2), (24.0, -5.0, 1.6), (0.0, 0.0, 0.0)),
         S.SampleObject("once", "vehicle.car", CAR, (12.0, 4.5, 0.8), (0.0, 0.0, 0.0), annotated_keyframes=(0,)),
         # first annotated at keyframe 1: on the sweeps before it the devkit has no interpolated box for it
-        S.SampleObject("late", "vehicle.car", CAR, (10.0, -3.0, 0.8), (6.0, 0.0, 0.0), annotated_keyframes=(1, 2, 3, 4)),
+        S.SampleObject("late", "vehicle.car", CAR, (10.0, -3.0, 0.8), (6.0, 0.0, 0.0),
+                       annotated_keyframes=(1, 2, 3, 4)),
     ]
     return [S.SampleScene("scene-0001", objects, ego_velocity=(5.0, 0.0, 0.0), num_keyframes=5)]
 

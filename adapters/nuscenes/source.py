@@ -278,7 +278,8 @@ class NuScenesSource:
             if isinstance(e, RGPT4DError):
                 raise
             raise DatasetError(f"clip {unit.id}: the devkit failed on its records ({type(e).__name__}: {e}); the "
-                               "tables are inconsistent (e.g. two samples with one timestamp, or a dangling token).") from e
+                               "tables are inconsistent (e.g. two samples with one timestamp, or a dangling "
+                               "token).") from e
 
     def _load(self, unit: ClipUnit) -> ClipData:
         sds = [self.nusc.get("sample_data", t) for t in unit.sd_tokens]
