@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from rgpt4d_sdk.config import load_yaml_file
 from rgpt4d_sdk.errors import CalibrationError
 
 DISTORTION_MODELS = ("none", "plumb_bob", "equidistant")
@@ -304,12 +305,7 @@ class CameraModel:
     def from_ros_yaml(cls, path) -> CameraModel:
         """From a ROS camera_calibration / camera_info_manager YAML file."""
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise CalibrationError(f"cannot read camera calibration file {path}: {exc}") from exc
-        except yaml.YAMLError as exc:
-            raise CalibrationError(f"camera calibration file {path} is not valid YAML: {exc}") from exc
+        data = load_yaml_file(path, "camera calibration file", CalibrationError)
         if not isinstance(data, dict):
             raise CalibrationError(f"camera calibration file {path} must hold a YAML mapping with image_width, "
                                    f"camera_matrix, ... at the top, got {type(data).__name__}")

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from rgpt4d_sdk.config import load_yaml_file
 from rgpt4d_sdk.errors import CalibrationError
 
 
@@ -96,12 +96,7 @@ class ClockOffsets:
     def from_yaml(cls, path) -> ClockOffsets:
         """Read either form of the module docstring from a YAML file."""
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise CalibrationError(f"cannot read clock offsets file {path}: {exc}") from exc
-        except yaml.YAMLError as exc:
-            raise CalibrationError(f"clock offsets file {path} is not valid YAML: {exc}") from exc
+        data = load_yaml_file(path, "clock offsets file", CalibrationError)
         if data is None:
             raise CalibrationError(f"clock offsets file {path} is empty; write 'offsets_s: {{}}' for no offsets")
         try:

@@ -1,6 +1,7 @@
 """Helpers for typed configuration dataclasses: unknown keys are errors that list the valid ones."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping, Type, TypeVar
 
 from .errors import ConfigError
@@ -15,3 +16,18 @@ def from_mapping(cls: Type[T], data: Mapping[str, Any], what: str) -> T:
     if unknown:
         raise ConfigError(f"unknown {what} option(s) {unknown}; valid options are {sorted(known)}.")
     return cls(**dict(data))
+
+
+def load_yaml_file(path: "str | Path", what: str, error: Type[Exception] = ConfigError) -> Any:
+    """``yaml.safe_load`` of a file; unreadable or malformed files raise ``error`` naming ``what`` and the path."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc}") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise error(f"{what} {path} is not valid YAML: {exc}") from exc

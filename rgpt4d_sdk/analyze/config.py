@@ -14,9 +14,10 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import yaml
 
-from ..config import from_mapping
+from ..config import from_mapping, load_yaml_file
 from ..errors import ConfigError
 from ..eval.questions import QuestionConfig
+from .store import atomic_write_text
 
 SOURCES = ("nuscenes",)
 
@@ -116,15 +117,7 @@ def _plain(value: Any) -> Any:
 
 def read_yaml(path: "str | Path") -> Dict[str, Any]:
     """A YAML mapping from ``path``; malformed files raise `ConfigError` naming the file and the line."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"config file {path} cannot be read ({e}).") from e
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    data = load_yaml_file(path, "config file")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -148,6 +141,4 @@ def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> Dict[str, An
 
 
 def write_yaml(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(dict(data), sort_keys=False), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, yaml.safe_dump(dict(data), sort_keys=False))

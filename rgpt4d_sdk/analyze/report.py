@@ -7,8 +7,6 @@ the page too heavy to open). Every string that comes from rows, metrics or confi
 from __future__ import annotations
 
 import json
-import math
-import os
 from collections.abc import Mapping, Sequence
 from html import escape
 from html.parser import HTMLParser
@@ -17,10 +15,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote, unquote
 
-from ..eval.metrics import relative_error, score_row
+from ..eval.metrics import as_finite, relative_error, score_row
 from ..prompt.parse import LETTERS
 from ..types import mentioned_ids
 from .plots import bar_svg, nice_ticks, scatter_svg
+from .store import atomic_write_text
 
 # Relative errors above this are drawn on the top edge: one 10x-off answer would otherwise flatten the rest.
 REL_ERROR_CAP = 2.0
@@ -54,18 +53,8 @@ def _e(x: Any) -> str:
     return escape("" if x is None else str(x), quote=True)
 
 
-def _finite(x: Any) -> float | None:
-    if x is None or isinstance(x, bool):
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
 def _num(x: Any, fmt: str = ".3f") -> str:
-    v = _finite(x)
+    v = as_finite(x)
     return "—" if v is None else format(v, fmt)
 
 
@@ -139,7 +128,7 @@ def _error_charts(rows: Sequence[Mapping[str, Any]], key: str, what: str, unit: 
         score = score_row(row)
         if score is None:
             continue
-        x = _finite((_first_region(row) or {}).get(key))
+        x = as_finite((_first_region(row) or {}).get(key))
         if x is None:
             no_x += 1
             continue
@@ -234,9 +223,9 @@ def _answer_truth(row: Mapping[str, Any]) -> tuple[str, str]:
         answer = _e(row.get("answer_choice") or "—")
         truth = _e(row.get("truth") or "—")
     else:
-        v = _finite(row.get("answer_value"))
+        v = as_finite(row.get("answer_value"))
         answer = "—" if v is None else f"{v:.4g} {unit}".strip()
-        t = _finite(row.get("truth"))
+        t = as_finite(row.get("truth"))
         truth = "—" if t is None else f"{t:.4g} {_e(row.get('unit') or '')}".strip()
     if row.get("answer_text"):
         answer += f'<div class="muted">{_e(row.get("answer_text"))}</div>'
@@ -266,7 +255,7 @@ def _query_row(row: Mapping[str, Any]) -> str:
     key, verdict = _verdict(row)
     answer, truth = _answer_truth(row)
     timings = row.get("timings") or {}
-    total = sum(v for v in (_finite(t) for t in timings.values()) if v is not None) if timings else None
+    total = sum(v for v in (as_finite(t) for t in timings.values()) if v is not None) if timings else None
     status = str(row.get("status") or "")
     task = str(row.get("task") or "unknown")
     question = f'{_e(row.get("question"))}{_options_html(row)}'
@@ -278,7 +267,7 @@ def _query_row(row: Mapping[str, Any]) -> str:
 
 def _clip_html(unit_id: str, rows: Sequence[Mapping[str, Any]], out_dir: Path) -> str:
     first = rows[0]
-    ts = [v for v in (_finite(t) for t in (first.get("timestamps_s") or [])) if v is not None]
+    ts = [v for v in (as_finite(t) for t in (first.get("timestamps_s") or [])) if v is not None]
     span = f"{len(ts)} frames, t = {ts[0]:.2f}–{ts[-1]:.2f} s" if ts else "no frame times"
     meta = " · ".join(_e(f"{k} {first.get(k)}") for k in ("source", "scene", "camera", "clip_index")
                       if first.get(k) is not None)
@@ -335,9 +324,7 @@ def write_report(
                      "</details>")
     parts += [_clips_html(rows, out_dir), "</main>", "</body>", "</html>", ""]
     path = out_dir / "report.html"
-    tmp = path.with_name(path.name + ".tmp")  # renamed into place: a killed run never leaves half a report
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(parts))
     return path
 
 

@@ -9,11 +9,12 @@ its id and writes under ``out/shard-i-of-N`` (`merge_shards` combines them).
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -65,8 +66,6 @@ def open_source(cfg: AnalyzeConfig):
 
 
 def _read_run(out: Path) -> Dict[str, Any]:
-    import json
-
     try:
         return json.loads((out / "run.json").read_text())
     except (OSError, ValueError):
@@ -76,13 +75,8 @@ def _read_run(out: Path) -> Dict[str, Any]:
 def _check_out_dir(out: Path, cfg: AnalyzeConfig, has_results: bool) -> None:
     """Refuse to resume into a folder whose results came from a different data/question/model setting."""
     run_file = out / "run.json"
-    if has_results and run_file.exists():
-        import json
-
-        try:
-            before = json.loads(run_file.read_text()).get("fingerprint")
-        except ValueError:
-            before = None
+    if has_results:
+        before = _read_run(out).get("fingerprint")
         if before and before != cfg.fingerprint():
             raise ConfigError(f"{out} holds results of a different configuration (data, questions or model changed); "
                               "use another --out, or delete that folder to start again.")
@@ -110,6 +104,7 @@ def run_analysis(cfg: AnalyzeConfig, engine=None, echo: Optional[Echo] = None) -
         store.rewrite([r for r in rows.values() if r["status"] != "error"])
         rows = store.load()
     finished = store.finished_units(rows)
+    torn = {r["unit_id"] for r in rows.values()} - finished  # clips with some rows on disk: redone whole
     todo = [u for u in units if u.id not in finished]
     stats = RunStats(str(out), str(out / "report.html"), units_total=len(units),
                      units_skipped_done=len(units) - len(todo))
@@ -124,7 +119,7 @@ def run_analysis(cfg: AnalyzeConfig, engine=None, echo: Optional[Echo] = None) -
             new = _unit_rows(unit, source, cfg, out, holder, stats)
             for r in new:
                 r["unit_order"] = order[unit.id]
-            if any(r["unit_id"] == unit.id for r in rows.values()):  # a torn earlier write: replace that clip
+            if unit.id in torn:  # a torn earlier write: replace that clip
                 rows = {i: r for i, r in rows.items() if r["unit_id"] != unit.id}
                 rows.update({r["id"]: r for r in new})
                 store.rewrite(list(rows.values()))
@@ -290,10 +285,6 @@ def write_outputs(out: Path, rows: List[dict], config: Dict[str, Any], title: st
     write_json(out / "metrics.json", metrics)
     write_report(out, rows, metrics, title=title, notice=notice or None, config=config)
     return metrics
-
-
-def stats_dict(stats: RunStats) -> Dict[str, Any]:
-    return asdict(stats)
 
 
 def merge_shards(out: "str | Path") -> Dict[str, Any]:

@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 
 from ..prompt.som import mark_colour, render_som
 from ..types import Clip, Region
+from .store import atomic_write_text
 
 STRIP_FRAMES = 8
 STRIP_HEIGHT = 120
@@ -69,9 +70,7 @@ def write_clip_media(out_dir: Path, unit_id: str, clip: Clip, regions: Sequence[
 
 
 def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def write_parquet(path: Path, rows: Sequence[dict]) -> Path:

@@ -16,6 +16,15 @@ from typing import Dict, Iterable, List, Set
 from ..errors import DatasetError
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary name beside ``path``, then rename it into place: a killed run never leaves a
+    half-written file that a later run would take as finished."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 class ResultStore:
     """results.jsonl under an output folder."""
 

@@ -25,7 +25,7 @@ STATUSES = ("ok", "error", "skipped")
 FORMATS = ("mc", "numeric")
 
 
-def _finite(x: Any) -> float | None:
+def as_finite(x: Any) -> float | None:
     """``x`` as a float when it is a finite real number (not bool), else None."""
     if x is None or isinstance(x, bool):
         return None
@@ -38,7 +38,7 @@ def _finite(x: Any) -> float | None:
 
 def relative_error(pred: float | None, truth: float | None) -> float | None:
     """|pred − truth| / |truth|, or None where it is undefined (pred or truth missing/NaN, truth 0)."""
-    p, t = _finite(pred), _finite(truth)
+    p, t = as_finite(pred), as_finite(truth)
     if p is None or t is None or t == 0.0:
         return None
     return abs(p - t) / abs(t)
@@ -51,10 +51,10 @@ def mra(pred: float | None, truth: float, *, zero_tol: float = 0.05) -> float:
     answer scores 1.0 if |pred| ≤ ``zero_tol`` (absolute, in the truth's unit) and 0.0 otherwise.
     Raises ValueError when ``truth`` is not a finite number: such a row has no ground truth to score against.
     """
-    t = _finite(truth)
+    t = as_finite(truth)
     if t is None:
         raise ValueError(f"mra needs a finite truth; got {truth!r}. Rows without ground truth are not scored.")
-    p = _finite(pred)
+    p = as_finite(pred)
     if p is None:
         return 0.0
     if t == 0.0:
@@ -87,7 +87,7 @@ def score_row(row: Mapping[str, Any], *, zero_tol: float = 0.05) -> float | None
             return None
         return 1.0 if choice_correct(row.get("answer_choice"), truth) else 0.0
     if fmt == "numeric":
-        if _finite(truth) is None:
+        if as_finite(truth) is None:
             return None
         return mra(row.get("answer_value"), float(truth), zero_tol=zero_tol)
     return None
@@ -118,7 +118,7 @@ def _group(scored: list[tuple[Mapping[str, Any], float]], n_rows: int) -> dict[s
     num = [s for r, s in scored if r.get("format") == "numeric"]
     rel: list[float] = []
     for r, _ in scored:
-        if r.get("format") != "numeric" or _finite(r.get("truth")) == 0.0:
+        if r.get("format") != "numeric" or as_finite(r.get("truth")) == 0.0:
             continue
         e = relative_error(r.get("answer_value"), r.get("truth"))
         rel.append(math.inf if e is None else e)
