@@ -213,11 +213,20 @@ class CameraModel:
             s1 = (dx[:, 0] * f[:, 1] - dx[:, 1] * f[:, 0]) / det
         return np.stack([s0, s1], axis=1)
 
-    def undistort_image(self, image: np.ndarray) -> np.ndarray:
+    def undistortion_map(self) -> np.ndarray:
+        """(H*W, 2) source pixel in this (distorted) image for every pixel of the `pinhole()` image, row-major.
+
+        Compute it once and reuse it with `remap` when many frames of one camera are undistorted.
+        """
+        vv, uu = np.mgrid[0:self.height, 0:self.width]
+        uv = np.stack([uu.ravel(), vv.ravel()], axis=1).astype(np.float64)  # (H*W, 2) pinhole pixels
+        return self._normalized_to_pixels(self.distort_normalized(self._pixels_to_normalized(uv)))
+
+    def undistort_image(self, image: np.ndarray, src_map: np.ndarray | None = None) -> np.ndarray:
         """(H, W[, C]) image from this camera -> the same shape and dtype as seen by `pinhole()`.
 
         Each output pixel is mapped forward through the distortion (no inversion needed) and sampled bilinearly;
-        samples falling outside the source image are 0.
+        samples falling outside the source image are 0. ``src_map``: a cached `undistortion_map()`.
         """
         img = np.asarray(image)
         if img.ndim not in (2, 3) or img.shape[:2] != (self.height, self.width):
@@ -225,10 +234,8 @@ class CameraModel:
                                    f"for this camera, got {img.shape}; use CameraModel.scaled() for resized images")
         if self.distortion == "none":
             return img.copy()
-        vv, uu = np.mgrid[0:self.height, 0:self.width]
-        uv = np.stack([uu.ravel(), vv.ravel()], axis=1).astype(np.float64)  # (H*W, 2) pinhole pixels
-        src = self._normalized_to_pixels(self.distort_normalized(self._pixels_to_normalized(uv)))
-        out = _bilinear(img.reshape(self.height, self.width, -1).astype(np.float64), src[:, 0], src[:, 1])
+        src = self.undistortion_map() if src_map is None else src_map
+        out = _bilinear(img.reshape(self.height, self.width, -1).astype(np.float32), src[:, 0], src[:, 1])
         out = out.reshape(img.shape)
         if np.issubdtype(img.dtype, np.integer):
             info = np.iinfo(img.dtype)

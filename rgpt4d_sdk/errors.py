@@ -57,3 +57,12 @@ class CalibrationError(RGPT4DError, ValueError):
 
 class DatasetError(RGPT4DError):
     """A data set cannot be used: missing table or file, unknown scene or camera, corrupt record."""
+
+
+class GoalError(RGPT4DError):
+    """A live or replayed region query cannot be served. ``code`` is one of `rgpt4d_sdk.live.REASONS`
+    (e.g. "UNKNOWN_CAMERA", "END_STAMP_IN_FUTURE"); ROS results carry it as a number and a name."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

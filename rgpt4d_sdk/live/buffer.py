@@ -1,0 +1,158 @@
+"""Per-camera ring buffers of stamped frames, bounded by count and by age.
+
+Subscription callbacks only call `FrameRing.push`: it stores the message payload as it arrived (JPEG bytes stay
+compressed; raw images keep their bytes) and returns at once. Decoding happens later, for the few frames a query
+picks. Frames are ordered by sensor stamp (``header.stamp``, integer ns), not by arrival: a late frame is inserted
+in place, a repeated stamp is dropped, and a frame older than the buffer's age limit is dropped.
+"""
+from __future__ import annotations
+
+import bisect
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from . import images
+
+NS = 1_000_000_000
+
+
+@dataclass
+class StoredFrame:
+    """One frame as received. kind: "raw" (sensor_msgs/Image fields) or "compressed" (format + bytes)."""
+
+    stamp_ns: int
+    kind: str
+    data: bytes
+    encoding: str = ""  # raw: the image encoding; compressed: the format string
+    width: int = 0
+    height: int = 0
+    step: int = 0
+    is_bigendian: int = 0
+    received_ns: int = 0
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.data)
+
+    def decode(self) -> np.ndarray:
+        """(H, W, 3) uint8 RGB."""
+        if self.kind == "compressed":
+            return images.compressed_to_rgb(self.encoding, self.data)
+        return images.raw_to_rgb(self.encoding, self.height, self.width, self.step, self.data, self.is_bigendian)
+
+
+@dataclass
+class RingStats:
+    received: int = 0
+    stored: int = 0
+    dropped_duplicate: int = 0
+    dropped_late: int = 0  # older than the age limit on arrival
+    evicted: int = 0  # pushed out by the count or age bound (normal operation)
+    out_of_order: int = 0  # arrived after a newer stamp, inserted in place
+    last_received_ns: int = 0
+
+    def as_dict(self) -> Dict[str, int]:
+        return dict(self.__dict__)
+
+
+class FrameRing:
+    """Frames of one camera sorted by stamp; at most ``max_frames`` and at most ``max_age_s`` older than the
+    newest. Thread-safe: callbacks push while the worker takes snapshots."""
+
+    def __init__(self, camera: str, max_frames: int = 90, max_age_s: float = 3.0) -> None:
+        if int(max_frames) < 1 or not max_age_s > 0:
+            raise ValueError(f"buffer bounds must be positive (max_frames={max_frames}, max_age_s={max_age_s}).")
+        self.camera = camera
+        self.max_frames = int(max_frames)
+        self.max_age_ns = int(max_age_s * NS)
+        self._stamps: List[int] = []
+        self._frames: List[StoredFrame] = []
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.stats = RingStats()
+        self.camera_info: Optional[Any] = None  # latest CameraModel from CameraInfo (None until one arrives)
+
+    def push(self, frame: StoredFrame) -> bool:
+        """Store a frame; False when it was dropped (same stamp as a stored frame, or too old)."""
+        with self._lock:
+            st = self.stats
+            st.received += 1
+            st.last_received_ns = frame.received_ns
+            s = int(frame.stamp_ns)
+            newest = self._stamps[-1] if self._stamps else None
+            if newest is not None and s < newest - self.max_age_ns:
+                st.dropped_late += 1
+                return False
+            i = bisect.bisect_left(self._stamps, s)
+            if i < len(self._stamps) and self._stamps[i] == s:
+                st.dropped_duplicate += 1
+                return False
+            if i < len(self._stamps):
+                st.out_of_order += 1
+            self._stamps.insert(i, s)
+            self._frames.insert(i, frame)
+            self._bytes += frame.nbytes
+            st.stored += 1
+            self._evict()
+            return True
+
+    def _evict(self) -> None:
+        cut = bisect.bisect_left(self._stamps, self._stamps[-1] - self.max_age_ns)
+        cut = max(cut, len(self._stamps) - self.max_frames)
+        if cut > 0:
+            self._bytes -= sum(f.nbytes for f in self._frames[:cut])
+            del self._stamps[:cut]
+            del self._frames[:cut]
+            self.stats.evicted += cut
+
+    def snapshot(self) -> Tuple[List[int], List[StoredFrame]]:
+        """Copies of the stamp list and frame references (the frames themselves are never mutated)."""
+        with self._lock:
+            return list(self._stamps), list(self._frames)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._stamps.clear()
+            self._frames.clear()
+            self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._stamps)
+
+    def status(self) -> Dict[str, Any]:
+        with self._lock:
+            span = (self._stamps[-1] - self._stamps[0]) / NS if len(self._stamps) > 1 else 0.0
+            return dict(camera=self.camera, frames=len(self._stamps), capacity=self.max_frames,
+                        fill=len(self._stamps) / self.max_frames, span_s=span, bytes=self._bytes,
+                        oldest_ns=self._stamps[0] if self._stamps else 0,
+                        newest_ns=self._stamps[-1] if self._stamps else 0, **self.stats.as_dict())
+
+
+@dataclass
+class BufferSet:
+    """The rings of every camera the node listens to, by camera name."""
+
+    max_frames: int = 90
+    max_age_s: float = 3.0
+    rings: Dict[str, FrameRing] = field(default_factory=dict)
+
+    def add(self, camera: str) -> FrameRing:
+        ring = self.rings.get(camera)
+        if ring is None:
+            ring = self.rings[camera] = FrameRing(camera, self.max_frames, self.max_age_s)
+        return ring
+
+    def get(self, camera: str) -> FrameRing:
+        from ..errors import GoalError
+
+        ring = self.rings.get(camera)
+        if ring is None:
+            raise GoalError("UNKNOWN_CAMERA", f"camera {camera!r} is not configured; cameras: {sorted(self.rings)}.")
+        return ring
+
+    def clear(self) -> None:
+        for ring in self.rings.values():
+            ring.clear()

@@ -1,0 +1,184 @@
+"""A goal (camera, question, regions, window) + buffered frames -> a `RegionQuery` with the stamps it uses.
+
+Region coordinates are pixels on the reference frame (the clip's first frame) of the image *as published*. When
+frames are undistorted, regions are moved with them: box edges and polygon vertices through the inverse
+distortion, masks through the same remap as the image. Boxes and polygons that stick out of the image are clipped
+to it; a region with no part inside the image is refused (REGION_OUTSIDE_IMAGE).
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from ..errors import GoalError, ImageError, QueryError, RegionError
+from ..types import OBJ_TOKEN, Clip, Frame, Region, RegionQuery
+from .buffer import StoredFrame
+from .images import Undistorter
+from .window import NS, WindowSpec, select_window
+
+KINDS = ("box", "polygon", "mask")
+
+
+@dataclass
+class RegionSpec:
+    """One mark as a goal gives it. box: (x0, y0, x1, y1); polygon: [(x, y), ...]; mask: (H, W) bool/uint8."""
+
+    id: int
+    kind: str = "box"
+    box: Optional[Sequence[float]] = None
+    polygon: Optional[Sequence[Sequence[float]]] = None
+    mask: Optional[np.ndarray] = None
+    label: str = ""
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RegionSpec":
+        """From a YAML/JSON mapping: {id: 1, box: [x0, y0, x1, y1]} or {id: 2, polygon: [[x, y], ...]}."""
+        unknown = set(d) - {"id", "box", "polygon", "mask", "label"}
+        if unknown:
+            raise GoalError("BAD_REGION",
+                            f"region keys {sorted(unknown)} are unknown; use id, box, polygon, mask, label.")
+        kinds = [k for k in KINDS if d.get(k) is not None]
+        if "id" not in d or len(kinds) != 1:
+            raise GoalError("BAD_REGION", f"region {dict(d)!r} needs an id and exactly one of box, polygon, mask.")
+        mask = d.get("mask")
+        return cls(id=d["id"], kind=kinds[0], box=d.get("box"), polygon=d.get("polygon"),
+                   mask=None if mask is None else np.asarray(mask), label=str(d.get("label") or ""))
+
+
+@dataclass
+class Goal:
+    """What to ask about which camera's recent frames. answer_type: None picks "choice" with options, else "text"."""
+
+    camera: str
+    question: str
+    options: List[str] = field(default_factory=list)
+    regions: List[RegionSpec] = field(default_factory=list)
+    window: WindowSpec = field(default_factory=WindowSpec)
+    answer_type: Optional[str] = None
+    task: str = ""
+    id: str = ""
+
+
+@dataclass
+class Prepared:
+    """A query ready for the engine, the stamps (ns) of its frames, and how long selection and decoding took."""
+
+    query: RegionQuery
+    stamps_ns: List[int]
+    timings: Dict[str, float]
+
+
+def prepare_query(goal: Goal, stamps: Sequence[int], frames: Sequence[StoredFrame],
+                  undistorter: Optional[Undistorter] = None, source: str = "") -> Prepared:
+    """Select the window, decode its frames, build the regions and the query. Raises `GoalError` with a reason."""
+    t0 = time.perf_counter()
+    _check_question(goal)
+    idx = select_window(stamps, goal.window)
+    t1 = time.perf_counter()
+    und = undistorter if undistorter is not None and undistorter.needed else None
+    clip_frames = []
+    for i in idx:
+        try:
+            img = frames[i].decode()
+            if und is not None:
+                img = und(img)
+        except ImageError as e:
+            raise GoalError("BAD_IMAGE", f"frame {frames[i].stamp_ns / NS:.9f} s: {e}") from None
+        clip_frames.append(Frame(img, frames[i].stamp_ns / NS, camera_id=goal.camera, source=source))
+    sizes = {f.image.shape[:2] for f in clip_frames}
+    if len(sizes) > 1:
+        raise GoalError("BAD_IMAGE", f"the window mixes frame sizes {sorted(sizes)}; the camera changed resolution.")
+    height, width = clip_frames[0].image.shape[:2]
+    regions = [build_region(r, width, height, und) for r in goal.regions]
+    _check_mentions(goal, regions)
+    t2 = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # marks not mentioned in the question are allowed
+            query = RegionQuery(Clip(clip_frames, source=source), regions, goal.question, options=list(goal.options),
+                                task=goal.task, answer_type=goal.answer_type or None, id=goal.id)
+    except RegionError as e:
+        raise GoalError("BAD_REGION", str(e)) from None
+    except QueryError as e:
+        raise GoalError("BAD_QUERY", str(e)) from None
+    return Prepared(query, [int(stamps[i]) for i in idx],
+                    {"select": t1 - t0, "decode": t2 - t1, "assemble": time.perf_counter() - t2})
+
+
+def _check_question(goal: Goal) -> None:
+    if not goal.question.strip():
+        raise GoalError("BAD_QUERY", "the question is empty; ask something, e.g. 'How fast is <obj_1> moving?'.")
+
+
+def _check_mentions(goal: Goal, regions: Sequence[Region]) -> None:
+    ids = {r.id for r in regions}
+    mentioned = {int(m) for m in OBJ_TOKEN.findall(goal.question + " " + " ".join(goal.options))}
+    missing = sorted(mentioned - ids)
+    if missing:
+        raise GoalError("MISSING_REGION", f"the question mentions {', '.join(f'<obj_{i}>' for i in missing)} but no "
+                                          f"region has that id (regions given: {sorted(ids) or 'none'}).")
+
+
+def build_region(spec: RegionSpec, width: int, height: int, und: Optional[Undistorter] = None) -> Region:
+    """A `RegionSpec` on the published image -> a `Region` on the (possibly undistorted) reference frame."""
+    try:
+        rid = int(spec.id)
+    except (TypeError, ValueError):
+        raise GoalError("BAD_REGION", f"region id {spec.id!r} must be an integer >= 1.") from None
+    if spec.kind not in KINDS:
+        raise GoalError("BAD_REGION", f"region {rid}: kind {spec.kind!r} is unknown; use one of {KINDS}.")
+    try:
+        if spec.kind == "mask":
+            return Region(rid, mask=_mask(spec, rid, width, height, und), label=spec.label)
+        if spec.kind == "polygon":
+            pts = np.asarray(spec.polygon, dtype=np.float64).reshape(-1, 2)
+        else:
+            pts = _box_outline(spec.box, rid)
+        if not np.all(np.isfinite(pts)):
+            raise GoalError("BAD_REGION", f"region {rid}: coordinates must be finite numbers.")
+        if und is not None:
+            pts = und.points(pts)
+        lo, hi = pts.min(axis=0), pts.max(axis=0)
+        if not (hi[0] > 0 and hi[1] > 0 and lo[0] < width and lo[1] < height):
+            raise GoalError("REGION_OUTSIDE_IMAGE", f"region {rid} lies outside the {width}x{height} image; give "
+                                                    "pixel coordinates on the published image.")
+        pts = np.clip(pts, [0, 0], [width, height])
+        if spec.kind == "polygon":
+            return Region(rid, polygon=[(float(x), float(y)) for x, y in pts], label=spec.label)
+        x0, y0 = pts.min(axis=0)
+        x1, y1 = pts.max(axis=0)
+        return Region(rid, box=(float(x0), float(y0), float(x1), float(y1)), label=spec.label)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, RegionError):
+            raise GoalError("BAD_REGION", str(e)) from None
+        raise GoalError("BAD_REGION", f"region {rid}: {spec.kind} is malformed ({e}).") from None
+
+
+def _box_outline(box: Any, rid: int, per_side: int = 8) -> np.ndarray:
+    b = np.asarray(box, dtype=np.float64).ravel()
+    if b.size != 4:
+        raise GoalError("BAD_REGION", f"region {rid}: a box is four numbers (x0, y0, x1, y1), got {b.size}.")
+    x0, y0, x1, y1 = b
+    if not (x1 > x0 and y1 > y0):
+        raise GoalError("BAD_REGION", f"region {rid}: box {b.tolist()} is empty or inverted; need x1 > x0, y1 > y0.")
+    t = np.linspace(0.0, 1.0, per_side + 1)
+    xs, ys = x0 + (x1 - x0) * t, y0 + (y1 - y0) * t
+    return np.concatenate([np.stack([xs, np.full_like(xs, y0)], 1), np.stack([xs, np.full_like(xs, y1)], 1),
+                           np.stack([np.full_like(ys, x0), ys], 1), np.stack([np.full_like(ys, x1), ys], 1)])
+
+
+def _mask(spec: RegionSpec, rid: int, width: int, height: int, und: Optional[Undistorter]) -> np.ndarray:
+    m = np.asarray(spec.mask)
+    if m.ndim != 2 or m.shape != (height, width):
+        raise GoalError("MASK_SIZE_MISMATCH", f"region {rid}: mask is {'x'.join(map(str, m.shape[::-1]))} but the "
+                                              f"image is {width}x{height}; send a mask of the image's size.")
+    m = m.astype(bool)
+    if und is not None:
+        m = und((m.astype(np.uint8) * 255)) > 127
+    if not m.any():
+        raise GoalError("BAD_REGION", f"region {rid}: the mask has no pixel set.")
+    return m

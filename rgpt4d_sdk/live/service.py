@@ -1,0 +1,216 @@
+"""One worker thread owns the engine and answers goals one at a time, from a bounded queue.
+
+`QueryService.submit` is called from any thread (a ROS action callback): it admits the goal or refuses it at once
+with a reason (QUEUE_FULL, NOT_ACTIVE). Admitted goals wait in FIFO order; `cancel` removes a waiting goal, and a
+running goal is stopped at the next stage boundary (the decode of the answer itself is not interrupted). The job's
+``done`` callback receives exactly one `LiveResult`, from the worker thread (or from the caller of `cancel` for a
+goal that never started). Nothing here imports ROS.
+"""
+from __future__ import annotations
+
+import collections
+import itertools
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Deque, Dict, List, Optional
+
+from ..errors import GoalError, RGPT4DError
+from .buffer import BufferSet
+from .goals import Goal, prepare_query
+from .images import Undistorter
+
+STAGES = ("queued", "selecting", "answering", "done")
+
+
+@dataclass
+class LiveResult:
+    """code: a `rgpt4d_sdk.live.REASONS` name ("OK" on success). latency: seconds per stage (queue, select, decode,
+    assemble, engine stages from `Answer.timings`, total)."""
+
+    code: str
+    message: str = ""
+    text: str = ""
+    choice: str = ""
+    value: float = math.nan
+    unit: str = ""
+    stamps_ns: List[int] = field(default_factory=list)
+    latency: Dict[str, float] = field(default_factory=dict)
+    engine_id: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.code == "OK"
+
+
+@dataclass(eq=False)
+class Job:
+    goal: Goal
+    done: Callable[[LiveResult], None]
+    on_stage: Callable[[str], None] = lambda stage: None
+    is_cancelled: Callable[[], bool] = lambda: False
+    submitted: float = field(default_factory=time.perf_counter)
+    seq: int = 0
+    finished: bool = False
+
+
+class QueryService:
+    """Answers `Goal`s from ``buffers`` with ``engine`` on one worker thread.
+
+    queue_depth: goals admitted at once, the running one included (1: a goal arriving while one runs is refused).
+    undistort: undistort frames with the camera's CameraInfo (``ring.camera_info``) when it has distortion.
+    """
+
+    def __init__(self, engine: Any, buffers: BufferSet, queue_depth: int = 2, undistort: bool = False,
+                 max_new_tokens: Optional[int] = None, history: int = 200) -> None:
+        if int(queue_depth) < 1:
+            raise ValueError(f"queue_depth must be >= 1, got {queue_depth}.")
+        self.engine = engine
+        self.buffers = buffers
+        self.queue_depth = int(queue_depth)
+        self.undistort = undistort
+        self.max_new_tokens = max_new_tokens
+        self._waiting: Deque[Job] = collections.deque()
+        self._running: Optional[Job] = None
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._stop = False
+        self._thread: Optional[threading.Thread] = None
+        self._seq = itertools.count(1)
+        self._undistorters: Dict[str, Undistorter] = {}
+        self.latencies: Deque[float] = collections.deque(maxlen=history)
+        self.counts: Dict[str, int] = collections.Counter()
+
+    # --- lifecycle ----------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._stop = False
+            self._thread = threading.Thread(target=self._loop, name="rgpt4d-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, reason: str = "the node is shutting down") -> None:
+        """Refuse waiting goals (NOT_ACTIVE), let the running one finish, and join the worker."""
+        with self._lock:
+            self._stop = True
+            waiting = list(self._waiting)
+            self._waiting.clear()
+            self._wake.notify_all()
+            thread, self._thread = self._thread, None
+        for job in waiting:
+            self._finish(job, LiveResult("NOT_ACTIVE", reason))
+        if thread is not None:
+            thread.join()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    # --- goals --------------------------------------------------------------------------------------------------
+    def submit(self, job: Job) -> Optional[GoalError]:
+        """Admit ``job`` (None) or refuse it (the `GoalError`; ``job.done`` is not called)."""
+        with self._lock:
+            if self._thread is None or self._stop:
+                err = GoalError("NOT_ACTIVE", "the node is not active; activate it (lifecycle) before sending goals.")
+            elif len(self._waiting) + (self._running is not None) >= self.queue_depth:
+                err = GoalError("QUEUE_FULL", f"{self.queue_depth} goal(s) already admitted (queue_depth="
+                                              f"{self.queue_depth}); retry later or raise queue_depth.")
+            else:
+                job.seq = next(self._seq)
+                self._waiting.append(job)
+                self._wake.notify()
+                return None
+        self.counts[err.code] += 1
+        return err
+
+    def cancel(self, job: Job) -> bool:
+        """Cancel a waiting goal now (True). A running goal is cancelled at its next stage (its ``is_cancelled``)."""
+        with self._lock:
+            try:
+                self._waiting.remove(job)
+            except ValueError:
+                return False
+        self._finish(job, LiveResult("CANCELED", "cancelled before it started"))
+        return True
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._waiting) + (self._running is not None)
+
+    # --- worker ---------------------------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._waiting and not self._stop:
+                    self._wake.wait()
+                if self._stop:
+                    return
+                job = self._running = self._waiting.popleft()
+            try:
+                result = self._run(job)
+            except Exception as e:  # noqa: BLE001 - the worker must survive any one goal
+                result = LiveResult("ENGINE_ERROR", f"{type(e).__name__}: {e}")
+            with self._lock:
+                self._running = None
+            self._finish(job, result)
+
+    def _run(self, job: Job) -> LiveResult:
+        start = time.perf_counter()
+        lat = {"queue": start - job.submitted}
+        if job.is_cancelled():
+            return LiveResult("CANCELED", "cancelled while queued", latency=lat)
+        job.on_stage("selecting")
+        try:
+            ring = self.buffers.get(job.goal.camera)
+            stamps, frames = ring.snapshot()
+            prep = prepare_query(job.goal, stamps, frames, self._undistorter(job.goal.camera, ring),
+                                 source=job.goal.camera)
+        except GoalError as e:
+            return LiveResult(e.code, str(e), latency=lat)
+        lat.update(prep.timings)
+        if job.is_cancelled():
+            return LiveResult("CANCELED", "cancelled before answering", stamps_ns=prep.stamps_ns, latency=lat)
+        job.on_stage("answering")
+        try:
+            ans = self.engine.answer(prep.query, max_new_tokens=self.max_new_tokens)
+        except RGPT4DError as e:
+            return LiveResult("ENGINE_ERROR", f"{type(e).__name__}: {e}", stamps_ns=prep.stamps_ns, latency=lat)
+        lat.update({f"engine_{k}": float(v) for k, v in ans.timings.items()})
+        lat["total"] = time.perf_counter() - job.submitted
+        if job.is_cancelled():
+            return LiveResult("CANCELED", "cancelled while answering", stamps_ns=prep.stamps_ns, latency=lat)
+        value = float(ans.value) if ans.value is not None else math.nan
+        return LiveResult("OK", "", text=ans.text, choice=ans.choice or "", value=value, unit=ans.unit or "",
+                          stamps_ns=prep.stamps_ns, latency=lat, engine_id=ans.engine_id)
+
+    def _undistorter(self, camera: str, ring) -> Optional[Undistorter]:
+        if not self.undistort or ring.camera_info is None:
+            return None
+        und = self._undistorters.get(camera)
+        if und is None or und.camera != ring.camera_info:
+            und = self._undistorters[camera] = Undistorter(ring.camera_info)
+        return und
+
+    def _finish(self, job: Job, result: LiveResult) -> None:
+        if job.finished:
+            return
+        job.finished = True
+        self.counts[result.code] += 1
+        if result.ok:
+            self.latencies.append(result.latency.get("total", 0.0))
+        job.on_stage("done")
+        job.done(result)
+
+    # --- status ---------------------------------------------------------------------------------------------------
+    def status(self) -> Dict[str, Any]:
+        """Queue, outcome counts and latency statistics (seconds) over the last ``history`` answered goals."""
+        lat = sorted(self.latencies)
+
+        def q(p: float) -> float:
+            return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else math.nan
+
+        return dict(pending=self.pending(), queue_depth=self.queue_depth, counts=dict(self.counts),
+                    latency_last=self.latencies[-1] if lat else math.nan, latency_p50=q(0.5), latency_p95=q(0.95),
+                    latency_mean=sum(lat) / len(lat) if lat else math.nan)
