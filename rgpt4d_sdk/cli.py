@@ -184,6 +184,48 @@ def analyze_nuscenes(
     _print_run(stats)
 
 
+@analyze_app.command("rosbag")
+def analyze_rosbag(
+    bag: Optional[Path] = typer.Argument(None, help="rosbag2 folder (metadata.yaml + .db3/.mcap) or ROS 1 .bag file."),
+    camera: Optional[str] = typer.Option(None, help="Image or CompressedImage topic, e.g. /cam/image_raw/compressed."),
+    queries: Optional[Path] = typer.Option(None, help="Queries YAML (format: rgpt4d_sdk.adapters.rosbag.queries)."),
+    camera_info: Optional[str] = typer.Option(None, help="CameraInfo topic (default: the camera's sibling "
+                                                          "camera_info; \"\" for none)."),
+    undistort: Optional[bool] = typer.Option(None, "--undistort/--no-undistort",
+                                             help="Undistort frames with the CameraInfo (default: yes)."),
+    tolerance_ms: Optional[float] = typer.Option(None, help="How far (ms) an end/reference stamp may be from a "
+                                                            "frame's stamp (default 1)."),
+    model: Optional[str] = typer.Option(None, help="Checkpoint folder in the released layout, or a hub id."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default rgpt4d-out)."),
+    config: Optional[Path] = typer.Option(None, help="YAML config; command-line options override it."),
+    shard: Optional[str] = typer.Option(None, help="i/N: process every N-th query (writes out/shard-i-of-N)."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    dtype: Optional[str] = typer.Option(None, help="auto | float32 | bfloat16 | float16"),
+    batch_size: Optional[int] = typer.Option(None, help="Questions answered per batch."),
+    retry_errors: Optional[bool] = typer.Option(None, "--retry-errors/--no-retry-errors",
+                                                help="Redo queries that failed before (default: no)."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a TTY)."),
+) -> None:
+    """Answer the region queries of a queries file on a ROS bag's frames, and grade those with a truth (resumable)."""
+    from .analyze.config import AnalyzeConfig, merge, read_yaml
+    from .analyze.runner import run_analysis
+
+    overrides = {
+        "source": "rosbag", "out": None if out is None else str(out), "shard": shard,
+        "retry_errors": retry_errors, "progress": progress,
+        "rosbag": {"bag": None if bag is None else str(bag), "camera": camera, "camera_info": camera_info,
+                   "queries": None if queries is None else str(queries), "undistort": undistort,
+                   "tolerance_ms": tolerance_ms},
+        "engine": {"model": model, "device": device, "dtype": dtype, "batch_size": batch_size},
+    }
+    try:
+        cfg = AnalyzeConfig.from_dict(merge(read_yaml(config) if config else {}, overrides))
+        stats = run_analysis(cfg, echo=lambda m: typer.echo(m, err=True))
+    except RGPT4DError as e:
+        _fail(e)
+    _print_run(stats)
+
+
 @analyze_app.command("merge")
 def analyze_merge(out: Path = typer.Argument(..., help="The --out folder that holds shard-i-of-N folders.")) -> None:
     """Combine the shards of a sharded run into one results set, metrics and report."""

@@ -125,7 +125,8 @@ class ClipUnit:
 
 @dataclass
 class ClipData:
-    """A loaded clip: frames with sensor times, the marks, their 3D tracks, and per-region facts for reports."""
+    """A loaded clip: frames with sensor times, the marks, their 3D tracks, and per-region facts for reports.
+    ``specs`` stays None (questions are made from the tracks); ``row_fields`` are extra fields of the clip's rows."""
 
     unit: ClipUnit
     clip: Clip
@@ -134,6 +135,8 @@ class ClipData:
     camera: CameraModel
     region_info: List[Dict[str, Any]]
     t0_us: int
+    specs: Optional[List[Any]] = None
+    row_fields: Dict[str, Any] = field(default_factory=dict)
 
 
 def check_dataroot(dataroot: Path, version: str) -> Path:

@@ -19,7 +19,8 @@ from ..errors import ConfigError
 from ..eval.questions import QuestionConfig
 from .store import atomic_write_text
 
-SOURCES = ("nuscenes",)
+SOURCES = ("nuscenes", "rosbag")
+OWN_QUESTIONS = ("rosbag",)  # sources whose units bring their questions: the questions section does not apply
 
 
 @dataclass
@@ -53,12 +54,15 @@ def parse_shard(text: str) -> Tuple[int, int]:
 
 @dataclass
 class AnalyzeConfig:
-    """Everything one `analyze` run needs. ``out``: the output folder. ``shard``: "i/N" takes every N-th clip.
-    ``retry_errors``: on resume, redo clips that failed before. ``progress``: None shows a bar on terminals."""
+    """Everything one `analyze` run needs. ``source`` picks the data section (``nuscenes`` or ``rosbag``; only
+    that one, and ``questions`` only where the source uses it, are written to config.yaml). ``out``: the output
+    folder. ``shard``: "i/N" takes every N-th clip. ``retry_errors``: on resume, redo clips that failed before.
+    ``progress``: None shows a bar on terminals."""
 
     source: str = "nuscenes"
     out: str = "rgpt4d-out"
     nuscenes: Any = None
+    rosbag: Any = None
     questions: QuestionConfig = field(default_factory=QuestionConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     shard: str = "0/1"
@@ -68,7 +72,8 @@ class AnalyzeConfig:
     notice: str = ""
 
     def __post_init__(self) -> None:
-        from ..adapters.nuscenes.source import NuScenesConfig  # the config class only; the devkit loads later
+        from ..adapters.nuscenes.source import NuScenesConfig  # the config classes only; the readers load later
+        from ..adapters.rosbag.source import RosbagConfig
 
         if self.source not in SOURCES:
             raise ConfigError(f"source {self.source!r} is unknown; choose one of {SOURCES}.")
@@ -76,6 +81,11 @@ class AnalyzeConfig:
             self.nuscenes = NuScenesConfig()
         elif isinstance(self.nuscenes, Mapping):
             self.nuscenes = NuScenesConfig.from_dict(self.nuscenes)
+        if isinstance(self.rosbag, Mapping):
+            self.rosbag = RosbagConfig.from_dict(self.rosbag)
+        if self.source == "rosbag" and self.rosbag is None:
+            raise ConfigError("source rosbag needs a rosbag section: pass BAG --camera TOPIC --queries FILE.yaml, "
+                              "or a rosbag: mapping in --config.")
         if isinstance(self.questions, Mapping):
             self.questions = QuestionConfig.from_dict(self.questions)
         if isinstance(self.engine, Mapping):
@@ -89,18 +99,24 @@ class AnalyzeConfig:
         return from_mapping(cls, data, "analyze config")
 
     def to_dict(self) -> Dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        for key in ("nuscenes", "questions", "engine"):
-            out[key] = _plain(asdict(out[key]))
+        skip = {s for s in SOURCES if s != self.source} | ({"questions"} if self.source in OWN_QUESTIONS else set())
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        for key in (self.source, "questions", "engine"):
+            if key in out:
+                out[key] = _plain(asdict(out[key]))
         return out
 
     def fingerprint(self, shard: bool = True) -> str:
         """A digest of what decides the results (data, questions, model, device, dtype): a resume must not mix
-        runs. ``shard=False`` leaves the shard out, so the shards of one run can be checked against each other."""
+        runs. ``shard=False`` leaves the shard out, so the shards of one run can be checked against each other.
+        A data section with a ``content_digest()`` (rosbag: the queries file) adds the digest of those files."""
         d = self.to_dict()
-        keep = {"source": d["source"], "data": d[d["source"]], "questions": d["questions"],
+        keep = {"source": d["source"], "data": d[d["source"]], "questions": d.get("questions"),
                 "model": d["engine"]["model"], "backend": d["engine"]["backend"], "dtype": d["engine"]["dtype"],
                 "device": d["engine"]["device"], "max_frames": d["engine"]["max_frames"]}
+        section = getattr(self, self.source)
+        if hasattr(section, "content_digest"):
+            keep["content"] = section.content_digest()
         if shard:
             keep["shard"] = d["shard"]
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
@@ -121,7 +137,7 @@ def read_yaml(path: "str | Path") -> Dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of sections (nuscenes:, questions:, engine:, ...), "
+        raise ConfigError(f"config file {path} must hold a mapping of sections (nuscenes: or rosbag:, engine:, ...), "
                           f"not a {type(data).__name__}.")
     return data
 

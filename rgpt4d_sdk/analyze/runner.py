@@ -1,10 +1,16 @@
 """`analyze`: a source's clips -> questions with known answers -> engine -> rows, metrics and a report.
 
+A source has ``name``, ``units()`` (work units with ``id``, ``scene``, ``camera``, ``clip_index``, ``problem``,
+``status``) and ``load(unit)``, which returns the clip, its regions, ``region_info`` and ``t0_us``, plus either 3D
+``tracks`` that questions are made from (nuScenes) or its own question ``specs`` (rosbag queries), and
+``row_fields`` added to every row of the unit.
+
 Work units are clips with stable ids. A run appends each finished clip's rows to results.jsonl (see `store.py`);
 a re-run skips finished clips, so an interrupted run resumed ends with the same rows as an uninterrupted one.
-A clip that cannot be loaded (missing or corrupt image, ...) becomes an error row and the run goes on; a question
-whose truth is unknown becomes a skipped row with the reason. `--shard i/N` takes every N-th clip by a hash of
-its id and writes under ``out/shard-i-of-N`` (`merge_shards` combines them).
+A clip that cannot be loaded (missing or corrupt image, a query its frames cannot serve, ...) becomes an error row
+(with ``error_code`` when the error has a reason code) and the run goes on; a question whose truth is unknown
+becomes a skipped row with the reason. `--shard i/N` takes every N-th clip by a hash of its id and writes under
+``out/shard-i-of-N`` (`merge_shards` combines them).
 """
 from __future__ import annotations
 
@@ -62,6 +68,10 @@ def open_source(cfg: AnalyzeConfig):
             raise ConfigError(
                 "nuscenes.dataroot is empty; pass --dataroot DIR (the folder holding v1.0-*/ and samples/).")
         return NuScenesSource(cfg.nuscenes)
+    if cfg.source == "rosbag":
+        from ..adapters.rosbag.source import RosbagSource
+
+        return RosbagSource(cfg.rosbag)
     raise ConfigError(f"source {cfg.source!r} is unknown.")  # AnalyzeConfig already checks; kept for direct callers
 
 
@@ -164,15 +174,17 @@ def _unit_rows(unit, source, cfg: AnalyzeConfig, out: Path, holder: Dict[str, An
     t0 = time.perf_counter()
     try:
         data = source.load(unit)
-        specs = make_questions(data.tracks, cfg.questions, seed_key=unit.id)
+        specs = data.specs if data.specs is not None else make_questions(data.tracks, cfg.questions, seed_key=unit.id)
         media = write_clip_media(out, unit.id, data.clip, data.regions)
-    except RGPT4DError as e:
-        return _finalise([_unit_problem_row(base, "error", f"{type(e).__name__}: {e}")], stats)
+    except RGPT4DError as e:  # GoalError carries a reason code (rgpt4d_sdk.live.REASONS)
+        code = getattr(e, "code", None)
+        message = f"{type(e).__name__}{f' [{code}]' if code else ''}: {e}"
+        return _finalise([_unit_problem_row(base, "error", message, code)], stats)
     adapter_s = time.perf_counter() - t0
     stats.adapter_s += adapter_s
     t_first = data.clip.frames[0].timestamp_s
     base.update(t0_us=data.t0_us, timestamps_s=[round(f.timestamp_s - t_first, 6) for f in data.clip.frames],
-                regions=data.region_info, media=media)
+                regions=data.region_info, media=media, **data.row_fields)
     rows, queries = [], []
     for i, spec in enumerate(specs):
         row = _question_row(base, unit.id, i, spec)
@@ -213,9 +225,9 @@ def _answer_all(engine, queries: Sequence[RegionQuery], batch_size: int) -> List
     return out
 
 
-def _unit_problem_row(base: dict, status: str, message: str) -> dict:
+def _unit_problem_row(base: dict, status: str, message: str, code: Optional[str] = None) -> dict:
     row = dict(base, id=f"{base['unit_id']}#clip", status=status, task=None, format=None, question=None, options=[],
-               truth=None, score=None, index=0)
+               truth=None, score=None, index=0, error_code=code)
     row["error" if status == "error" else "reason"] = message
     return row
 
