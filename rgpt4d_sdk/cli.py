@@ -9,12 +9,14 @@ from typing import List, Optional
 import typer
 
 from .errors import QueryError, RGPT4DError
+from .ros.cli import ros_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Region-level 4D video question answering.")
 checkpoint_app = typer.Typer(no_args_is_help=True, help="Inspect checkpoints, or write a tiny random one.")
 app.add_typer(checkpoint_app, name="checkpoint")
 analyze_app = typer.Typer(help="Batch analysis of driving logs: questions with ground truth, answers, metrics, report.")
 app.add_typer(analyze_app, name="analyze")
+app.add_typer(ros_app, name="ros")
 
 DEMO_NOTICE = "NOTE: answers come from an untrained demo model with random weights; point --model at real weights."
 

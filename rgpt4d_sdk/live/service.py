@@ -163,6 +163,10 @@ class QueryService:
             return LiveResult("CANCELED", "cancelled while queued", latency=lat)
         job.on_stage("selecting")
         try:
+            limit = getattr(self.engine, "max_frames", None)
+            if limit is not None and job.goal.window.num_frames > limit:
+                raise GoalError("BAD_WINDOW", f"num_frames {job.goal.window.num_frames} is more than this engine takes "
+                                              f"({limit}); ask for at most {limit} frames.")
             ring = self.buffers.get(job.goal.camera)
             stamps, frames = ring.snapshot()
             prep = prepare_query(job.goal, stamps, frames, self._undistorter(job.goal.camera, ring),
