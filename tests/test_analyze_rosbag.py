@@ -15,7 +15,8 @@ from PIL import Image
 
 from rgpt4d_sdk.adapters.rosbag.bag import header_stamp_ns
 from rgpt4d_sdk.adapters.rosbag.queries import load_queries, parse_stamp
-from rgpt4d_sdk.adapters.rosbag.source import RosbagConfig, RosbagSource, sibling_info_topic
+from rgpt4d_sdk.adapters.rosbag.source import RosbagConfig, RosbagSource
+from rgpt4d_sdk.live.cameras import camera_info_topic
 from rgpt4d_sdk.analyze.config import AnalyzeConfig
 from rgpt4d_sdk.analyze.report import referenced_media
 from rgpt4d_sdk.analyze.runner import merge_shards, run_analysis
@@ -446,6 +447,6 @@ def test_stamp_forms_and_sibling_topics():
     assert parse_stamp(0, "end") == 0
     with pytest.raises(ConfigError, match="negative"):
         parse_stamp(-1, "end")
-    assert sibling_info_topic("/cam/image_raw/compressed") == "/cam/camera_info"
-    assert sibling_info_topic("/cam/image_raw") == "/cam/camera_info"
-    assert sibling_info_topic("/image") == "/camera_info"
+    assert camera_info_topic("/cam/image_raw/compressed") == "/cam/camera_info"
+    assert camera_info_topic("/cam/image_raw") == "/cam/camera_info"
+    assert camera_info_topic("/image") == "/camera_info"

@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from rgpt4d_sdk.config import from_mapping
 from rgpt4d_sdk.errors import ConfigError
 from rgpt4d_sdk.eval.questions import QuestionSpec
+from rgpt4d_sdk.live.cameras import camera_info_topic
 from rgpt4d_sdk.live.goals import Goal, RegionSpec, prepare_query
 from rgpt4d_sdk.live.images import Undistorter
 from rgpt4d_sdk.live.window import select_window
@@ -33,8 +34,6 @@ from rgpt4d_sdk.types import Clip, Region, mentioned_ids
 from .bag import CAMERA_INFO, IMAGE_TYPES, BagFile
 from .queries import BagQuery, load_queries, queries_digest
 
-# Image-transport suffixes: /cam/image_raw/compressed is the compressed form of /cam/image_raw.
-TRANSPORTS = ("compressed", "theora", "ffmpeg", "zstd")
 _REQUIRED = {
     "bag": "pass BAG (a rosbag2 folder with metadata.yaml, or a ROS 1 .bag file)",
     "camera": "pass --camera TOPIC (an Image or CompressedImage topic of the bag)",
@@ -42,19 +41,10 @@ _REQUIRED = {
 }
 
 
-def sibling_info_topic(image_topic: str) -> str:
-    """The CameraInfo topic that ROS drivers publish beside an image topic: /cam/image_raw/compressed and
-    /cam/image_raw -> /cam/camera_info."""
-    parts = image_topic.rstrip("/").split("/")
-    if len(parts) > 2 and parts[-1] in TRANSPORTS:
-        parts = parts[:-1]
-    return "/".join(parts[:-1] + ["camera_info"])
-
-
 @dataclass
 class RosbagConfig:
     """Which bag, camera and queries. camera_info: the CameraInfo topic of ``camera``; None = its sibling
-    (`sibling_info_topic`, used when the bag has it), "" = none. Queries naming another camera use that camera's
+    (`camera_info_topic`, used when the bag has it), "" = none. Queries naming another camera use that camera's
     sibling. undistort: undistort frames (and regions) with that CameraInfo when its distortion is not zero.
     tolerance_ms: how far (ms) a query's end/reference stamp may be from a frame's stamp and still name it."""
 
@@ -97,7 +87,7 @@ class RosbagConfig:
             return "", False
         if self.camera_info is not None and camera == self.camera:
             return self.camera_info, True
-        return sibling_info_topic(camera), False
+        return camera_info_topic(camera), False
 
 
 @dataclass(frozen=True)

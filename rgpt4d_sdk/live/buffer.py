@@ -49,7 +49,7 @@ class RingStats:
     received: int = 0
     stored: int = 0
     dropped_duplicate: int = 0
-    dropped_late: int = 0  # older than the age limit on arrival
+    dropped_late: int = 0  # on arrival older than the age limit, or older than everything in a full ring
     evicted: int = 0  # pushed out by the count or age bound (normal operation)
     out_of_order: int = 0  # arrived after a newer stamp, inserted in place
     last_received_ns: int = 0
@@ -83,8 +83,9 @@ class FrameRing:
             st.last_received_ns = frame.received_ns
             s = int(frame.stamp_ns)
             newest = self._stamps[-1] if self._stamps else None
-            if newest is not None and s < newest - self.max_age_ns:
-                st.dropped_late += 1
+            full_and_oldest = len(self._stamps) >= self.max_frames and s < self._stamps[0]
+            if newest is not None and (s < newest - self.max_age_ns or full_and_oldest):
+                st.dropped_late += 1  # it would be evicted at once
                 return False
             i = bisect.bisect_left(self._stamps, s)
             if i < len(self._stamps) and self._stamps[i] == s:

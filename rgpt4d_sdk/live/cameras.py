@@ -23,11 +23,16 @@ class CameraSpec:
     info_topic: str  # "" = no CameraInfo
 
 
+# image_transport suffixes: /cam/image_raw/compressed is the compressed form of /cam/image_raw.
+TRANSPORTS = ("compressed", "theora", "ffmpeg", "zstd")
+
+
 def camera_info_topic(image_topic: str) -> str:
-    """The CameraInfo topic beside an image topic: /cam/image_raw/compressed -> /cam/camera_info."""
-    base = image_topic[: -len("/compressed")] if image_topic.endswith("/compressed") else image_topic
-    head = base.rsplit("/", 1)[0] if "/" in base else ""
-    return f"{head}/camera_info" if head or base.startswith("/") else "camera_info"
+    """The CameraInfo topic drivers publish beside an image topic: /cam/image_raw[/compressed] -> /cam/camera_info."""
+    parts = image_topic.rstrip("/").split("/")
+    if len(parts) >= 2 and parts[-2] and parts[-1] in TRANSPORTS:
+        parts = parts[:-1]
+    return "/".join(parts[:-1] + ["camera_info"])
 
 
 def _pairs(entries: Sequence[str], what: str) -> Dict[str, str]:

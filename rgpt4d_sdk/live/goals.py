@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from ..errors import GoalError, ImageError, QueryError, RegionError
-from ..types import OBJ_TOKEN, Clip, Frame, Region, RegionQuery
+from ..types import Clip, Frame, Region, RegionQuery, mentioned_ids
 from .buffer import StoredFrame
 from .images import Undistorter
 from .window import NS, WindowSpec, select_window
@@ -116,7 +116,7 @@ def _check_question(goal: Goal) -> None:
 
 def _check_mentions(goal: Goal, regions: Sequence[Region]) -> None:
     ids = {r.id for r in regions}
-    mentioned = {int(m) for m in OBJ_TOKEN.findall(goal.question + " " + " ".join(goal.options))}
+    mentioned = set(mentioned_ids(goal.question + " " + " ".join(goal.options)))
     missing = sorted(mentioned - ids)
     if missing:
         raise GoalError("MISSING_REGION", f"the question mentions {', '.join(f'<obj_{i}>' for i in missing)} but no "
@@ -162,6 +162,8 @@ def _box_outline(box: Any, rid: int, per_side: int = 8) -> np.ndarray:
     b = np.asarray(box, dtype=np.float64).ravel()
     if b.size != 4:
         raise GoalError("BAD_REGION", f"region {rid}: a box is four numbers (x0, y0, x1, y1), got {b.size}.")
+    if not np.all(np.isfinite(b)):
+        raise GoalError("BAD_REGION", f"region {rid}: box {b.tolist()} must be four finite numbers.")
     x0, y0, x1, y1 = b
     if not (x1 > x0 and y1 > y0):
         raise GoalError("BAD_REGION", f"region {rid}: box {b.tolist()} is empty or inverted; need x1 > x0, y1 > y0.")

@@ -100,6 +100,9 @@ def compressed_to_rgb(fmt: str, data: Any) -> np.ndarray:
         raise ImageError("CompressedImage has no data.")
     try:
         with Image.open(io.BytesIO(raw)) as im:
+            if im.mode.startswith("I"):  # 16-bit grey PNG (mono16 "png compressed"): top 8 bits, like raw mono16
+                gray = np.clip(np.asarray(im).astype(np.int64) >> 8, 0, 255).astype(np.uint8)
+                return np.repeat(gray[:, :, None], 3, axis=2)
             im.draft("RGB", im.size)  # JPEG: decode straight to RGB at full size
             return np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, ValueError) as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import logging
 import math
 import threading
 import time
@@ -22,6 +23,7 @@ from .goals import Goal, prepare_query
 from .images import Undistorter
 
 STAGES = ("queued", "selecting", "answering", "done")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -122,7 +124,8 @@ class QueryService:
                 self._waiting.append(job)
                 self._wake.notify()
                 return None
-        self.counts[err.code] += 1
+        with self._lock:
+            self.counts[err.code] += 1
         return err
 
     def cancel(self, job: Job) -> bool:
@@ -198,14 +201,18 @@ class QueryService:
         return und
 
     def _finish(self, job: Job, result: LiveResult) -> None:
-        if job.finished:
-            return
-        job.finished = True
-        self.counts[result.code] += 1
-        if result.ok:
-            self.latencies.append(result.latency.get("total", 0.0))
-        job.on_stage("done")
-        job.done(result)
+        with self._lock:
+            if job.finished:
+                return
+            job.finished = True
+            self.counts[result.code] += 1
+            if result.ok:
+                self.latencies.append(result.latency.get("total", 0.0))
+        try:  # a failing callback must not take the worker (and every later goal) down with it
+            job.on_stage("done")
+            job.done(result)
+        except Exception:  # noqa: BLE001
+            log.exception("the completion callback of goal %s raised", job.seq)
 
     # --- status ---------------------------------------------------------------------------------------------------
     def status(self) -> Dict[str, Any]:
@@ -215,6 +222,8 @@ class QueryService:
         def q(p: float) -> float:
             return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else math.nan
 
-        return dict(pending=self.pending(), queue_depth=self.queue_depth, counts=dict(self.counts),
+        with self._lock:
+            counts = dict(self.counts)
+        return dict(pending=self.pending(), queue_depth=self.queue_depth, counts=counts,
                     latency_last=self.latencies[-1] if lat else math.nan, latency_p50=q(0.5), latency_p95=q(0.95),
                     latency_mean=sum(lat) / len(lat) if lat else math.nan)

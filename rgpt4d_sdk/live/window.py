@@ -105,15 +105,17 @@ def pick_evenly(stamps: Sequence[int], start: int, end: int, n: int, anchor_star
     k = len(stamps)
     if k <= n:
         return list(range(k))
+    # Targets scaled by den = n - 1 so that distances stay exact integers (epoch ns do not fit a float64).
+    den = max(n - 1, 1)
     if n == 1:
         targets = [start if anchor_start else end]
     else:
-        targets = [start + (end - start) * i / (n - 1) for i in range(n)]
+        targets = [start * den + (end - start) * i for i in range(n)]
     picks: List[int] = []
     lo = 0
     for i, t in enumerate(targets):
         hi = k - (n - i)  # leave room for the picks still to come
-        j = min(range(lo, hi + 1), key=lambda m: (abs(stamps[m] - t), m))
+        j = min(range(lo, hi + 1), key=lambda m: (abs(int(stamps[m]) * den - t), m))
         picks.append(j)
         lo = j + 1
     return picks
