@@ -42,7 +42,7 @@ extras = {
     "test": ["pytest>=7.4", "setuptools>=64", "wheel", "nuscenes-devkit>=1.1", "pyarrow>=14,<24",
              "rosbags>=0.10"],
 }
-extras["test"] += extras["ros2"]
+extras["test"] += extras["ros2"] + ["colcon-common-extensions"]  # the colcon build of ros2_nodes/ is tested too
 extras["all"] = sorted({r for k, v in extras.items() if k not in ("tensorrt", "test") for r in v})
 
 setup(

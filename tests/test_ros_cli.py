@@ -152,3 +152,25 @@ def test_serve_answers_a_goal_and_stops_on_sigint(tiny_ckpt_dir, tmp_path):
             raise
     assert code == 0, log.read_text()[-3000:]
     assert "active" in log.read_text()
+
+
+def test_colcon_builds_both_packages(tmp_path):
+    """The colcon path Jetson users take (against apt ROS there; against the ros-* wheels here)."""
+    require_ros()
+    import os
+    import shutil
+
+    colcon = shutil.which("colcon")
+    if colcon is None:
+        pytest.skip("colcon is not installed (pip install colcon-common-extensions)")
+    src = tmp_path / "ws" / "src"
+    for pkg in ("rgpt4d_interfaces", "rgpt4d_ros"):
+        shutil.copytree(ROS2_NODES / pkg, src / pkg)
+    env = dict(os.environ, AMENT_PREFIX_PATH=sys.prefix)
+    proc = subprocess.run([colcon, "build", "--event-handlers", "console_direct-"], cwd=tmp_path / "ws", env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    install = tmp_path / "ws" / "install"
+    assert (install / "rgpt4d_ros" / "lib" / "rgpt4d_ros" / "region_query_node").is_file()
+    assert (install / "rgpt4d_ros" / "share" / "rgpt4d_ros" / "launch" / "rgpt4d.launch.py").is_file()
+    assert list((install / "rgpt4d_interfaces").rglob("rgpt4d_interfaces/action/_region_query.py"))
