@@ -5,15 +5,21 @@ The node runs in its own process (`rgpt4d-sdk ros serve`, tiny checkpoint; no go
 subscription path alone: callbacks that store the JPEG bytes). This process publishes the streams with exact
 stamps. Reported per camera: frames published, frames the node received (its ~/get_status counters), the share
 stored; and the node process's CPU use (user + system time over wall time; 100 % = one core). The publisher's
-achieved rate is reported too: on a small machine the publisher itself can be the limit.
+achieved rate is reported too: on a small machine the publisher itself can be the limit. Two transport set-ups
+run side by side: Fast DDS as shipped, and config/fastdds_large_images.xml (bigger shared-memory segment and socket
+buffers), which large multi-camera streams need.
 
-    python bench/ros_ingest.py                     # 20 s, 6 cameras
+    python bench/ros_ingest.py                     # 2 x 20 s, 6 cameras
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -91,6 +97,9 @@ def run(args) -> Dict[str, Any]:
                 received_pct=round(100.0 * sum(c["received"] for c in per_cam) / max(k * len(pubs), 1), 2))
 
 
+PROFILE = Path(__file__).resolve().parent.parent / "ros2_nodes" / "rgpt4d_ros" / "config" / "fastdds_large_images.xml"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=20.0)
@@ -99,17 +108,40 @@ def main() -> None:
     p.add_argument("--width", type=int, default=1600)
     p.add_argument("--height", type=int, default=900)
     p.add_argument("--buffer-frames", type=int, default=90)
+    p.add_argument("--transports", default="default,large_images",
+                   help="comma-separated: default (Fast DDS as shipped) and/or large_images (config/"
+                        "fastdds_large_images.xml); each runs in its own process, side by side in one run")
     p.add_argument("--model", default="")
     p.add_argument("--log", default="/tmp/rgpt4d_ingest_node.log")
     p.add_argument("--out", type=Path, default=RESULTS_DIR / "ros_ingest-cpu.json")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
-    res = run(args)
-    print(format_table(list(res["cameras"][0]), [list(c.values()) for c in res["cameras"]]))
-    print(f"\npublished {res['published_total']} frames of {res['frame_bytes'] / 1e3:.0f} kB at "
-          f"{res['publish_rate_hz']} Hz per camera (target {res['target_hz']}); node received "
-          f"{res['received_pct']} %; node CPU {res['node_cpu_pct']} % of one core; RSS {res['node_rss_mb']} MB")
+    if args.child:  # one configuration; the DDS profile is read once per process, hence a process per run
+        args.out.write_text(json.dumps(run(args)))
+        return
+    results = {}
+    for name in [t.strip() for t in args.transports.split(",") if t.strip()]:
+        if name not in ("default", "large_images"):
+            p.error(f"unknown transports {name!r}")
+        env = dict(os.environ)
+        env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
+        if name == "large_images":
+            env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(PROFILE)
+        with tempfile.TemporaryDirectory() as tmp:
+            child_out = Path(tmp) / "run.json"
+            cmd = [sys.executable, __file__, "--child", "--out", str(child_out), "--log", args.log,
+                   *[f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+                     if k in ("seconds", "cameras", "hz", "width", "height", "buffer_frames", "model")]]
+            subprocess.run(cmd, env=env, check=True)
+            results[name] = json.loads(child_out.read_text())
+        res = results[name]
+        print(f"\n[{name}]")
+        print(format_table(list(res["cameras"][0]), [list(c.values()) for c in res["cameras"]]))
+        print(f"published {res['published_total']} frames of {res['frame_bytes'] / 1e3:.0f} kB at "
+              f"{res['publish_rate_hz']} Hz per camera (target {res['target_hz']}); node received "
+              f"{res['received_pct']} %; node CPU {res['node_cpu_pct']} % of one core; RSS {res['node_rss_mb']} MB")
     write_json(args.out, dict(benchmark="ros_ingest", machine=machine_info("cpu"), versions=versions(), git=git_info(),
-                              config={k: str(v) for k, v in vars(args).items()}, results=res))
+                              config={k: str(v) for k, v in vars(args).items()}, results=results))
     print(f"wrote {args.out}")
 
 
