@@ -174,3 +174,12 @@ def test_colcon_builds_both_packages(tmp_path):
     assert (install / "rgpt4d_ros" / "lib" / "rgpt4d_ros" / "region_query_node").is_file()
     assert (install / "rgpt4d_ros" / "share" / "rgpt4d_ros" / "launch" / "rgpt4d.launch.py").is_file()
     assert list((install / "rgpt4d_interfaces").rglob("rgpt4d_interfaces/action/_region_query.py"))
+
+
+def test_serve_with_a_bad_model_says_why_and_exits_1(tmp_path):
+    require_ros()
+    proc = subprocess.run([sys.executable, "-m", "rgpt4d_sdk.cli", "ros", "serve", "--model", str(tmp_path / "none"),
+                           "--cameras", "a=/bad/image_raw", "--name", "rgpt4d_bad"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1
+    assert "configure failed: CheckpointError" in proc.stderr + proc.stdout and "does not exist" in proc.stderr

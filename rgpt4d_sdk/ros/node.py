@@ -22,19 +22,19 @@ import time
 from typing import Any, Dict, List, Optional
 
 import rclpy
-from action_msgs.msg import GoalStatus  # noqa: F401  (imported so the action type support loads early)
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
 try:
     from rclpy.event_handler import SubscriptionEventCallbacks
 except ImportError:  # Humble (JetPack 6): the module was still called qos_event
     from rclpy.qos_event import SubscriptionEventCallbacks
-from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from rgpt4d_interfaces.action import RegionQuery
 from rgpt4d_interfaces.msg import CameraStatus
@@ -412,7 +412,6 @@ def main(args: Optional[List[str]] = None, autostart: bool = True, engine: Any =
     node = RegionQueryNode(engine=engine)
     executor = MultiThreadedExecutor(num_threads=executor_threads(node))
     executor.add_node(node)
-    code = 0
     try:
         if autostart:
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
@@ -427,4 +426,4 @@ def main(args: Optional[List[str]] = None, autostart: bool = True, engine: Any =
         executor.shutdown()
         if rclpy.ok():
             rclpy.shutdown()
-    return code
+    return 0
