@@ -136,12 +136,13 @@ def run(args) -> Dict[str, Any]:
             proc.kill()
         executor.shutdown()
         rclpy.shutdown()
+    warm = [s for s in samples if s["t_min"] >= args.warmup_min]
     half = [s for s in samples if s["t_min"] >= args.minutes / 2]
     return dict(samples=samples, published=published, goals_sent=goals.sent, goal_codes=goals.codes,
-                rss_first_mb=samples[0]["rss_mb"], rss_last_mb=samples[-1]["rss_mb"],
-                rss_max_mb=max(s["rss_mb"] for s in samples),
-                slope_mb_per_min=_slope_mb_per_min(samples), slope_second_half_mb_per_min=_slope_mb_per_min(half),
-                node_exit_code=proc.returncode)
+                rss_start_mb=samples[0]["rss_mb"], rss_after_warmup_mb=warm[0]["rss_mb"] if warm else None,
+                rss_last_mb=samples[-1]["rss_mb"], rss_max_mb=max(s["rss_mb"] for s in samples),
+                slope_after_warmup_mb_per_min=_slope_mb_per_min(warm),
+                slope_second_half_mb_per_min=_slope_mb_per_min(half), node_exit_code=proc.returncode)
 
 
 def _sample(pid: int, start: float, cpu0: float, goals: Goals, status) -> Dict[str, Any]:
@@ -170,15 +171,18 @@ def main() -> None:
     p.add_argument("--num-frames", type=int, default=8)
     p.add_argument("--buffer-frames", type=int, default=90)
     p.add_argument("--sample-s", type=float, default=30.0)
+    p.add_argument("--warmup-min", type=float, default=1.0, help="minutes left out of the first slope "
+                   "(buffers filling, first allocations)")
     p.add_argument("--model", default="", help="checkpoint folder (default: the tiny random one)")
     p.add_argument("--log", default="/tmp/rgpt4d_soak_node.log", help="where the node's output goes")
     p.add_argument("--out", type=Path, default=RESULTS_DIR / "ros_soak-cpu-tiny.json")
     args = p.parse_args()
     res = run(args)
-    print(f"\nRSS {res['rss_first_mb']} -> {res['rss_last_mb']} MB (max {res['rss_max_mb']}); slope "
-          f"{res['slope_mb_per_min']:.3f} MB/min overall, {res['slope_second_half_mb_per_min']:.3f} MB/min in the "
-          f"second half; goals {res['goals_sent']} sent, codes {res['goal_codes']}; {res['published']} frames "
-          "published")
+    print(f"\nRSS {res['rss_start_mb']} MB at start (engine loaded, buffers empty), {res['rss_after_warmup_mb']} MB "
+          f"after {args.warmup_min} min of warm-up, {res['rss_last_mb']} MB at the end (max {res['rss_max_mb']}); "
+          f"slope {res['slope_after_warmup_mb_per_min']:.3f} MB/min after warm-up, "
+          f"{res['slope_second_half_mb_per_min']:.3f} MB/min in the second half; goals {res['goals_sent']} sent, "
+          f"codes {res['goal_codes']}; {res['published']} frames published")
     write_json(args.out, dict(benchmark="ros_soak", machine=machine_info("cpu"), versions=versions(), git=git_info(),
                               config={k: str(v) for k, v in vars(args).items()}, results=res))
     print(f"wrote {args.out}")

@@ -75,7 +75,8 @@ def test_ros_benches_run_and_write_results(tmp_path):
     for cmd, out in (
         (["ros_ingest.py", "--seconds", "2", "--cameras", "2", "--width", "320", "--height", "180",
           "--transports", "default,large_images"], ingest),
-        (["ros_soak.py", "--minutes", "0.25", "--sample-s", "5", "--width", "320", "--height", "240"], soak),
+        (["ros_soak.py", "--minutes", "0.25", "--sample-s", "5", "--warmup-min", "0.05", "--width", "320",
+          "--height", "240"], soak),
     ):
         proc = subprocess.run([sys.executable, str(ROOT / "bench" / cmd[0]), *cmd[1:], "--out", str(out),
                                "--log", str(tmp_path / f"{cmd[0]}.log")], cwd=str(ROOT), capture_output=True,
@@ -86,4 +87,4 @@ def test_ros_benches_run_and_write_results(tmp_path):
         assert all(0 <= c["received"] <= c["published"] for c in res["cameras"])
     res = json.loads(soak.read_text())["results"]
     assert len(res["samples"]) >= 3 and res["goals_sent"] >= 5 and res["node_exit_code"] == 0
-    assert all(s["rss_mb"] > 0 for s in res["samples"])
+    assert all(s["rss_mb"] > 0 for s in res["samples"]) and res["rss_after_warmup_mb"] > 0
