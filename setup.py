@@ -13,6 +13,8 @@ MAPPED = {
     "rgpt4d_sdk.adapters": "adapters",
     "rgpt4d_sdk.adapters.nuscenes": "adapters/nuscenes",
     "rgpt4d_sdk.adapters.rosbag": "adapters/rosbag",
+    "rgpt4d_sdk.adapters.r4d_bench": "adapters/r4d_bench",
+    "rgpt4d_sdk.adapters.robofac": "adapters/robofac",
     "rgpt4d_sdk.calib": "calib",
     "rgpt4d_sdk.training": "training",
     "rgpt4d_sdk.ros2_nodes": "ros2_nodes",  # data: the colcon packages, built by `rgpt4d-sdk ros build-interfaces`

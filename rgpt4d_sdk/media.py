@@ -70,6 +70,40 @@ def read_video(path: PathLike, num_frames: Optional[int] = 16, camera_id: str = 
     return Clip(frames, source=src)
 
 
+def video_frame_times(path: PathLike) -> List[float]:
+    """Presentation time in seconds of every frame of a video, in decode order (images are not converted), so a
+    caller can choose frames by time before decoding them with `read_video_frames`."""
+    import av
+
+    path = Path(path)
+    container, stream = _open_video(path)
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    try:
+        kept = [(i, None, _frame_time(f, stream)) for i, f in enumerate(container.decode(stream))]
+    except (av.FFmpegError, OSError, ValueError) as e:
+        raise MediaError(f"{path}: decoding failed ({type(e).__name__}: {e}); the file is damaged.") from e
+    finally:
+        container.close()
+    if not kept:
+        raise MediaError(f"{path}: the video stream decoded to no frames; the file is empty or damaged.")
+    return _resolve_times(path, kept, float(rate) if rate else None)
+
+
+def read_video_frames(path: PathLike, indices: Sequence[int], camera_id: str = "camera") -> Clip:
+    """The frames at ``indices`` (0-based, decode order, increasing) with their presentation times (seconds)."""
+    path = Path(path)
+    wanted = [int(i) for i in indices]
+    if not wanted or wanted != sorted(set(wanted)) or wanted[0] < 0:
+        raise MediaError(f"frame indices {list(indices)} must be increasing, unique and >= 0.")
+    kept, total, fps = _decode(path, set(wanted))
+    if [i for i, _, _ in kept] != wanted:
+        raise MediaError(f"{path}: has {total} frames; frames {sorted(set(wanted) - {i for i, _, _ in kept})} do "
+                         "not exist.")
+    times = _resolve_times(path, kept, fps)
+    return Clip([Frame(rgb, t, camera_id=camera_id, source=str(path)) for (_, rgb, _), t in zip(kept, times)],
+                source=str(path))
+
+
 def _open_video(path: Path):
     """Open ``path`` with PyAV and return (container, first video stream); errors become `MediaError`."""
     import av

@@ -97,6 +97,22 @@ def test_video_sampling_is_round_linspace_over_indices(tmp_path):
         assert_colour(f, i)
 
 
+def test_frame_times_then_chosen_frames(tmp_path):
+    from rgpt4d_sdk.media import read_video_frames, video_frame_times
+
+    path = write_video(tmp_path / "v.mp4")
+    assert video_frame_times(path) == pytest.approx([p / 1000 for p in PTS_MS], abs=1e-3)
+    clip = read_video_frames(path, [2, 7, 19], camera_id="left")
+    assert clip.timestamps == pytest.approx([PTS_MS[i] / 1000 for i in (2, 7, 19)], abs=1e-3)
+    for f, i in zip(clip.frames, (2, 7, 19)):
+        assert_colour(f, i)
+        assert f.camera_id == "left"
+    with pytest.raises(MediaError, match="do not exist"):
+        read_video_frames(path, [3, len(PTS_MS)])
+    with pytest.raises(MediaError, match="increasing"):
+        read_video_frames(path, [5, 2])
+
+
 def test_video_more_frames_asked_than_present_keeps_all(tmp_path):
     clip = Clip.from_video(write_video(tmp_path / "v.mp4", PTS_MS[:6]), num_frames=16)
     assert len(clip) == 6
