@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from .errors import QueryError, RGPT4DError
+from .eval.cli import eval_app
 from .ros.cli import ros_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Region-level 4D video question answering.")
@@ -17,6 +18,7 @@ app.add_typer(checkpoint_app, name="checkpoint")
 analyze_app = typer.Typer(help="Batch analysis of driving logs: questions with ground truth, answers, metrics, report.")
 app.add_typer(analyze_app, name="analyze")
 app.add_typer(ros_app, name="ros")
+app.add_typer(eval_app, name="eval")
 
 DEMO_NOTICE = "NOTE: answers come from an untrained demo model with random weights; point --model at real weights."
 

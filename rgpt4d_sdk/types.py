@@ -277,6 +277,9 @@ class RegionQuery:
     and the options). "plain": the NVILA video-QA prompt (frames then question, nothing else).
     answer_type: "choice" (options required), "number" (value with unit) or "text".
     truth: optional ground truth (an option letter, a number, or text), kept for scoring and reports.
+    som_image: optional ready-made SoM image, (H, W, 3) uint8 RGB of any size (R4D-Bench ships its marks already
+    drawn). In "r4d" mode the engine shows it instead of rendering ``regions`` on the first frame; the question's
+    ``<obj_N>`` then refer to marks drawn in it, so they need no `Region`. Ignored in "plain" mode.
     """
 
     clip: Clip
@@ -289,8 +292,11 @@ class RegionQuery:
     id: str = ""
     prompt_mode: str = "r4d"
     meta: Dict[str, Any] = field(default_factory=dict)
+    som_image: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
+        if self.som_image is not None:
+            self.som_image = to_rgb_uint8(self.som_image, what="SoM image")
         if not isinstance(self.clip, Clip):
             raise QueryError(f"clip must be a Clip, got {type(self.clip).__name__}; build one with Clip.from_video(...).")
         if not isinstance(self.question, str) or not self.question.strip():
@@ -321,7 +327,7 @@ class RegionQuery:
             r.validate_on(width, height)
         mentioned = {int(m) for m in OBJ_TOKEN.findall(self.question + " " + " ".join(self.options))}
         missing = sorted(mentioned - set(ids))
-        if missing:
+        if missing and self.som_image is None:  # a ready SoM image carries its own marks
             raise RegionError(
                 f"the question mentions {', '.join(f'<obj_{i}>' for i in missing)} but no region has that id; "
                 f"give Region({missing[0]}, box=...) or fix the question (regions given: {sorted(ids) or 'none'})."

@@ -94,7 +94,7 @@ class TorchEngine(Engine):
 
     # ------------------------------------------------------------------------------------------ stages
     def prepare(self, query: RegionQuery, max_new_tokens: Optional[int] = None) -> PreparedQuery:
-        """Check the query against this engine, render the SoM image and build the prompt ids."""
+        """Check the query against this engine, take or render the SoM image and build the prompt ids."""
         t0 = time.perf_counter()
         if not isinstance(query, RegionQuery):
             raise QueryError(f"expected a RegionQuery, got {type(query).__name__}.")
@@ -113,7 +113,7 @@ class TorchEngine(Engine):
         frames = [f.image for f in clip.frames]
         times = relative_times(clip.timestamps, self.model.spec.tpe.origin)
         if query.prompt_mode == "r4d":
-            som = render_som(frames[0], query.regions)
+            som = query.som_image if query.som_image is not None else render_som(frames[0], query.regions)
             som_time = times[:1] if self.model.spec.tpe.som == "first_frame" else torch.tensor([math.nan], dtype=torch.float64)
             images, image_times = [som] + frames, torch.cat([som_time, times])
             text = r4d_text(query.question, query.options, clip.duration_s, query.answer_type, self.prompt)

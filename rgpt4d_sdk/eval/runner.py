@@ -1,0 +1,172 @@
+"""`rgpt4d-sdk eval r4d-bench`: answer every R4D-Bench item once, resumably, and write the results table.
+
+Output folder: ``run.json`` (the model and frame count, which a resume must match), ``results.jsonl`` (one row
+per item, appended with fsync as items finish; see `analyze.store.ResultStore`), ``table.json`` and ``table.md``
+(rewritten atomically at the end of every run).
+Each item is its own unit: a re-run skips every item that already has its row, so an interrupted run resumes where
+it stopped and a complete run re-run loads no model at all. Error rows are final too (a bad record stays bad); move
+the output folder away to start afresh. The table is computed from the rows of the items selected (``limit``).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+from ..adapters.r4d_bench import TASK_NAMES, ItemError, R4DItem, RecordError, build_query, load_records
+from ..analyze.sinks import write_json
+from ..analyze.store import ResultStore, atomic_write_text
+from ..errors import ConfigError, RGPT4DError
+from ..types import Answer, RegionQuery
+from .r4d import build_table, numeric_score, reply_choice, table_markdown
+
+Item = Union[R4DItem, ItemError]
+
+
+@dataclass
+class EvalStats:
+    """What a run did: ``items`` selected, ``done_before`` already in results.jsonl, ``answered`` / ``errors``
+    written by this run, ``engine_loaded`` whether a model was loaded at all, and the table it wrote."""
+
+    out_dir: Path
+    items: int = 0
+    done_before: int = 0
+    answered: int = 0
+    errors: int = 0
+    engine_loaded: bool = False
+    table: Dict[str, Any] = field(default_factory=dict)
+
+
+def _base_row(item: Item) -> Dict[str, Any]:
+    row: Dict[str, Any] = {"id": item.id, "unit_id": item.id, "unit_rows": 1, "task": item.task}
+    if isinstance(item, R4DItem):
+        row.update(benchmark=item.benchmark, category=item.category, format=item.format, question=item.question,
+                   options=list(item.options), truth=item.truth, truth_text=item.answer, truth_unit=item.unit)
+    return row
+
+
+def error_row(item: Item, reason: str, message: str) -> Dict[str, Any]:
+    """The results row of an item that was not evaluated (``reason`` from `adapters.r4d_bench.REASONS`)."""
+    return {**_base_row(item), "status": "error", "reason": reason, "message": message}
+
+
+def answer_row(item: R4DItem, answer: Answer) -> Dict[str, Any]:
+    """The results row of an answered item: the raw reply, what it was read as, and its score."""
+    row = {**_base_row(item), "status": "ok", "reply": answer.text, "timestamps_s": list(answer.timestamps_s),
+           "prompt_tokens": answer.prompt_tokens, "finish_reason": answer.finish_reason,
+           "timings_s": dict(answer.timings)}
+    if item.format == "mc":
+        choice = reply_choice(answer.text, item.options)
+        row.update(answer_choice=choice, score=1.0 if choice == item.truth else 0.0)
+    else:
+        score, value, unit = numeric_score(answer.text, float(item.truth), item.unit)
+        row.update(answer_value=value, answer_unit=unit, score=score)
+    return row
+
+
+class _LazyEngine:
+    """Loads the model on first use only, so a run with nothing left to answer does no model work."""
+
+    def __init__(self, model: Optional[str], options: Dict[str, Any], engine: Any = None) -> None:
+        self.model, self.options, self.engine = model, options, engine
+        self.loaded = False
+
+    def get(self):
+        if self.engine is None:
+            if not self.model:
+                raise ConfigError("items are left to answer but no model was given; pass --model DIR.")
+            from ..engine.base import Engine
+
+            self.engine = Engine.from_pretrained(self.model, **self.options)
+            self.loaded = True
+        return self.engine
+
+
+def _answer_chunk(chunk: Sequence[R4DItem], num_frames: int, lazy: _LazyEngine, batch_size: int) -> List[dict]:
+    """Rows of one chunk of items: build the queries, answer the good ones in one batch (one by one if the batch
+    fails, so that only the offending item gets an "engine_error" row)."""
+    rows: Dict[str, dict] = {}
+    ready: List[tuple] = []
+    for item in chunk:
+        try:
+            ready.append((item, build_query(item, num_frames)))
+        except RecordError as e:
+            rows[item.id] = error_row(item, e.reason, str(e))
+    if ready:
+        engine = lazy.get()
+        queries: List[RegionQuery] = [q for _, q in ready]
+        try:
+            answers = engine.answer_many(queries, batch_size=batch_size)
+        except RGPT4DError:
+            answers = [_answer_one(engine, q) for q in queries]
+        for (item, _), ans in zip(ready, answers):
+            rows[item.id] = answer_row(item, ans) if isinstance(ans, Answer) else error_row(item, "engine_error", ans)
+    return [rows[item.id] for item in chunk]
+
+
+def _answer_one(engine, query: RegionQuery) -> Union[Answer, str]:
+    try:
+        return engine.answer(query)
+    except RGPT4DError as e:
+        return f"item {query.id}: {e}"
+
+
+def _check_resume(out_dir: Path, settings: Dict[str, Any]) -> None:
+    """Write ``run.json`` on the first run; refuse to resume a folder whose answers came from other settings."""
+    path = out_dir / "run.json"
+    if path.exists():
+        before = json.loads(path.read_text(encoding="utf-8"))
+        changed = sorted(k for k in settings if before.get(k) != settings[k])
+        if changed:
+            was = {k: before.get(k) for k in changed}
+            raise ConfigError(f"{out_dir} holds answers made with other settings ({was}); give a new --out folder, "
+                              "or the same settings to resume.")
+    else:
+        write_json(path, settings)
+
+
+def run_r4d_bench(
+    data: "str | os.PathLike",
+    model: Optional[str],
+    out: "str | os.PathLike",
+    *,
+    num_frames: int = 16,
+    limit: Optional[int] = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    batch_size: int = 1,
+    engine: Any = None,
+    echo: Optional[Callable[[str], None]] = None,
+) -> EvalStats:
+    """Evaluate the R4D-Bench items of ``data`` (first ``limit`` records) with ``model`` (or a ready ``engine``),
+    ``num_frames`` frames per video; write results.jsonl, table.json and table.md under ``out``."""
+    if num_frames < 2 or batch_size < 1 or (limit is not None and limit < 1):
+        raise ConfigError(f"frames must be >= 2, batch size >= 1 and limit >= 1 (got {num_frames}, {batch_size}, "
+                          f"{limit}).")
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_resume(out_dir, {"model": str(model), "frames": int(num_frames)})
+    items = load_records(Path(data))[:limit]
+    store = ResultStore(out_dir / "results.jsonl")
+    done = store.finished_units(store.load())
+    stats = EvalStats(out_dir, items=len(items), done_before=sum(1 for it in items if it.id in done))
+    pending = [it for it in items if it.id not in done]
+    store.append(error_row(it, it.reason, it.message) for it in pending if isinstance(it, ItemError))
+    todo = [it for it in pending if isinstance(it, R4DItem)]
+    lazy = _LazyEngine(model, {"device": device, "dtype": dtype, "max_frames": max(num_frames, 16)}, engine)
+    for start in range(0, len(todo), batch_size):
+        rows = _answer_chunk(todo[start:start + batch_size], num_frames, lazy, batch_size)
+        store.append(rows)
+        if echo:
+            echo(f"{min(start + batch_size, len(todo))}/{len(todo)} items answered")
+    rows_by_id = store.load()
+    final = [rows_by_id[it.id] for it in items if it.id in rows_by_id]
+    stats.answered = sum(1 for it in pending if rows_by_id.get(it.id, {}).get("status") == "ok")
+    stats.errors = len(pending) - stats.answered
+    stats.engine_loaded = lazy.loaded
+    stats.table = build_table(final, TASK_NAMES)
+    write_json(out_dir / "table.json", stats.table)
+    atomic_write_text(out_dir / "table.md", table_markdown(stats.table))
+    return stats
