@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 
+from .data_cli import data_app
 from .errors import QueryError, RGPT4DError
 from .eval.cli import eval_app
 from .ros.cli import ros_app
@@ -19,6 +20,7 @@ analyze_app = typer.Typer(help="Batch analysis of driving logs: questions with g
 app.add_typer(analyze_app, name="analyze")
 app.add_typer(ros_app, name="ros")
 app.add_typer(eval_app, name="eval")
+app.add_typer(data_app, name="data")
 
 DEMO_NOTICE = "NOTE: answers come from an untrained demo model with random weights; point --model at real weights."
 

@@ -5,6 +5,6 @@ decodes the video (PTS in seconds) into a `RegionQuery`. `regions` reads the opt
 COCO RLE masks on a stamped frame) that adds SoM marks. Scoring lives in `rgpt4d_sdk.eval.robofac`.
 """
 from .dataset import SPLITS, RoboFACDataset, RoboFACItem
-from .regions import RegionEntry, decode_rle, load_region_file
+from .regions import RegionEntry, StampError, decode_rle, load_region_file
 
-__all__ = ["SPLITS", "RegionEntry", "RoboFACDataset", "RoboFACItem", "decode_rle", "load_region_file"]
+__all__ = ["SPLITS", "RegionEntry", "RoboFACDataset", "RoboFACItem", "StampError", "decode_rle", "load_region_file"]

@@ -38,6 +38,10 @@ from rgpt4d_sdk.errors import DatasetError, RegionError, TimestampError
 from rgpt4d_sdk.media import read_video_frames, video_frame_times
 from rgpt4d_sdk.types import Clip, Region, uniform_indices
 
+
+class StampError(RegionError, TimestampError):
+    """The regions' stamp (frame_time_s / frame_index) does not pick a usable frame of the video."""
+
 REGION_FILE_VERSION = 1
 
 
@@ -165,11 +169,12 @@ def _region(raw: object, where: str) -> Region:
 
 
 def stamp_index(times: Sequence[float], entry: RegionEntry, video: str) -> int:
-    """Index of the stamped frame among ``times`` (seconds); `RegionError` if the stamp is not within the video."""
+    """Index of the stamped frame among ``times`` (seconds); `StampError` (a `RegionError`) if the stamp is not
+    within the video."""
     n = len(times)
     if entry.frame_index is not None:
         if entry.frame_index >= n:
-            raise RegionError(f"{video}: regions are stamped at frame_index {entry.frame_index} but the video has "
+            raise StampError(f"{video}: regions are stamped at frame_index {entry.frame_index} but the video has "
                               f"{n} frames (0..{n - 1}); fix the stamp in the region file.")
         return entry.frame_index
     t = entry.frame_time_s
@@ -177,10 +182,10 @@ def stamp_index(times: Sequence[float], entry: RegionEntry, video: str) -> int:
     step = float(np.median(np.diff(times))) if n > 1 else 0.0
     span = f"frames span {times[0]:.3f}..{times[-1]:.3f} s"
     if t < times[0] - step / 2 - 1e-6 or t > times[-1] + step / 2 + 1e-6:
-        raise RegionError(f"{video}: regions are stamped at {t} s, outside the video ({span}); give the PTS of the "
+        raise StampError(f"{video}: regions are stamped at {t} s, outside the video ({span}); give the PTS of the "
                           "frame the regions were drawn on (video time, seconds), or use frame_index.")
     if abs(times[i] - t) > step / 2 + 1e-6:
-        raise RegionError(
+        raise StampError(
             f"{video}: regions are stamped at {t} s but no frame is there ({span}, nearest {times[i]:.3f} s); "
             "give the PTS of the frame the regions were drawn on."
         )
@@ -192,6 +197,6 @@ def sample_from_stamp(path: Path, entry: RegionEntry, num_frames: int, video: st
     times = video_frame_times(path)
     start = stamp_index(times, entry, video)
     if len(times) - start < 2:
-        raise TimestampError(f"{video}: the regions' stamp is the video's last frame ({times[start]:.3f} s), leaving "
+        raise StampError(f"{video}: the regions' stamp is the video's last frame ({times[start]:.3f} s), leaving "
                              "one frame; stamp an earlier frame (a clip needs two or more frames).")
     return read_video_frames(path, [start + i for i in uniform_indices(len(times) - start, num_frames)])

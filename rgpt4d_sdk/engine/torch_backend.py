@@ -19,7 +19,7 @@ from ..model.nvila import NvilaModel
 from ..model.processor import preprocess_images
 from ..prompt.parse import parse_answer
 from ..prompt.som import render_som
-from ..prompt.template import PromptConfig, chat_prompt, option_letter, r4d_text, user_content
+from ..prompt.template import PromptConfig, chat_prompt, query_text, user_content
 from ..tpe import relative_times
 from ..types import Answer, RegionQuery
 from .base import Engine
@@ -116,11 +116,9 @@ class TorchEngine(Engine):
             som = query.som_image if query.som_image is not None else render_som(frames[0], query.regions)
             som_time = times[:1] if self.model.spec.tpe.som == "first_frame" else torch.tensor([math.nan], dtype=torch.float64)
             images, image_times = [som] + frames, torch.cat([som_time, times])
-            text = r4d_text(query.question, query.options, clip.duration_s, query.answer_type, self.prompt)
         else:
-            images, image_times, text = frames, times, query.question
-            if query.options:
-                text += "\n" + "\n".join(f"({option_letter(i)}) {o}" for i, o in enumerate(query.options))
+            images, image_times = frames, times
+        text = query_text(query, self.prompt)
         prompt_text = chat_prompt(self.model.tokenizer, user_content(len(images), text))
         input_ids = self.model.tokenizer.encode(prompt_text, add_special_tokens=False)
         limit = max_new_tokens or self.max_new_tokens[query.answer_type]

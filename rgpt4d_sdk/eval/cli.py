@@ -11,6 +11,24 @@ from ..errors import RGPT4DError
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluate a checkpoint on a benchmark: per-item rows and a table.")
 
 
+def _err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _run_and_report(run, *extra_files: str) -> None:
+    """Run an evaluation; SDK errors exit 2 with the message; print the counts, the table and the output files."""
+    try:
+        stats = run()
+    except RGPT4DError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(code=2)
+    typer.echo(f"items: {stats.items} ({stats.done_before} already done); this run: answered {stats.answered}, "
+               f"not evaluated {stats.errors}")
+    typer.echo((stats.out_dir / "table.md").read_text(encoding="utf-8"), nl=False)
+    files = ["results.jsonl", *extra_files, "table.md", "table.json"]
+    typer.echo("outputs: " + ", ".join(str(stats.out_dir / f) for f in files))
+
+
 @eval_app.command("r4d-bench")
 def r4d_bench(
     data: Path = typer.Option(..., help="R4D-Bench folder: annotation .json/.jsonl/.parquet + the files they name."),
@@ -25,13 +43,29 @@ def r4d_bench(
     """Answer every R4D-Bench item (letter or option text counts as right) and write the 12-column table."""
     from .runner import run_r4d_bench
 
-    try:
-        stats = run_r4d_bench(data, model, out, num_frames=frames, limit=limit, device=device, dtype=dtype,
-                              batch_size=batch_size, echo=lambda m: typer.echo(m, err=True))
-    except RGPT4DError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(code=2)
-    typer.echo(f"items: {stats.items} ({stats.done_before} already done); this run: answered {stats.answered}, "
-               f"not evaluated {stats.errors}")
-    typer.echo((stats.out_dir / "table.md").read_text(encoding="utf-8"), nl=False)
-    typer.echo(f"results: {stats.out_dir / 'results.jsonl'}; table: {stats.out_dir / 'table.md'} and table.json")
+    _run_and_report(lambda: run_r4d_bench(data, model, out, num_frames=frames, limit=limit, device=device,
+                                          dtype=dtype, batch_size=batch_size, echo=_err))
+
+
+@eval_app.command("robofac")
+def robofac(
+    data: Path = typer.Option(..., help="RoboFAC root (HF MINT-SJTU/RoboFAC-dataset layout: QA tables + videos)."),
+    model: str = typer.Option(..., help="Checkpoint folder in the released layout (or a hub id)."),
+    split: str = typer.Option("test_sim", help="test_sim | test_realworld | training"),
+    frames: int = typer.Option(16, help="Frames sampled evenly from each video."),
+    regions: Optional[Path] = typer.Option(None, help="Region file (adapters/robofac/regions.py) adding SoM marks."),
+    out: Path = typer.Option(Path("robofac-out"), help="Output folder; a re-run resumes from results.jsonl."),
+    limit: Optional[int] = typer.Option(None, help="Evaluate only the first N items of the split."),
+    judge_scores: Optional[Path] = typer.Option(None, help="Judge scores JSONL ({\"id\", \"score\": 0-5} a line) "
+                                                            "for the open-ended items of judge_requests.jsonl."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16"),
+    batch_size: int = typer.Option(1, help="Items answered per engine batch."),
+) -> None:
+    """Answer every RoboFAC QA item of a split: containment accuracy for the three closed types, judge requests
+    (and, with --judge-scores, judge scores x 20) for the five open-ended ones."""
+    from .robofac_run import run_robofac
+
+    _run_and_report(lambda: run_robofac(data, model, out, split=split, num_frames=frames, regions=regions,
+                                        limit=limit, judge_scores=judge_scores, device=device, dtype=dtype,
+                                        batch_size=batch_size, echo=_err), "judge_requests.jsonl")

@@ -1,4 +1,7 @@
-"""`rgpt4d-sdk eval r4d-bench`: answer every R4D-Bench item once, resumably, and write the results table.
+"""Resumable benchmark runs: a generic item runner (`run_items` with an `ItemSpec`) and `eval r4d-bench` on it.
+
+`run_items` answers every item once, resumably; a benchmark supplies the item id, the query builder and the row
+builders (`ItemSpec`), then computes its table from the rows (`run_r4d_bench` here, `robofac_run.run_robofac`).
 
 Output folder: ``run.json`` (the model and frame count, which a resume must match), ``results.jsonl`` (one row
 per item, appended with fsync as items finish; see `analyze.store.ResultStore`), ``table.json`` and ``table.md``
@@ -13,9 +16,9 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from ..adapters.r4d_bench import TASK_NAMES, ItemError, R4DItem, RecordError, build_query, load_records
+from ..adapters.r4d_bench import TASK_NAMES, ItemError, R4DItem, build_query, load_records
 from ..analyze.sinks import write_json
 from ..analyze.store import ResultStore, atomic_write_text
 from ..errors import ConfigError, RGPT4DError
@@ -84,16 +87,36 @@ class _LazyEngine:
         return self.engine
 
 
-def _answer_chunk(chunk: Sequence[R4DItem], num_frames: int, lazy: _LazyEngine, batch_size: int) -> List[dict]:
+@dataclass
+class ItemSpec:
+    """What the generic item runner needs to know about one benchmark's items.
+
+    item_id: the item's id (the results row key). build_query: the item's `RegionQuery`; raises an exception with
+    a ``reason`` attribute (e.g. `RecordError`) when the item cannot be asked. answer_row / error_row: the results
+    row of an answered / failed item. known_error: (reason, message) of an item that is bad before any decoding
+    (it is recorded without touching the engine), or None.
+    """
+
+    item_id: Callable[[Any], str]
+    build_query: Callable[[Any], RegionQuery]
+    answer_row: Callable[[Any, Answer], Dict[str, Any]]
+    error_row: Callable[[Any, str, str], Dict[str, Any]]
+    known_error: Callable[[Any], Optional[Tuple[str, str]]] = lambda item: None
+
+
+def _answer_chunk(chunk: Sequence[Any], spec: ItemSpec, lazy: _LazyEngine, batch_size: int) -> List[dict]:
     """Rows of one chunk of items: build the queries, answer the good ones in one batch (one by one if the batch
     fails, so that only the offending item gets an "engine_error" row)."""
     rows: Dict[str, dict] = {}
     ready: List[tuple] = []
     for item in chunk:
         try:
-            ready.append((item, build_query(item, num_frames)))
-        except RecordError as e:
-            rows[item.id] = error_row(item, e.reason, str(e))
+            ready.append((item, spec.build_query(item)))
+        except RGPT4DError as e:
+            reason = getattr(e, "reason", None)
+            if reason is None:
+                raise
+            rows[spec.item_id(item)] = spec.error_row(item, reason, str(e))
     if ready:
         engine = lazy.get()
         queries: List[RegionQuery] = [q for _, q in ready]
@@ -102,8 +125,9 @@ def _answer_chunk(chunk: Sequence[R4DItem], num_frames: int, lazy: _LazyEngine, 
         except RGPT4DError:
             answers = [_answer_one(engine, q) for q in queries]
         for (item, _), ans in zip(ready, answers):
-            rows[item.id] = answer_row(item, ans) if isinstance(ans, Answer) else error_row(item, "engine_error", ans)
-    return [rows[item.id] for item in chunk]
+            rows[spec.item_id(item)] = (spec.answer_row(item, ans) if isinstance(ans, Answer)
+                                        else spec.error_row(item, "engine_error", ans))
+    return [rows[spec.item_id(item)] for item in chunk]
 
 
 def _answer_one(engine, query: RegionQuery) -> Union[Answer, str]:
@@ -127,6 +151,62 @@ def _check_resume(out_dir: Path, settings: Dict[str, Any]) -> None:
         write_json(path, settings)
 
 
+def check_run_options(num_frames: int, batch_size: int, limit: Optional[int]) -> None:
+    """`ConfigError` unless frames >= 2, batch size >= 1 and limit (when given) >= 1."""
+    if num_frames < 2 or batch_size < 1 or (limit is not None and limit < 1):
+        raise ConfigError(f"frames must be >= 2, batch size >= 1 and limit >= 1 (got {num_frames}, {batch_size}, "
+                          f"{limit}).")
+
+
+def start_run(out: "str | os.PathLike", settings: Dict[str, Any]) -> Path:
+    """Create the output folder and write (or check, on a resume) its ``run.json``."""
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_resume(out_dir, settings)
+    return out_dir
+
+
+def run_items(
+    items: Sequence[Any],
+    out_dir: Path,
+    spec: ItemSpec,
+    *,
+    model: Optional[str],
+    engine_options: Dict[str, Any],
+    engine: Any = None,
+    batch_size: int = 1,
+    echo: Optional[Callable[[str], None]] = None,
+) -> Tuple[EvalStats, List[dict]]:
+    """Answer every item of ``items`` that has no row in ``out_dir/results.jsonl`` yet, appending rows chunk by
+    chunk (``batch_size`` items per engine batch); the model is loaded only if something is left to answer.
+    Returns the stats (table left empty) and the rows of ``items``, in their order."""
+    store = ResultStore(out_dir / "results.jsonl")
+    done = store.finished_units(store.load())
+    ids = [spec.item_id(it) for it in items]
+    stats = EvalStats(out_dir, items=len(items), done_before=sum(1 for i in ids if i in done))
+    pending = [it for it, i in zip(items, ids) if i not in done]
+    known = [(it, spec.known_error(it)) for it in pending]
+    store.append(spec.error_row(it, *err) for it, err in known if err is not None)
+    todo = [it for it, err in known if err is None]
+    lazy = _LazyEngine(model, engine_options, engine)
+    for start in range(0, len(todo), batch_size):
+        store.append(_answer_chunk(todo[start:start + batch_size], spec, lazy, batch_size))
+        if echo:
+            echo(f"{min(start + batch_size, len(todo))}/{len(todo)} items answered")
+    rows_by_id = store.load()
+    final = [rows_by_id[i] for i in ids if i in rows_by_id]
+    stats.answered = sum(1 for it in pending if rows_by_id.get(spec.item_id(it), {}).get("status") == "ok")
+    stats.errors = len(pending) - stats.answered
+    stats.engine_loaded = lazy.loaded
+    return stats, final
+
+
+def write_table(out_dir: Path, table: Dict[str, Any], markdown: str) -> None:
+    """Write ``table.json`` and ``table.md`` atomically."""
+    write_json(out_dir / "table.json", table)
+    atomic_write_text(out_dir / "table.md", markdown)
+
+
 def run_r4d_bench(
     data: "str | os.PathLike",
     model: Optional[str],
@@ -142,31 +222,18 @@ def run_r4d_bench(
 ) -> EvalStats:
     """Evaluate the R4D-Bench items of ``data`` (first ``limit`` records) with ``model`` (or a ready ``engine``),
     ``num_frames`` frames per video; write results.jsonl, table.json and table.md under ``out``."""
-    if num_frames < 2 or batch_size < 1 or (limit is not None and limit < 1):
-        raise ConfigError(f"frames must be >= 2, batch size >= 1 and limit >= 1 (got {num_frames}, {batch_size}, "
-                          f"{limit}).")
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _check_resume(out_dir, {"model": str(model), "frames": int(num_frames)})
+    check_run_options(num_frames, batch_size, limit)
+    out_dir = start_run(out, {"model": str(model), "frames": int(num_frames)})
     items = load_records(Path(data))[:limit]
-    store = ResultStore(out_dir / "results.jsonl")
-    done = store.finished_units(store.load())
-    stats = EvalStats(out_dir, items=len(items), done_before=sum(1 for it in items if it.id in done))
-    pending = [it for it in items if it.id not in done]
-    store.append(error_row(it, it.reason, it.message) for it in pending if isinstance(it, ItemError))
-    todo = [it for it in pending if isinstance(it, R4DItem)]
-    lazy = _LazyEngine(model, {"device": device, "dtype": dtype, "max_frames": max(num_frames, 16)}, engine)
-    for start in range(0, len(todo), batch_size):
-        rows = _answer_chunk(todo[start:start + batch_size], num_frames, lazy, batch_size)
-        store.append(rows)
-        if echo:
-            echo(f"{min(start + batch_size, len(todo))}/{len(todo)} items answered")
-    rows_by_id = store.load()
-    final = [rows_by_id[it.id] for it in items if it.id in rows_by_id]
-    stats.answered = sum(1 for it in pending if rows_by_id.get(it.id, {}).get("status") == "ok")
-    stats.errors = len(pending) - stats.answered
-    stats.engine_loaded = lazy.loaded
+    spec = ItemSpec(
+        item_id=lambda it: it.id,
+        build_query=lambda it: build_query(it, num_frames),
+        answer_row=answer_row,
+        error_row=error_row,
+        known_error=lambda it: (it.reason, it.message) if isinstance(it, ItemError) else None,
+    )
+    stats, final = run_items(items, out_dir, spec, model=model, engine=engine, batch_size=batch_size, echo=echo,
+                             engine_options={"device": device, "dtype": dtype, "max_frames": max(num_frames, 16)})
     stats.table = build_table(final, TASK_NAMES)
-    write_json(out_dir / "table.json", stats.table)
-    atomic_write_text(out_dir / "table.md", table_markdown(stats.table))
+    write_table(out_dir, stats.table, table_markdown(stats.table))
     return stats

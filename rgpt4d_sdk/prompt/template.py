@@ -109,3 +109,14 @@ def chat_prompt(tokenizer, content: str, system: "str | None" = None) -> str:
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
     template = getattr(tokenizer, "chat_template", None) or QWEN2_TEMPLATE
     return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False, add_generation_prompt=True)
+
+
+def query_text(query: Any, prompt: PromptConfig) -> str:
+    """The user text after the image tokens for a `RegionQuery`: the R4D protocol text in "r4d" mode, else the
+    question with its option lines (NVILA video QA). The engine and the training-conversation export share it."""
+    if query.prompt_mode == "r4d":
+        return r4d_text(query.question, query.options, query.clip.duration_s, query.answer_type, prompt)
+    text = query.question
+    if query.options:
+        text += "\n" + "\n".join(f"({option_letter(i)}) {o}" for i, o in enumerate(query.options))
+    return text

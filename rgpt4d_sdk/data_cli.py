@@ -1,0 +1,57 @@
+"""`rgpt4d-sdk data ...`: data-set tools (registered on the main app as the `data` group).
+
+``export-conversations`` writes LLaVA/NVILA-style training conversations; the format is documented in
+`rgpt4d_sdk.export`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import RGPT4DError
+
+data_app = typer.Typer(no_args_is_help=True, help="Data-set tools: export training conversations.")
+
+
+@data_app.callback()
+def _data() -> None:
+    """Data-set tools: export training conversations."""  # a callback keeps `data` a group with one command
+
+
+@data_app.command("export-conversations")
+def export_conversations_cmd(
+    source: str = typer.Option(..., help="robofac | nuscenes"),
+    data: Path = typer.Option(..., help="Data-set root: the RoboFAC download, or a nuScenes dataroot."),
+    out: Path = typer.Option(..., help="Output JSON file (a list of conversation records)."),
+    split: Optional[str] = typer.Option(None, help="RoboFAC split: training | test_sim | test_realworld "
+                                                   "(default: training, else every split present)."),
+    frames: int = typer.Option(16, help="Frames per record (RoboFAC: sampled evenly; nuScenes: clip length)."),
+    limit: Optional[int] = typer.Option(None, help="Write at most N records."),
+    media_dir: Optional[Path] = typer.Option(None, help="Folder for SoM images (default: <out stem>_media)."),
+    regions: Optional[Path] = typer.Option(None, help="RoboFAC region file: items with regions become R4D "
+                                                      "region queries with a SoM image."),
+    version: Optional[str] = typer.Option(None, help="nuScenes version folder (default: the only one present)."),
+    camera: List[str] = typer.Option(["CAM_FRONT"], help="nuScenes camera channel (repeat for several)."),
+    scene: List[str] = typer.Option([], help="nuScenes scene name (repeat; default: every scene)."),
+) -> None:
+    """Write one conversation record per question (RoboFAC QA pair, or nuScenes question with ground truth)."""
+    from .export import export_conversations
+
+    options: dict = {}
+    if source == "robofac":
+        if regions is not None:
+            options["region_file"] = regions
+    elif source == "nuscenes":
+        options.update(version=version, nuscenes={"cameras": list(camera), "scenes": list(scene)})
+    try:
+        stats = export_conversations(source, data, out, split=split, num_frames=frames, limit=limit,
+                                     media_dir=media_dir, echo=lambda m: typer.echo(m, err=True), **options)
+    except RGPT4DError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(code=2)
+    skipped = ", ".join(f"{k} {v}" for k, v in sorted(stats.skipped.items())) or "none"
+    typer.echo(f"records: {stats.records}; skipped: {stats.skipped_total} ({skipped}); out: {out}")
+    typer.echo(json.dumps(stats.to_dict()))
