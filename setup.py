@@ -41,8 +41,7 @@ extras = {
     "tensorrt": ["tensorrt>=10.0"],
     "train": ["peft>=0.10", "accelerate>=0.30"],
     "ray": ["ray[data]>=2.9"],
-    "test": ["pytest>=7.4", "setuptools>=64", "wheel", "nuscenes-devkit>=1.1", "pyarrow>=14,<24",
-             "rosbags>=0.10"],
+    "test": ["pytest>=7.4", "setuptools>=64", "wheel", "nuscenes-devkit>=1.1", "pyarrow>=14,<24"],
 }
 extras["test"] += extras["ros2"] + ["colcon-common-extensions"]  # the colcon build of ros2_nodes/ is tested too
 extras["all"] = sorted({r for k, v in extras.items() if k not in ("tensorrt", "test") for r in v})

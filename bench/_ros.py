@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -67,31 +68,50 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def wait_status(node, client, timeout: float = 120.0):
-    """Wait until the node's ~/get_status answers active; returns the response."""
-    from rgpt4d_interfaces.srv import GetStatus
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if client.wait_for_service(timeout_sec=1.0):
-            fut = client.call_async(GetStatus.Request())
-            t = time.monotonic()
-            while not fut.done() and time.monotonic() - t < 5:
-                time.sleep(0.01)
-            if fut.done() and fut.result().active:
-                return fut.result()
-        time.sleep(0.2)
-    raise RuntimeError("the node did not become active; see its log")
-
-
-def get_status(client):
+def get_status(client, timeout: float = 10.0):
+    """One ~/get_status reply, or None when none came within ``timeout`` seconds."""
     from rgpt4d_interfaces.srv import GetStatus
 
     fut = client.call_async(GetStatus.Request())
     t = time.monotonic()
-    while not fut.done() and time.monotonic() - t < 10:
+    while not fut.done() and time.monotonic() - t < timeout:
         time.sleep(0.005)
-    return fut.result()
+    return fut.result() if fut.done() else None
+
+
+def wait_status(node, client, timeout: float = 120.0):
+    """Wait until the node's ~/get_status answers active; returns the response."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.wait_for_service(timeout_sec=1.0):
+            st = get_status(client, timeout=5.0)
+            if st is not None and st.active:
+                return st
+        time.sleep(0.2)
+    raise RuntimeError("the node did not become active; see its log")
+
+
+def publish_frames(pubs, frames: List[bytes], k: int, t0_ns: int, hz: float) -> None:
+    """Frame ``k`` of every camera, stamped ``t0_ns + k / hz`` (cameras start at different JPEGs)."""
+    from sensor_msgs.msg import CompressedImage
+
+    for i, pub in enumerate(pubs):
+        msg = CompressedImage(format="jpeg", data=frames[(k + i) % len(frames)])
+        msg.header.stamp = stamp(t0_ns + int(k * 1e9 / hz))
+        pub.publish(msg)
+
+
+def stop_node(proc, executor) -> None:
+    """SIGINT the node's process (killed if it has not exited in 30 s), then stop this process's ROS side."""
+    import rclpy
+
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    executor.shutdown()
+    rclpy.shutdown()
 
 
 def stamp(ns: int):

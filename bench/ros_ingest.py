@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import subprocess
-import signal
 import sys
 import tempfile
 import threading
@@ -27,7 +26,8 @@ from typing import Any, Dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS_DIR, ensure_importable, format_table, git_info, machine_info, versions, write_json  # noqa
-from _ros import cpu_seconds, get_status, jpeg_frames, rss_bytes, stamp, start_node, tiny_checkpoint, wait_status  # noqa
+from _ros import (cpu_seconds, get_status, jpeg_frames, publish_frames, rss_bytes, start_node, stop_node,  # noqa: E402
+                  tiny_checkpoint, wait_status)
 
 ensure_importable()
 
@@ -70,10 +70,7 @@ def run(args) -> Dict[str, Any]:
             if now < due:
                 time.sleep(min(due - now, 0.002))
                 continue
-            for i, pub in enumerate(pubs):
-                msg = CompressedImage(format="jpeg", data=frames[(k + i) % len(frames)])
-                msg.header.stamp = stamp(t0_ns + int(k * 1e9 / args.hz))
-                pub.publish(msg)
+            publish_frames(pubs, frames, k, t0_ns, args.hz)
             k += 1
         wall = time.perf_counter() - t_start
         time.sleep(1.0)
@@ -81,13 +78,7 @@ def run(args) -> Dict[str, Any]:
         st = get_status(status)
         rss = rss_bytes(proc.pid)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except Exception:  # noqa: BLE001
-            proc.kill()
-        executor.shutdown()
-        rclpy.shutdown()
+        stop_node(proc, executor)
     per_cam = [dict(camera=c.camera, published=k, received=c.received - before[c.camera],
                     stored_pct=round(100.0 * (c.received - before[c.camera] - c.dropped) / max(k, 1), 2),
                     buffered=c.frames, buffer_span_s=round(c.span_s, 2)) for c in st.cameras]

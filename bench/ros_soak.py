@@ -11,7 +11,6 @@ publishes the streams and sends goals over loopback DDS. A benchmark, not a test
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 import time
@@ -20,8 +19,8 @@ from typing import Any, Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS_DIR, ensure_importable, format_table, git_info, machine_info, versions, write_json  # noqa
-from _ros import (cpu_seconds, get_status, jpeg_frames, rss_bytes, stamp, start_node, tiny_checkpoint,  # noqa: E402
-                  wait_status)
+from _ros import (cpu_seconds, get_status, jpeg_frames, publish_frames, rss_bytes, start_node, stop_node,  # noqa: E402
+                  tiny_checkpoint, wait_status)
 
 ensure_importable()
 
@@ -111,10 +110,7 @@ def run(args) -> Dict[str, Any]:
             if now < due:
                 time.sleep(min(due - now, 0.005))
                 continue
-            for i, pub in enumerate(pubs):
-                msg = CompressedImage(format="jpeg", data=frames[(k + i) % len(frames)])
-                msg.header.stamp = stamp(t0_ns + int(k * 1e9 / args.hz))
-                pub.publish(msg)
+            publish_frames(pubs, frames, k, t0_ns, args.hz)
             k += 1
             if now >= next_goal:
                 goals.send()
@@ -129,13 +125,7 @@ def run(args) -> Dict[str, Any]:
         samples.append(_sample(proc.pid, start, cpu0, goals, status))
         published = k * len(pubs)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except Exception:  # noqa: BLE001
-            proc.kill()
-        executor.shutdown()
-        rclpy.shutdown()
+        stop_node(proc, executor)
     warm = [s for s in samples if s["t_min"] >= args.warmup_min]
     half = [s for s in samples if s["t_min"] >= args.minutes / 2]
     return dict(samples=samples, published=published, goals_sent=goals.sent, goal_codes=goals.codes,

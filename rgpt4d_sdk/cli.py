@@ -152,6 +152,19 @@ def analyze_default(
     _print_run(stats)
 
 
+def _run_analyze(config: Optional[Path], overrides: dict) -> None:
+    """Command-line overrides on top of the YAML config (if any) -> a checked config -> the run -> its summary."""
+    from .analyze.config import AnalyzeConfig, merge, read_yaml
+    from .analyze.runner import run_analysis
+
+    try:
+        cfg = AnalyzeConfig.from_dict(merge(read_yaml(config) if config else {}, overrides))
+        stats = run_analysis(cfg, echo=lambda m: typer.echo(m, err=True))
+    except RGPT4DError as e:
+        _fail(e)
+    _print_run(stats)
+
+
 @analyze_app.command("nuscenes")
 def analyze_nuscenes(
     dataroot: Optional[Path] = typer.Option(None, help="nuScenes dataroot (holds v1.0-*/, samples/, sweeps/, maps/)."),
@@ -172,9 +185,6 @@ def analyze_nuscenes(
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a TTY)."),
 ) -> None:
     """Ask questions with known answers about a nuScenes log, answer them, and grade the answers (resumable)."""
-    from .analyze.config import AnalyzeConfig, merge, read_yaml
-    from .analyze.runner import run_analysis
-
     overrides = {
         "source": "nuscenes", "out": None if out is None else str(out), "shard": shard,
         "retry_errors": retry_errors, "progress": progress,
@@ -182,12 +192,7 @@ def analyze_nuscenes(
                      "scenes": scenes or None, "cameras": cameras or None, "frames": frames, "num_frames": num_frames},
         "engine": {"model": model, "device": device, "dtype": dtype, "batch_size": batch_size},
     }
-    try:
-        cfg = AnalyzeConfig.from_dict(merge(read_yaml(config) if config else {}, overrides))
-        stats = run_analysis(cfg, echo=lambda m: typer.echo(m, err=True))
-    except RGPT4DError as e:
-        _fail(e)
-    _print_run(stats)
+    _run_analyze(config, overrides)
 
 
 @analyze_app.command("rosbag")
@@ -213,9 +218,6 @@ def analyze_rosbag(
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a TTY)."),
 ) -> None:
     """Answer the region queries of a queries file on a ROS bag's frames, and grade those with a truth (resumable)."""
-    from .analyze.config import AnalyzeConfig, merge, read_yaml
-    from .analyze.runner import run_analysis
-
     overrides = {
         "source": "rosbag", "out": None if out is None else str(out), "shard": shard,
         "retry_errors": retry_errors, "progress": progress,
@@ -224,12 +226,7 @@ def analyze_rosbag(
                    "tolerance_ms": tolerance_ms},
         "engine": {"model": model, "device": device, "dtype": dtype, "batch_size": batch_size},
     }
-    try:
-        cfg = AnalyzeConfig.from_dict(merge(read_yaml(config) if config else {}, overrides))
-        stats = run_analysis(cfg, echo=lambda m: typer.echo(m, err=True))
-    except RGPT4DError as e:
-        _fail(e)
-    _print_run(stats)
+    _run_analyze(config, overrides)
 
 
 @analyze_app.command("merge")

@@ -78,22 +78,25 @@ def select_window(stamps: Sequence[int], spec: WindowSpec) -> List[int]:
     return [lo + i for i in picked]
 
 
+def _nearest(stamps: Sequence[int], ns: int) -> int:
+    """The stamp nearest to ``ns`` (``stamps`` sorted and not empty)."""
+    i = bisect.bisect_left(stamps, ns)
+    return int(min((stamps[j] for j in (i - 1, i) if 0 <= j < len(stamps)), key=lambda s: abs(s - ns)))
+
+
 def _snap(stamps: Sequence[int], ns: int, tol: int) -> int:
     """A requested end stamp within ``tol`` of a frame means that frame (so the window is measured from it)."""
-    i = bisect.bisect_left(stamps, ns)
-    near = [j for j in (i - 1, i) if 0 <= j < len(stamps) and abs(stamps[j] - ns) <= tol]
-    return int(stamps[min(near, key=lambda j: abs(stamps[j] - ns))]) if near else ns
+    best = _nearest(stamps, ns)
+    return best if abs(best - ns) <= tol else ns
 
 
 def _find(stamps: Sequence[int], ns: int, tol: int) -> int:
-    i = bisect.bisect_left(stamps, ns)
-    near = [j for j in (i - 1, i) if 0 <= j < len(stamps)]
-    best = min(near, key=lambda j: abs(stamps[j] - ns))
-    if abs(stamps[best] - ns) > tol:
+    best = _nearest(stamps, ns)
+    if abs(best - ns) > tol:
         raise GoalError("REFERENCE_NOT_FOUND", f"no buffered frame has stamp {_stamp(ns)} (nearest is "
-                                               f"{_ms(abs(stamps[best] - ns))} away); use the header.stamp of a "
+                                               f"{_ms(abs(best - ns))} away); use the header.stamp of a "
                                                "frame still in the buffer, or 0 for the window's first frame.")
-    return int(stamps[best])
+    return best
 
 
 def pick_evenly(stamps: Sequence[int], start: int, end: int, n: int, anchor_start: bool = False) -> List[int]:

@@ -224,8 +224,7 @@ class RegionQueryNode(LifecycleNode):
         except RGPT4DError as e:
             self.get_logger().warning(f"camera {ring.camera}: CameraInfo ignored: {e}", throttle_duration_sec=10.0)
             return
-        if ring.camera_info != model:
-            ring.camera_info = model
+        ring.camera_info = model  # the worker compares it with its cached undistortion map
 
     # --- the action -------------------------------------------------------------------------------------------------
     def _cancel(self, goal_handle) -> CancelResponse:
