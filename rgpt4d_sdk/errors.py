@@ -66,3 +66,30 @@ class GoalError(RGPT4DError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class RuntimeMissingError(BackendError, ImportError):
+    """A compiled backend needs a runtime that is not installed (onnx, onnxruntime, tensorrt); the message names the
+    pip extra that installs it."""
+
+
+class ExportError(RGPT4DError):
+    """A checkpoint cannot be exported to ONNX or built into a TensorRT engine."""
+
+
+class CompiledModelError(BackendError):
+    """A compiled artefact (ONNX file, engine, manifest) is missing, truncated or corrupt."""
+
+
+class EngineKeyMismatch(CompiledModelError):
+    """A compiled engine was built for something else (other weights, runtime version, GPU, precision or shapes).
+    Engines are never rebuilt implicitly: the message names the differing part of the key and the rebuild command."""
+
+
+class ShapeProfileError(QueryError):
+    """An input is outside the shape profile a compiled engine was built for (too many frames, too long a prompt)."""
+
+
+class ParityError(BackendError):
+    """A compiled engine has not passed the parity gate against the torch path (or failed it); pass force=True to
+    load it anyway."""

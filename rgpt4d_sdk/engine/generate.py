@@ -9,7 +9,7 @@ import functools
 import inspect
 import time
 from dataclasses import dataclass, field
-from typing import List, Sequence
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -39,30 +39,64 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# step(inputs_embeds, input_ids, attention_mask, position_ids, past) -> ((B, V) float32 logits of the last position,
+# the new past). Exactly one of inputs_embeds (prefill) and input_ids (decode, (B, 1)) is given.
+Tensor = torch.Tensor
+Step = Callable[[Optional[Tensor], Optional[Tensor], Tensor, Tensor, Any], Tuple[Tensor, Any]]
+
+
+def hf_step(llm) -> Step:
+    """The step of a `transformers` causal LM (its own KV cache object)."""
+    keep = dict(_last_logits_only(type(llm)))
+
+    def step(inputs_embeds, input_ids, attention_mask, position_ids, past):
+        extra = keep if inputs_embeds is not None else {}
+        out = llm(inputs_embeds=inputs_embeds, input_ids=input_ids, attention_mask=attention_mask,
+                  position_ids=position_ids, past_key_values=past, use_cache=True, **extra)
+        return out.logits[:, -1].float(), out.past_key_values
+
+    return step
+
+
 @torch.no_grad()
 def greedy_generate(
     llm, embeds: Sequence[torch.Tensor], stop_ids: Sequence[int], max_new_tokens: int
 ) -> List[Generation]:
-    """Greedy continuations of each (L_i, D) prompt embedding sequence.
+    """Greedy continuations of each (L_i, D) prompt embedding sequence with a `transformers` LLM."""
+    return greedy_decode(hf_step(llm), embeds, stop_ids, max_new_tokens)
 
-    Prompts are left-padded into one batch; pad positions are masked out and real tokens get positions 0..L_i-1,
-    so each row computes what it would compute alone (up to floating-point summation order).
-    """
+
+def left_pad(embeds: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """[(L_i, D)] -> batch (B, Lmax, D) left-padded with zeros, mask (B, Lmax) int64, positions (B, Lmax) int64.
+
+    Real tokens get positions 0..L_i-1, so each row computes what it would compute alone."""
     device = embeds[0].device
     b, lengths = len(embeds), [int(e.shape[0]) for e in embeds]
     width, dim = max(lengths), embeds[0].shape[1]
-    batch = embeds[0].new_zeros(b, width, dim)  # (B, Lmax, D)
+    batch = embeds[0].new_zeros(b, width, dim)
     mask = torch.zeros(b, width, dtype=torch.long, device=device)
     for i, e in enumerate(embeds):
         batch[i, width - lengths[i]:] = e
         mask[i, width - lengths[i]:] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return batch, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+@torch.no_grad()
+def greedy_decode(
+    step: Step, embeds: Sequence[torch.Tensor], stop_ids: Sequence[int], max_new_tokens: int, past: Any = None
+) -> List[Generation]:
+    """Greedy continuations of each (L_i, D) prompt embedding sequence, one left-padded batch, through ``step``.
+
+    Pad positions are masked out (up to floating-point summation order, rows equal one-by-one answering).
+    ``past`` is the empty cache the step expects (None for `transformers`).
+    """
+    device = embeds[0].device
+    b = len(embeds)
+    batch, mask, positions = left_pad(embeds)
 
     _sync(device)
     t0 = time.perf_counter()
-    out = llm(inputs_embeds=batch, attention_mask=mask, position_ids=positions, use_cache=True,
-              **dict(_last_logits_only(type(llm))))
-    logits = out.logits[:, -1].float()  # (B, V)
+    logits, past = step(batch, None, mask, positions, past)
     _sync(device)
     t_prefill = time.perf_counter() - t0
 
@@ -70,23 +104,19 @@ def greedy_generate(
     stop = torch.tensor(list(stop_ids), device=device)
     tokens: List[List[int]] = [[] for _ in range(b)]
     done = torch.zeros(b, dtype=torch.bool, device=device)
-    past, last_pos = out.past_key_values, positions[:, -1]
+    last_pos = positions[:, -1]
     t1 = time.perf_counter()
-    for step in range(max_new_tokens):
+    for i_step in range(max_new_tokens):
         nxt = logits.argmax(-1)  # (B,)
         for i in range(b):
             if not done[i]:
                 tokens[i].append(int(nxt[i]))
         done |= torch.isin(nxt, stop)
-        if bool(done.all()) or step == max_new_tokens - 1:
+        if bool(done.all()) or i_step == max_new_tokens - 1:
             break
         mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1)
         last_pos = last_pos + 1
-        out = llm(
-            input_ids=nxt[:, None], attention_mask=mask, position_ids=last_pos[:, None],
-            past_key_values=past, use_cache=True,
-        )
-        past, logits = out.past_key_values, out.logits[:, -1].float()
+        logits, past = step(None, nxt[:, None], mask, last_pos[:, None], past)
     _sync(device)
     t_decode = time.perf_counter() - t1
 

@@ -1,0 +1,147 @@
+"""What every backend shares: checking a query, building its images, TPE times and prompt ids, batching, and
+turning generated token ids into an `Answer`. Backends implement `_run_batch` (prepared queries -> generations).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import GenerationError, QueryError
+from ..model.spec import ModelSpec
+from ..prompt.parse import parse_answer
+from ..prompt.som import render_som
+from ..prompt.template import PromptConfig, chat_prompt, query_text, user_content
+from ..tpe import relative_times
+from ..types import Answer, RegionQuery
+from .base import Engine
+from .generate import Generation
+
+DEFAULT_MAX_NEW_TOKENS = {"choice": 16, "number": 32, "text": 128}
+
+
+@dataclass
+class PreparedQuery:
+    """Everything the model needs for one query, before any network runs.
+
+    images: (H, W, 3) uint8 in prompt order (SoM image first in R4D mode). image_times: (N,) float64 seconds for
+    TPE, NaN where an image gets none. input_ids: prompt ids with one ``<image>`` per image.
+    """
+
+    query: RegionQuery
+    images: List[np.ndarray]
+    image_times: torch.Tensor
+    prompt_text: str
+    input_ids: List[int]
+    max_new_tokens: int
+    timings: Dict[str, float] = field(default_factory=dict)
+
+
+class PromptedEngine(Engine):
+    """Base of the torch and compiled engines. Subclasses call `_setup_prompting` and implement `_run_batch`."""
+
+    spec: ModelSpec
+    tokenizer = None
+
+    def _setup_prompting(
+        self,
+        spec: ModelSpec,
+        tokenizer,
+        context_length: int,
+        max_frames: Optional[int] = None,
+        prompt: Optional[PromptConfig] = None,
+        max_new_tokens: Optional[Dict[str, int]] = None,
+    ) -> None:
+        self.spec, self.tokenizer = spec, tokenizer
+        self.context_length = int(context_length)
+        self.max_frames = int(max_frames or max(spec.num_video_frames, 16))
+        if isinstance(prompt, dict):
+            prompt = PromptConfig.from_dict(prompt)
+        self.prompt = prompt or PromptConfig()
+        self.max_new_tokens = {**DEFAULT_MAX_NEW_TOKENS, **(max_new_tokens or {})}
+        ids = (tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id)
+        self.stop_ids = sorted({i for i in ids if i is not None})
+
+    # ------------------------------------------------------------------------------------------ public API
+    def answer(self, query: RegionQuery, max_new_tokens: Optional[int] = None) -> Answer:
+        return self.answer_many([query], batch_size=1, max_new_tokens=max_new_tokens)[0]
+
+    def answer_many(
+        self, queries: Sequence[RegionQuery], batch_size: int = 8, max_new_tokens: Optional[int] = None
+    ) -> List[Answer]:
+        """Answer queries in batches of ``batch_size`` (greedy answers equal one-by-one answering)."""
+        if batch_size < 1:
+            raise QueryError(f"batch_size must be >= 1, got {batch_size}.")
+        answers: List[Answer] = []
+        for start in range(0, len(queries), batch_size):
+            chunk = [self.prepare(q, max_new_tokens) for q in queries[start:start + batch_size]]
+            answers += [self._to_answer(p, g) for p, g in zip(chunk, self._run_batch(chunk))]
+        return answers
+
+    def _run_batch(self, batch: List[PreparedQuery]) -> List[Generation]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------------ stages
+    def positions(self, prep: PreparedQuery) -> int:
+        """LLM positions of the prompt once each ``<image>`` is expanded to its visual tokens and "\\n"."""
+        n = len(prep.images)
+        return len(prep.input_ids) - n + n * self.spec.positions_per_frame
+
+    def prepare(self, query: RegionQuery, max_new_tokens: Optional[int] = None) -> PreparedQuery:
+        """Check the query against this engine, take or render the SoM image and build the prompt ids."""
+        t0 = time.perf_counter()
+        if not isinstance(query, RegionQuery):
+            raise QueryError(f"expected a RegionQuery, got {type(query).__name__}.")
+        clip = query.clip
+        n = len(clip)
+        if n < 2:
+            raise QueryError(
+                "the clip has 1 frame; a video query needs at least 2 frames (single images use NVILA's tiling path, "
+                "which this SDK does not implement)."
+            )
+        if n > self.max_frames:
+            raise QueryError(
+                f"the clip has {n} frames but this engine takes at most {self.max_frames}; use clip.sample("
+                f"{self.max_frames}) or build the engine with max_frames={n}."
+            )
+        frames = [f.image for f in clip.frames]
+        times = relative_times(clip.timestamps, self.spec.tpe.origin)
+        if query.prompt_mode == "r4d":
+            som = query.som_image if query.som_image is not None else render_som(frames[0], query.regions)
+            no_time = torch.tensor([math.nan], dtype=torch.float64)
+            som_time = times[:1] if self.spec.tpe.som == "first_frame" else no_time
+            images, image_times = [som] + frames, torch.cat([som_time, times])
+        else:
+            images, image_times = frames, times
+        text = query_text(query, self.prompt)
+        prompt_text = chat_prompt(self.tokenizer, user_content(len(images), text))
+        input_ids = self.tokenizer.encode(prompt_text, add_special_tokens=False)
+        limit = max_new_tokens or self.max_new_tokens[query.answer_type]
+        prep = PreparedQuery(query, images, image_times, prompt_text, input_ids, limit,
+                             {"preprocess": time.perf_counter() - t0})
+        total = self.positions(prep) + limit
+        if total > self.context_length:
+            raise GenerationError(
+                f"query {query.id or ''} needs {total} positions but the LLM context is {self.context_length}; "
+                "use fewer frames or a shorter question."
+            )
+        return prep
+
+    def _to_answer(self, prep: PreparedQuery, gen: Generation) -> Answer:
+        ids = gen.token_ids[: prep.max_new_tokens]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        q = prep.query
+        parsed = parse_answer(text, q.options, q.answer_type)
+        timings = {**prep.timings, **gen.timings}
+        timings["total"] = sum(timings.get(k, 0.0) for k in ("preprocess", "vision", "projector", "prefill", "decode"))
+        return Answer(
+            text=text, choice=parsed.get("choice"), option_index=parsed.get("option_index"),
+            value=parsed.get("value"), unit=parsed.get("unit"), timings=timings,
+            timestamps_s=q.clip.timestamps, query_id=q.id, engine_id=self.engine_id, token_ids=ids,
+            prompt_tokens=self.positions(prep),
+            finish_reason=gen.finish_reason if len(ids) == len(gen.token_ids) else "length",
+        )
