@@ -11,9 +11,11 @@ from typing import Any, Dict, List, Optional, Sequence
 from ..errors import BackendError
 from ..types import Answer, RegionQuery
 
-# backend name -> "module:Class"; compiled backends register here when they exist.
+# backend name -> "module:Class".
 BACKENDS: Dict[str, str] = {
     "torch": "rgpt4d_sdk.engine.torch_backend:TorchEngine",
+    "onnxruntime": "rgpt4d_sdk.compiled.ort_backend:OnnxRuntimeEngine",
+    "tensorrt": "rgpt4d_sdk.compiled.trt_backend:TensorRTEngine",
 }
 
 

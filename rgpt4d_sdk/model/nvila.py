@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -59,7 +59,7 @@ class NvilaModel(nn.Module):
         self.projector = projector
         self.llm = llm
         self.tokenizer = tokenizer
-        self.image_token_id = _token_id(tokenizer, "<image>")
+        self.image_token_id = special_token_id(tokenizer, "<image>")
         newline = tokenizer.encode("\n", add_special_tokens=False)
         if len(newline) != 1:
             raise CheckpointError(f"the tokenizer encodes '\\n' as {newline}; NVILA needs a single newline token.")
@@ -141,29 +141,36 @@ class NvilaModel(nn.Module):
 
         input_ids: prompt ids with one ``<image>`` per image; image_embeds: (N, T, D) in prompt order.
         """
-        positions = [i for i, t in enumerate(input_ids) if t == self.image_token_id]
-        if len(positions) != image_embeds.shape[0]:
-            raise ValueError(f"prompt has {len(positions)} <image> tokens but {image_embeds.shape[0]} images")
-        newline = self.embed_tokens([self.newline_id])  # (1, D)
-        pieces, expanded, spans, start = [], [], [], 0
-        for k, pos in enumerate(positions):
-            text = list(input_ids[start:pos])
-            if text:
-                pieces.append(self.embed_tokens(text))
-                expanded += text
-            span_start = len(expanded)
-            pieces += [image_embeds[k], newline]
-            expanded += [-1] * image_embeds.shape[1] + [self.newline_id]
-            spans.append((span_start, len(expanded)))
-            start = pos + 1
-        tail = list(input_ids[start:])
-        if tail:
-            pieces.append(self.embed_tokens(tail))
-            expanded += tail
-        return FusedInputs(torch.cat(pieces, dim=0), expanded, spans)
+        return fuse_embeddings(input_ids, image_embeds, self.embed_tokens, self.image_token_id, self.newline_id)
 
 
-def _token_id(tokenizer, token: str) -> int:
+def fuse_embeddings(input_ids: Sequence[int], image_embeds: torch.Tensor, embed: Callable[[List[int]], torch.Tensor],
+                    image_token_id: int, newline_id: int) -> FusedInputs:
+    """NVILA media fusion, shared by the torch and compiled engines: text runs are embedded with ``embed``
+    (ids -> (len, D)), each ``<image>`` id becomes that image's (T, D) tokens followed by the "\\n" embedding."""
+    positions = [i for i, t in enumerate(input_ids) if t == image_token_id]
+    if len(positions) != image_embeds.shape[0]:
+        raise ValueError(f"prompt has {len(positions)} <image> tokens but {image_embeds.shape[0]} images")
+    newline = embed([newline_id])  # (1, D)
+    pieces, expanded, spans, start = [], [], [], 0
+    for k, pos in enumerate(positions):
+        text = list(input_ids[start:pos])
+        if text:
+            pieces.append(embed(text))
+            expanded += text
+        span_start = len(expanded)
+        pieces += [image_embeds[k].to(newline.dtype), newline]
+        expanded += [-1] * image_embeds.shape[1] + [newline_id]
+        spans.append((span_start, len(expanded)))
+        start = pos + 1
+    tail = list(input_ids[start:])
+    if tail:
+        pieces.append(embed(tail))
+        expanded += tail
+    return FusedInputs(torch.cat(pieces, dim=0), expanded, spans)
+
+
+def special_token_id(tokenizer, token: str) -> int:
     tid = tokenizer.convert_tokens_to_ids(token)
     if tid is None or tid == tokenizer.unk_token_id or tokenizer.convert_ids_to_tokens(tid) != token:
         raise CheckpointError(f"the tokenizer has no {token!r} token; check llm/added_tokens.json.")

@@ -1,0 +1,202 @@
+"""Compiled artefacts on disk: manifests, file digests, the checkpoint fingerprint, engine keys and parity marks.
+
+An ONNX export folder holds ``manifest.json`` (what was exported, from which weights, with which shape profile and
+precision), the graphs (``vision.onnx``, ``embed.onnx``, ``decoder.onnx``, each with its ``.onnx.data``) and, once
+the parity gate ran, ``verify.json``. A TensorRT folder holds ``engine.json`` (the engine key and its files), one
+``.plan`` per graph, ``timing.cache`` and ``verify.json``.
+
+Nothing here builds anything: a loader compares keys and digests and raises a typed error that names the
+difference and the command that rebuilds.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+from ..errors import CompiledModelError, EngineKeyMismatch, ParityError
+from ..model.checkpoint import CheckpointFiles
+
+FORMAT = "rgpt4d-compiled"
+FORMAT_VERSION = 1
+GRAPHS = ("vision", "embed", "decoder")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
+
+
+# ------------------------------------------------------------------------------------------------ digests
+def _cache_file() -> Path:
+    root = os.environ.get("RGPT4D_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "rgpt4d-sdk")
+    return Path(root) / "sha256.json"
+
+
+def file_sha256(path: Path, use_cache: bool = True) -> str:
+    """sha256 of a file's bytes. Cached by (real path, size, mtime, inode) so a 16 GB checkpoint is read once."""
+    path = Path(path)
+    st = path.stat()
+    key = os.path.realpath(path)
+    stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+    cache_path = _cache_file()
+    cache: Dict[str, Any] = {}
+    if use_cache and cache_path.is_file():
+        try:
+            cache = json.loads(cache_path.read_text())
+        except (OSError, ValueError):
+            cache = {}
+        hit = cache.get(key)
+        if isinstance(hit, dict) and hit.get("stamp") == stamp:
+            return str(hit["sha256"])
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    digest = h.hexdigest()
+    if use_cache:
+        cache[key] = {"stamp": stamp, "sha256": digest}
+        try:
+            write_json(cache_path, cache)
+        except OSError:
+            pass  # a read-only home only costs a re-hash next time
+    return digest
+
+
+def checkpoint_fingerprint(files: CheckpointFiles) -> str:
+    """sha256 over every weight file and config of a checkpoint (what a compiled graph bakes in).
+
+    The tokenizer is not part of it: the runtime reads it from the checkpoint each time."""
+    h = hashlib.sha256()
+    parts: List[Tuple[str, Path]] = [("config.json", files.root / "config.json")]
+    for sub in (files.vision_tower, files.mm_projector, files.llm):
+        parts.append((f"{sub.folder.name}/config.json", sub.folder / "config.json"))
+        parts += [(f"{sub.folder.name}/{w.path.name}", w.path) for w in sub.files]
+    for name, path in parts:
+        h.update(f"{name}:{path.stat().st_size}:{file_sha256(path)}\n".encode())
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------ JSON
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Write atomically (a crash never leaves half a manifest)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path, what: str, rebuild: str) -> Dict[str, Any]:
+    if not path.is_file():
+        raise CompiledModelError(f"{path} is missing; {what} is not complete. Rebuild it: {rebuild}")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CompiledModelError(f"{path} is not valid JSON ({e}); rebuild it: {rebuild}") from e
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CompiledModelError(f"{path} is not an rgpt4d-sdk {what} (format {data.get('format')!r}); {rebuild}")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise CompiledModelError(
+            f"{path} has format version {data.get('format_version')}, this SDK reads {FORMAT_VERSION}; {rebuild}"
+        )
+    return data
+
+
+def describe_files(folder: Path, names: Iterable[str]) -> Dict[str, Dict[str, Any]]:
+    return {n: {"bytes": (folder / n).stat().st_size, "sha256": file_sha256(folder / n)} for n in sorted(names)}
+
+
+def check_files(folder: Path, files: Mapping[str, Mapping[str, Any]], rebuild: str) -> None:
+    """Every listed file exists with its size and sha256 (truncated or altered files are refused)."""
+    for name, meta in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise CompiledModelError(f"{path} is missing; rebuild the folder: {rebuild}")
+        size = path.stat().st_size
+        if size != meta["bytes"]:
+            raise CompiledModelError(
+                f"{path} has {size} bytes but was written with {meta['bytes']} (truncated or replaced); "
+                f"rebuild it: {rebuild}"
+            )
+        if file_sha256(path) != meta["sha256"]:
+            raise CompiledModelError(f"{path} does not match its recorded sha256 (corrupt); rebuild it: {rebuild}")
+
+
+def files_digest(files: Mapping[str, Mapping[str, Any]]) -> str:
+    """One digest of a folder's recorded files (what a parity mark certifies)."""
+    return hashlib.sha256(json.dumps(
+        {k: v["sha256"] for k, v in sorted(files.items())}, sort_keys=True).encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------ keys
+KEY_HELP = {
+    "weights": "the checkpoint the engine was built from (weights and configs)",
+    "precision": "the numeric precision",
+    "profile": "the shape profile (frames, batch, sequence length)",
+    "tensorrt": "the TensorRT version",
+    "compute_capability": "the GPU compute capability",
+    "onnx": "the ONNX export it was built from",
+    "format_version": "the rgpt4d-sdk compiled format",
+}
+
+
+def key_differences(expected: Mapping[str, Any], found: Mapping[str, Any]) -> List[str]:
+    """Human-readable lines, one per differing key part ('' when equal)."""
+    lines = []
+    for part in expected:
+        if part in found and found[part] != expected[part]:
+            lines.append(f"{part} ({KEY_HELP.get(part, part)}): engine has {found[part]!r}, "
+                         f"this run needs {expected[part]!r}")
+        elif part not in found:
+            lines.append(f"{part} ({KEY_HELP.get(part, part)}): not recorded in the engine")
+    return lines
+
+
+def require_key(where: Path, expected: Mapping[str, Any], found: Mapping[str, Any], rebuild: str) -> None:
+    diffs = key_differences(expected, found)
+    if diffs:
+        raise EngineKeyMismatch(
+            f"{where} was built for something else and is never rebuilt implicitly:\n  - " + "\n  - ".join(diffs)
+            + f"\nRebuild it explicitly: {rebuild}"
+        )
+
+
+# ------------------------------------------------------------------------------------------------ parity marks
+def write_verdict(folder: Path, target: str, report: Mapping[str, Any]) -> None:
+    """Record a parity report for one target (e.g. "onnxruntime:cpu", "tensorrt"); other targets' reports stay."""
+    path = Path(folder) / "verify.json"
+    reports: Dict[str, Any] = {}
+    if path.is_file():
+        try:
+            reports = dict(json.loads(path.read_text()).get("reports", {}))
+        except (OSError, ValueError, AttributeError):
+            reports = {}
+    reports[target] = {"written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **report}
+    write_json(path, {"format": FORMAT, "format_version": FORMAT_VERSION, "reports": reports})
+
+
+def require_verified(folder: Path, target: str, digest: str, weights: str, verify_cmd: str,
+                     force: bool) -> Optional[dict]:
+    """Refuse an artefact that has not passed the parity gate on ``target`` for exactly these files and weights,
+    unless forced."""
+    path = Path(folder) / "verify.json"
+    if force:
+        return None
+    hint = f"run `{verify_cmd}` (or load with force=True to skip the gate)"
+    if not path.is_file():
+        raise ParityError(f"{folder} has not been through the parity gate; {hint}.")
+    report = read_json(path, "parity report", verify_cmd).get("reports", {}).get(target)
+    if report is None:
+        raise ParityError(f"{folder} has no parity report for {target}; {hint}.")
+    if report.get("files_digest") != digest:
+        raise ParityError(f"{path} certifies other files than {folder} now holds; {hint}.")
+    if report.get("weights") != weights:
+        raise ParityError(f"{path} was checked against another checkpoint; {hint}.")
+    if not report.get("passed"):
+        failed = ", ".join(report.get("failed", [])) or "see the report"
+        raise ParityError(
+            f"{folder} FAILED the parity gate on {target} ({failed}); it is not valid. Rebuild it, or load with "
+            "force=True to use it anyway."
+        )
+    return report

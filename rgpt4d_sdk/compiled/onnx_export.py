@@ -1,0 +1,255 @@
+"""`rgpt4d-sdk export onnx`: the three graphs of a checkpoint as ONNX (torch.export-based exporter, opset >= 17).
+
+Precision is decided here, once, so that every runtime sees the same typed graphs (TensorRT 11 accepts only
+strongly typed networks; TensorRT 10 builds them too): fp32 / fp16 / bf16 weights and activations, or int8 / fp8
+explicit quantization (QuantizeLinear/DequantizeLinear pairs on the matrix products, per-channel weights, activation
+scales calibrated on sample clips) on top of a float base. Each graph keeps its weights in ``<name>.onnx.data``.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+
+from .. import __version__
+from ..errors import ConfigError, ExportError, RuntimeMissingError
+from ..types import RegionQuery
+from .artifacts import FORMAT, FORMAT_VERSION, GRAPHS, checkpoint_fingerprint, describe_files, write_json
+from .graphs import DecoderGraph, EmbedGraph, VisionGraph, decoder_io, vision_io
+
+MIN_OPSET = 17
+DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+QUANTIZE = ("none", "int8", "fp8")
+
+
+def need(module: str, extra: str):
+    """Import an optional runtime or raise `RuntimeMissingError` naming the pip extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise RuntimeMissingError(
+            f"{module!r} is not installed; install it with: pip install 'rgpt4d-sdk[{extra}]' ({e})."
+        ) from e
+
+
+@dataclass
+class ShapeProfile:
+    """The input shapes an export is checked for and a TensorRT engine is built for.
+
+    max_images counts the SoM image (16 frames + 1 in R4D mode); max_seq counts every LLM position of the prompt
+    and of the answer."""
+
+    max_images: int
+    max_batch: int
+    max_seq: int
+    opt_images: int
+    opt_seq: int
+
+    @classmethod
+    def default(cls, spec, context: int, max_frames: Optional[int] = None, max_batch: int = 8,
+                max_seq: Optional[int] = None) -> "ShapeProfile":
+        frames = int(max_frames or max(spec.num_video_frames, 16))
+        images = frames + 1
+        seq = int(max_seq or min(context, images * spec.positions_per_frame + 640))
+        if frames < 2 or max_batch < 1 or seq < images * spec.positions_per_frame:
+            raise ConfigError(
+                f"shape profile: max_frames {frames} (>= 2), max_batch {max_batch} (>= 1) and max_seq {seq} "
+                f"(>= {images * spec.positions_per_frame} for {images} images) are not all valid."
+            )
+        if seq > context:
+            raise ConfigError(f"max_seq {seq} exceeds the LLM context {context}.")
+        return cls(images, int(max_batch), seq, images, min(seq, images * spec.positions_per_frame + 128))
+
+    def to_dict(self) -> Dict[str, int]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "ShapeProfile":
+        return cls(**{k: int(d[k]) for k in ("max_images", "max_batch", "max_seq", "opt_images", "opt_seq")})
+
+
+def export_onnx(
+    model_path,
+    out,
+    dtype: str = "float32",
+    quantize: str = "none",
+    max_frames: Optional[int] = None,
+    max_batch: int = 8,
+    max_seq: Optional[int] = None,
+    opset: int = 18,
+    device: str = "cpu",
+    calibration: Optional[Sequence[RegionQuery]] = None,
+    progress: Optional[Callable[[str], None]] = None,
+) -> Path:
+    """Export ``model_path`` (released layout) to ``out``; returns the folder. Writes manifest.json last."""
+    need("onnx", "onnx")
+    need("onnxscript", "onnx")
+    from ..model.nvila import NvilaModel
+
+    say = progress or (lambda msg: None)
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype {dtype!r} is unknown; choose one of {sorted(DTYPES)}.")
+    if quantize not in QUANTIZE:
+        raise ConfigError(f"quantize {quantize!r} is unknown; choose one of {QUANTIZE}.")
+    if opset < MIN_OPSET:
+        raise ConfigError(f"opset {opset} is too old; the graphs need opset >= {MIN_OPSET}.")
+    if quantize == "fp8" and opset < 19:
+        raise ConfigError("fp8 quantization needs opset >= 19 (float8 QuantizeLinear).")
+    out = Path(out)
+    if (out / "manifest.json").exists() or (out.exists() and any(out.glob("*.onnx"))):
+        raise ExportError(f"{out} already holds an export; choose an empty folder or delete it first.")
+    out.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.perf_counter()
+    say(f"loading {model_path} ({dtype}, {device})")
+    model = NvilaModel.from_pretrained(model_path, device=device, dtype=dtype, attn_implementation="eager")
+    files = model.files
+    context = int(getattr(model.llm.config, "max_position_embeddings", 32768))
+    profile = ShapeProfile.default(model.spec, context, max_frames, max_batch, max_seq)
+    cfg = model.llm.config
+    llm_info = {
+        "num_layers": int(cfg.num_hidden_layers), "num_kv_heads": int(cfg.num_key_value_heads),
+        "head_dim": int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads),
+        "hidden_size": int(cfg.hidden_size), "vocab_size": int(model.llm.lm_head.out_features),
+        "context_length": context,
+    }
+    work = out / ".float" if quantize != "none" else out
+    work.mkdir(exist_ok=True)
+    graphs = _export_graphs(model, work, opset, say)
+    if quantize != "none":
+        from .quantize import quantize_graphs
+
+        say(f"quantizing vision and decoder to {quantize} (calibration on sample clips)")
+        quantize_graphs(model, work, out, quantize, calibration, profile, say)
+        shutil.rmtree(work)
+
+    names = sorted(p.name for p in out.iterdir() if p.is_file() and p.name.endswith((".onnx", ".onnx.data")))
+    _check_onnx(out, graphs)
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "kind": "onnx",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "source": {"model": str(files.root), "weights": checkpoint_fingerprint(files)},
+        "precision": DTYPES[dtype] if quantize == "none" else quantize,
+        "dtype": dtype, "quantize": quantize, "opset": opset,
+        "profile": profile.to_dict(), "spec": model.spec.to_dict(), "llm": llm_info,
+        "graphs": graphs,
+        "versions": _versions(),
+        "files": describe_files(out, names),
+    }
+    write_json(out / "manifest.json", manifest)
+    say(f"wrote {out} in {time.perf_counter() - t0:.1f} s")
+    return out
+
+
+def _versions() -> Dict[str, str]:
+    import onnx
+    import transformers
+
+    v = {"rgpt4d_sdk": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+         "transformers": transformers.__version__}
+    with contextlib.suppress(ImportError):
+        import onnxscript
+
+        v["onnxscript"] = onnxscript.__version__
+    return v
+
+
+def _export_graphs(model, out: Path, opset: int, say) -> Dict[str, Dict[str, Any]]:
+    """Trace and write vision.onnx, embed.onnx and decoder.onnx with named dynamic axes."""
+    from torch.export import Dim
+
+    spec, dev = model.spec, model.device
+    dt = model.dtype
+    llm = model.llm.config
+    n_layers = int(llm.num_hidden_layers)
+    kv = int(llm.num_key_value_heads)
+    hd = int(getattr(llm, "head_dim", None) or llm.hidden_size // llm.num_attention_heads)
+    dyn = Dim.DYNAMIC
+    graphs: Dict[str, Dict[str, Any]] = {}
+
+    n = 3
+    vin, vout = vision_io()
+    vision_args = (torch.randn(n, 3, spec.image_size, spec.image_size, device=dev),
+                   torch.tensor([0.0, 0.4, 0.9], device=dev), torch.tensor([0.0, 1.0, 1.0], device=dev))
+    graphs["vision"] = _export_one(
+        VisionGraph(model).eval(), vision_args, out / "vision.onnx", opset, vin, vout,
+        {"pixel_values": {0: dyn}, "times_s": {0: dyn}, "time_mask": {0: dyn}},
+        {"pixel_values": {0: "images"}, "times_s": {0: "images"}, "time_mask": {0: "images"}}, say)
+
+    ids = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]], dtype=torch.long, device=dev)
+    graphs["embed"] = _export_one(
+        EmbedGraph(model).eval(), (ids,), out / "embed.onnx", opset, ["input_ids"], ["inputs_embeds"],
+        {"input_ids": {0: dyn, 1: dyn}}, {"input_ids": {0: "batch", 1: "seq"}}, say)
+
+    b, q, p = 2, 5, 3
+    din, dout = decoder_io(n_layers)
+    past = tuple(torch.randn(b, kv, p, hd, device=dev, dtype=dt) for _ in range(2 * n_layers))
+    dec_args = (torch.randn(b, q, llm.hidden_size, device=dev, dtype=dt),
+                torch.ones(b, p + q, dtype=torch.long, device=dev),
+                torch.arange(p, p + q, device=dev)[None].repeat(b, 1), *past)
+    shapes = {"inputs_embeds": {0: dyn, 1: dyn}, "attention_mask": {0: dyn, 1: dyn}, "position_ids": {0: dyn, 1: dyn},
+              "past": tuple({0: dyn, 2: dyn} for _ in range(2 * n_layers))}
+    names = {"inputs_embeds": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "total"},
+             "position_ids": {0: "batch", 1: "seq"}}
+    names.update({k: {0: "batch", 2: "past"} for k in din[3:]})
+    graphs["decoder"] = _export_one(DecoderGraph(model).eval(), dec_args, out / "decoder.onnx", opset, din, dout,
+                                    shapes, names, say)
+    return graphs
+
+
+def _export_one(module, args, path: Path, opset: int, inputs: List[str], outputs: List[str], shapes, names,
+                say) -> Dict[str, Any]:
+    import onnx
+
+    say(f"exporting {path.name}")
+    t0 = time.perf_counter()
+    log = io.StringIO()
+    try:
+        with torch.no_grad(), contextlib.redirect_stdout(log):
+            torch.onnx.export(module, args, str(path), dynamo=True, opset_version=opset, input_names=inputs,
+                              output_names=outputs, dynamic_shapes=shapes, external_data=True, verbose=False)
+    except Exception as e:
+        raise ExportError(f"exporting {path.name} failed ({type(e).__name__}: {str(e)[:800]})\n{log.getvalue()[-2000:]}"
+                          ) from e
+    proto = onnx.load(str(path), load_external_data=False)
+    _rename_dims(proto, names)
+    onnx.save(proto, str(path))
+    say(f"  {path.name}: {time.perf_counter() - t0:.1f} s")
+    return {"file": path.name, "inputs": inputs, "outputs": outputs,
+            "data": path.name + ".data" if (path.parent / (path.name + ".data")).exists() else None}
+
+
+def _rename_dims(proto, names: Dict[str, Dict[int, str]]) -> None:
+    """Replace the exporter's symbols (s12, s29 + s69, ...) by readable axis names on inputs and outputs."""
+    mapping: Dict[str, str] = {}
+    for value in proto.graph.input:
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            wanted = names.get(value.name, {}).get(axis)
+            if wanted and dim.dim_param:
+                mapping[dim.dim_param] = wanted
+                dim.dim_param = wanted
+    pattern = re.compile(r"\bs\d+\b")
+    for value in proto.graph.output:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param:
+                renamed = pattern.sub(lambda m: mapping.get(m.group(0), m.group(0)), dim.dim_param)
+                dim.dim_param = renamed.replace(" ", "")
+
+
+def _check_onnx(folder: Path, graphs: Dict[str, Dict[str, Any]]) -> None:
+    import onnx
+
+    for name in GRAPHS:
+        try:
+            onnx.checker.check_model(str(folder / graphs[name]["file"]))
+        except Exception as e:
+            raise ExportError(f"{graphs[name]['file']} does not pass the ONNX checker: {e}") from e
