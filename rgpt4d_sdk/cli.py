@@ -8,6 +8,8 @@ from typing import List, Optional
 
 import typer
 
+from .cli_common import fail as _fail
+from .compiled.cli import export_app
 from .data_cli import data_app
 from .errors import QueryError, RGPT4DError
 from .eval.cli import eval_app
@@ -21,13 +23,9 @@ app.add_typer(analyze_app, name="analyze")
 app.add_typer(ros_app, name="ros")
 app.add_typer(eval_app, name="eval")
 app.add_typer(data_app, name="data")
+app.add_typer(export_app, name="export")
 
 DEMO_NOTICE = "NOTE: answers come from an untrained demo model with random weights; point --model at real weights."
-
-
-def _fail(err: Exception) -> None:
-    typer.echo(f"error: {err}", err=True)
-    raise typer.Exit(code=2)
 
 
 def parse_region(spec: str):

@@ -174,7 +174,7 @@ class OnnxRuntimeEngine(CompiledEngine):
     def load(cls, path, device: str = "auto", dtype: str = "auto", compiled=None, provider: Optional[str] = None,
              force: bool = False, threads: Optional[int] = None, ort_cache_dir: Optional[str] = None,
              fp16: Optional[bool] = None, provider_options: Optional[Dict[str, Any]] = None,
-             **options: Any) -> "OnnxRuntimeEngine":
+             check_weights: bool = True, **options: Any) -> "OnnxRuntimeEngine":
         """``compiled``: the folder written by `rgpt4d-sdk export onnx`. ``provider``: "cpu", "cuda" or "tensorrt"
         (default: from ``device``: "cpu" -> cpu, "cuda[:N]" -> cuda). ``force`` loads an export that has not
         passed the parity gate for this provider."""
@@ -192,7 +192,7 @@ class OnnxRuntimeEngine(CompiledEngine):
             provider = "cpu" if device in ("auto", "cpu") else "cuda"
         if device.startswith("cuda:"):
             device_id = int(device.split(":", 1)[1])
-        cls.check_export(path, folder, manifest)
+        cls.check_export(path, folder, manifest, check_weights)
         runner = OrtRunner(folder, manifest, provider, device_id, threads, ort_cache_dir, fp16, provider_options)
         verify_cmd = f"rgpt4d-sdk export verify --model {path} --onnx {folder} --provider {provider}"
         return cls(path, folder, manifest, runner, force=force, verify_cmd=verify_cmd, **options)

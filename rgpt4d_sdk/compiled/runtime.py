@@ -20,7 +20,7 @@ from ..model.checkpoint import read_checkpoint
 from ..model.nvila import fuse_embeddings, load_tokenizer, special_token_id
 from ..model.processor import preprocess_images
 from ..model.spec import ModelSpec
-from .artifacts import checkpoint_fingerprint, check_files, files_digest, read_json, require_key, require_verified
+from .artifacts import check_files, checkpoint_fingerprint, files_digest, read_json, require_key, require_verified
 from .onnx_export import ShapeProfile
 
 
@@ -88,10 +88,13 @@ class CompiledEngine(PromptedEngine):
         return self.manifest["files"]
 
     @staticmethod
-    def check_export(model_path, folder: Path, manifest: Dict[str, Any]) -> None:
-        """Files intact and built from these weights, else a typed error naming the rebuild command."""
+    def check_export(model_path, folder: Path, manifest: Dict[str, Any], check_weights: bool = True) -> None:
+        """Files intact and built from these weights, else a typed error naming the rebuild command.
+        (The parity gate skips the weights check so that it can measure, and record, how far off they are.)"""
         rebuild = f"rgpt4d-sdk export onnx --model {model_path} --out {folder}"
         check_files(Path(folder), manifest["files"], rebuild)
+        if not check_weights:
+            return
         weights = checkpoint_fingerprint(read_checkpoint(model_path))
         require_key(Path(folder), {"weights": weights}, {"weights": manifest["source"]["weights"]},
                     f"{rebuild} (into an empty folder)")

@@ -6,12 +6,9 @@ from typing import List, Optional
 
 import typer
 
+from ..cli_common import fail as _fail
+
 ros_app = typer.Typer(no_args_is_help=True, help="ROS 2: build the interfaces (pip wheels) and serve region queries.")
-
-
-def _fail(err: Exception) -> None:
-    typer.echo(f"error: {err}", err=True)
-    raise typer.Exit(code=2)
 
 
 @ros_app.command("build-interfaces")

@@ -1,0 +1,86 @@
+"""`rgpt4d-sdk export ...`: ONNX export, TensorRT engine builds and the parity gate."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..cli_common import fail
+from ..errors import RGPT4DError
+
+export_app = typer.Typer(no_args_is_help=True, help="Compile the model: ONNX, TensorRT engines, parity gate.")
+
+
+@export_app.command("onnx")
+def onnx_cmd(
+    model: str = typer.Option(..., help="Checkpoint folder in the released layout (or hub id)."),
+    out: Path = typer.Option(..., help="Empty folder for the graphs and manifest.json."),
+    dtype: str = typer.Option("float32", help="float32, float16 or bfloat16 (weights and activations)."),
+    quantize: str = typer.Option("none", help="none, int8 or fp8: explicit Q/DQ quantization calibrated on sample "
+                                              "clips (on top of --dtype)."),
+    max_frames: Optional[int] = typer.Option(None, help="Frames per query the engine must take (default 16; the "
+                                                        "SoM image comes on top)."),
+    max_batch: int = typer.Option(8, help="Largest batch of queries."),
+    max_seq: Optional[int] = typer.Option(None, help="Largest LLM sequence (prompt + answer) in positions."),
+    opset: int = typer.Option(18, help="ONNX opset (>= 17; fp8 needs >= 19)."),
+    device: str = typer.Option("cpu", help="Where to trace (cpu, cuda); fp16 tracing is faster on cuda."),
+) -> None:
+    """Export the vision path (SigLIP + TPE + projector), the embedding table and the decoder (KV cache) to ONNX."""
+    from .onnx_export import export_onnx
+
+    try:
+        export_onnx(model, out, dtype=dtype, quantize=quantize, max_frames=max_frames, max_batch=max_batch,
+                    max_seq=max_seq, opset=opset, device=device, progress=typer.echo)
+    except RGPT4DError as e:
+        fail(e)
+    typer.echo(f"next: rgpt4d-sdk export verify --model {model} --onnx {out}")
+
+
+@export_app.command("tensorrt")
+def tensorrt_cmd(
+    onnx: Path = typer.Option(..., help="Folder written by `rgpt4d-sdk export onnx`."),
+    out: Path = typer.Option(..., help="Folder for the engines (.plan), engine.json and timing.cache."),
+    workspace_gb: float = typer.Option(8.0, help="Builder workspace limit in GiB (Jetson: 2-4)."),
+    timing_cache: Optional[Path] = typer.Option(None, help="Timing cache to reuse and update (default: OUT/"
+                                                            "timing.cache)."),
+    opt_level: int = typer.Option(3, help="Builder optimisation level 0-5 (higher: longer builds, faster engines)."),
+    replace: bool = typer.Option(False, help="Overwrite engines already in OUT (otherwise refuse)."),
+) -> None:
+    """Build TensorRT engines from an ONNX export (precision and shape profile come from the export)."""
+    from .trt_build import build_engines
+
+    try:
+        build_engines(onnx, out, workspace_gb=workspace_gb, timing_cache=timing_cache, opt_level=opt_level,
+                      replace=replace, log=typer.echo)
+    except RGPT4DError as e:
+        fail(e)
+
+
+@export_app.command("verify")
+def verify_cmd(
+    model: str = typer.Option(..., help="The checkpoint the engine must match (the fp32 torch reference)."),
+    onnx: Optional[Path] = typer.Option(None, help="An ONNX export to check on ONNX Runtime."),
+    engine: Optional[Path] = typer.Option(None, help="A TensorRT engine folder to check."),
+    provider: str = typer.Option("cpu", help="ONNX Runtime provider: cpu, cuda or tensorrt."),
+    ort_cache_dir: Optional[Path] = typer.Option(None, help="Engine cache folder for the ORT TensorRT provider."),
+    queries: int = typer.Option(8, help="Number of sample queries."),
+    reference_device: str = typer.Option("cpu", help="Device of the fp32 torch reference (cpu or cuda)."),
+    report: Optional[Path] = typer.Option(None, help="Also write the full report (JSON) here."),
+) -> None:
+    """Compare a compiled engine with the fp32 torch path; mark it valid only if it passes (exit 1 if not)."""
+    from .verify import format_report, verify_cli
+
+    if (onnx is None) == (engine is None):
+        fail(RGPT4DError("give exactly one of --onnx DIR and --engine DIR."))
+    try:
+        result = verify_cli(model, onnx=onnx, engine=engine, provider=provider, queries=queries,
+                            reference_device=reference_device, ort_cache_dir=ort_cache_dir, log=typer.echo)
+    except RGPT4DError as e:
+        fail(e)
+    typer.echo(format_report(result))
+    if report:
+        report.write_text(json.dumps(result, indent=2))
+    if not result["passed"]:
+        raise typer.Exit(code=1)
