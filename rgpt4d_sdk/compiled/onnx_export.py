@@ -14,7 +14,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -71,6 +71,37 @@ class ShapeProfile:
 
     def to_dict(self) -> Dict[str, int]:
         return dict(self.__dict__)
+
+    def profiles(self, manifest: Dict[str, Any], graph: str) -> List[Dict[str, Tuple[Tuple[int, ...], ...]]]:
+        """Optimisation profiles of one graph: [{input: (min, opt, max) shape}] for TensorRT and the ORT
+        TensorRT provider.
+
+        The decoder gets two, so that neither is sized for the worst of both: "prefill" (up to max_seq new positions,
+        empty cache) and "decode" (one new position, up to max_seq cached)."""
+        size = int(manifest["spec"]["image_size"])
+        llm = manifest["llm"]
+        b, seq = self.max_batch, self.max_seq
+        if graph == "vision":
+            counts = (1, self.opt_images, self.max_images)
+            return [{"pixel_values": tuple((n, 3, size, size) for n in counts),
+                     "times_s": tuple((n,) for n in counts), "time_mask": tuple((n,) for n in counts)}]
+        if graph == "embed":
+            return [{"input_ids": ((1, 1), (1, self.opt_seq), (b, seq))}]
+        if graph != "decoder":
+            raise ConfigError(f"graph {graph!r} is unknown; graphs are {GRAPHS}.")
+        kv, hd, hidden = llm["num_kv_heads"], llm["head_dim"], llm["hidden_size"]
+        out = []
+        # (batch, new positions, cached positions) at min / opt / max
+        for cases in (((1, 1, 0), (1, self.opt_seq, 0), (b, seq, 0)),
+                      ((1, 1, 0), (1, 1, self.opt_seq), (b, 1, seq))):
+            prof = {"inputs_embeds": tuple((bb, q, hidden) for bb, q, _ in cases),
+                    "attention_mask": tuple((bb, q + p) for bb, q, p in cases),
+                    "position_ids": tuple((bb, q) for bb, q, _ in cases)}
+            for i in range(llm["num_layers"]):
+                for kv_name in ("key", "value"):
+                    prof[f"past.{i}.{kv_name}"] = tuple((bb, kv, p, hd) for bb, _, p in cases)
+            out.append(prof)
+        return out
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "ShapeProfile":

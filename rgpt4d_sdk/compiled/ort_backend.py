@@ -55,28 +55,12 @@ def provider_options(provider: str, profile: ShapeProfile, manifest: Dict[str, A
 
 
 def profile_shapes(profile: ShapeProfile, manifest: Dict[str, Any], graph: str) -> Dict[str, str]:
-    """min / opt / max shapes of one graph's dynamic inputs, in the providers' "name:AxBxC,..." form."""
-    size = int(manifest["spec"]["image_size"])
-    llm = manifest["llm"]
-    b, n = profile.max_batch, profile.max_images
-    if graph == "vision":
-        dims = {"min": 1, "opt": profile.opt_images, "max": n}
-        return {k: f"pixel_values:{v}x3x{size}x{size},times_s:{v},time_mask:{v}" for k, v in dims.items()}
-    if graph == "embed":
-        return {"min": "input_ids:1x1", "opt": f"input_ids:1x{profile.opt_seq}",
-                "max": f"input_ids:{b}x{profile.max_seq}"}
-    if graph != "decoder":
-        raise ConfigError(f"graph {graph!r} is unknown")
-    kv, hd = llm["num_kv_heads"], llm["head_dim"]
-    out = {}
-    # min: decode of one token with an empty cache; opt: a prefill at the opt length; max: the whole profile.
-    for name, (bb, q, p) in {"min": (1, 1, 0), "opt": (1, profile.opt_seq, 0),
-                             "max": (b, profile.max_seq, profile.max_seq)}.items():
-        parts = [f"inputs_embeds:{bb}x{q}x{llm['hidden_size']}", f"attention_mask:{bb}x{min(p + q, profile.max_seq)}",
-                 f"position_ids:{bb}x{q}"]
-        parts += [f"past.{i}.{kv_}:{bb}x{kv}x{p}x{hd}" for i in range(llm["num_layers"]) for kv_ in ("key", "value")]
-        out[name] = ",".join(parts)
-    return out
+    """min / opt / max shapes of one graph's inputs in the provider's "name:AxBxC,..." form; an input listed twice
+    means two optimisation profiles."""
+    profs = profile.profiles(manifest, graph)
+    return {which: ",".join(f"{name}:{'x'.join(str(d) for d in shapes[k])}"
+                            for prof in profs for name, shapes in prof.items())
+            for k, which in enumerate(("min", "opt", "max"))}
 
 
 class OrtRunner(GraphRunner):

@@ -1,0 +1,134 @@
+"""`backend="tensorrt"`: engines built by `rgpt4d-sdk export tensorrt`, run on torch CUDA tensors.
+
+    Engine.from_pretrained(MODEL, backend="tensorrt", compiled=ENGINE_DIR)
+
+Loading compares the engine key (weights, TensorRT version, GPU compute capability, precision, shape profile) with
+this machine and checkpoint, and refuses a mismatch with the part that differs and the rebuild command; it never
+builds. The decoder engine has two optimisation profiles (prefill, decode), each with its own execution context.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict
+
+import torch
+
+from ..errors import BackendError, CompiledModelError, ConfigError
+from ..model.checkpoint import read_checkpoint
+from .artifacts import check_files, checkpoint_fingerprint, read_json, require_key
+from .onnx_export import need
+from .runtime import CompiledEngine, GraphRunner
+from .trt_build import engine_key
+
+
+def _torch_dtype(trt, dt) -> torch.dtype:
+    table = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16, trt.DataType.INT64: torch.int64,
+             trt.DataType.INT32: torch.int32, trt.DataType.BOOL: torch.bool}
+    if hasattr(trt.DataType, "BF16"):
+        table[trt.DataType.BF16] = torch.bfloat16
+    if dt not in table:
+        raise CompiledModelError(f"engine tensor type {dt} is not supported by this runner")
+    return table[dt]
+
+
+class TrtRunner(GraphRunner):
+    def __init__(self, folder: Path, info: Dict[str, Any], device: torch.device) -> None:
+        trt = need("tensorrt", "tensorrt")
+        self.trt, self.device, self.target = trt, device, "tensorrt"
+        self.dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(info["dtype"], torch.float32)
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self.logger)
+        self.engines, self.contexts = {}, {}
+        torch.cuda.set_device(device)
+        for graph, meta in info["graphs"].items():
+            path = folder / meta["file"]
+            engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
+            if engine is None:
+                raise CompiledModelError(f"TensorRT cannot deserialize {path}; rebuild it: rgpt4d-sdk export tensorrt "
+                                         f"--onnx {info.get('onnx_dir', 'ONNX_DIR')} --out {folder} --replace")
+            self.engines[graph] = engine
+            contexts = []
+            for k in range(engine.num_optimization_profiles):
+                ctx = engine.create_execution_context()
+                ctx.set_optimization_profile_async(k, torch.cuda.current_stream(device).cuda_stream)
+                contexts.append(ctx)
+            self.contexts[graph] = contexts
+        self.scratch = torch.empty(256, dtype=torch.uint8, device=device)  # an address for zero-size tensors
+        llm = info["llm"]
+        self.num_layers = llm["num_layers"]
+
+    def run(self, graph: str, feeds: Dict[str, torch.Tensor], profile: int = 0) -> Dict[str, torch.Tensor]:
+        trt, engine = self.trt, self.engines[graph]
+        ctx = self.contexts[graph][profile]
+        keep = []
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        for name in names:
+            if engine.get_tensor_mode(name) != trt.TensorIOMode.INPUT:
+                continue
+            t = feeds[name].to(self.device, _torch_dtype(trt, engine.get_tensor_dtype(name))).contiguous()
+            keep.append(t)
+            ctx.set_input_shape(name, tuple(t.shape))
+            ctx.set_tensor_address(name, t.data_ptr() if t.numel() else self.scratch.data_ptr())
+        outs = {}
+        for name in names:
+            if engine.get_tensor_mode(name) != trt.TensorIOMode.OUTPUT:
+                continue
+            shape = tuple(ctx.get_tensor_shape(name))
+            o = torch.empty(shape, dtype=_torch_dtype(trt, engine.get_tensor_dtype(name)), device=self.device)
+            ctx.set_tensor_address(name, o.data_ptr() if o.numel() else self.scratch.data_ptr())
+            outs[name] = o
+        stream = torch.cuda.current_stream(self.device)
+        if not ctx.execute_async_v3(stream.cuda_stream):
+            raise BackendError(f"TensorRT failed to run {graph}; see the messages above.")
+        return outs
+
+    def vision(self, pixels, times_s, time_mask):
+        return self.run("vision", {"pixel_values": pixels, "times_s": times_s, "time_mask": time_mask})["image_embeds"]
+
+    def embed(self, input_ids):
+        return self.run("embed", {"input_ids": input_ids})["inputs_embeds"]
+
+    def decode(self, inputs_embeds, attention_mask, position_ids, past):
+        feeds = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask, "position_ids": position_ids}
+        for i in range(self.num_layers):
+            feeds[f"past.{i}.key"], feeds[f"past.{i}.value"] = past[2 * i], past[2 * i + 1]
+        profile = 0 if past[0].shape[2] == 0 else 1  # prefill profile / decode profile
+        out = self.run("decoder", feeds, profile)
+        return out["logits"].float(), [out[f"present.{i}.{kv}"] for i in range(self.num_layers)
+                                       for kv in ("key", "value")]
+
+
+class TensorRTEngine(CompiledEngine):
+    backend = "tensorrt"
+
+    @classmethod
+    def load(cls, path, device: str = "auto", dtype: str = "auto", compiled=None, force: bool = False,
+             check_weights: bool = True, **options: Any) -> "TensorRTEngine":
+        """``compiled``: the folder written by `rgpt4d-sdk export tensorrt`. ``force`` loads an engine that has not
+        passed the parity gate; nothing forces a key mismatch (a mismatched engine cannot be trusted to run)."""
+        trt = need("tensorrt", "tensorrt")
+        if compiled is None:
+            raise ConfigError("backend 'tensorrt' needs compiled=ENGINE_DIR, written by: rgpt4d-sdk export tensorrt "
+                              "--onnx ONNX_DIR --out ENGINE_DIR")
+        if not torch.cuda.is_available():
+            raise BackendError("the tensorrt backend needs an NVIDIA GPU; CUDA is not available here.")
+        folder = Path(compiled)
+        dev = torch.device("cuda" if device in ("auto", "cuda") else device)
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        rebuild = f"rgpt4d-sdk export tensorrt --onnx ONNX_DIR --out {folder} --replace"
+        info = read_json(folder / "engine.json", "TensorRT engine folder", rebuild)
+        rebuild = rebuild.replace("ONNX_DIR", info.get("onnx_dir", "ONNX_DIR"))
+        if dtype not in ("auto", info["dtype"]):
+            raise ConfigError(f"{folder} was built in {info['dtype']}, not {dtype}.")
+        check_files(folder, info["files"], rebuild)
+        weights = checkpoint_fingerprint(read_checkpoint(path)) if check_weights else info["key"]["weights"]
+        here = engine_key({"source": {"weights": weights}, "files": {}, "precision": info["precision"],
+                           "profile": info["profile"]}, trt.__version__, torch.cuda.get_device_capability(dev))
+        found = dict(info["key"])
+        here["onnx"] = found.get("onnx")  # the ONNX digest is informative; the plan files are checked above
+        require_key(folder, here, found, rebuild)
+        runner = TrtRunner(folder, info, dev)
+        verify_cmd = f"rgpt4d-sdk export verify --model {path} --engine {folder}"
+        return cls(path, folder, info, runner, force=force, verify_cmd=verify_cmd, **options)
+

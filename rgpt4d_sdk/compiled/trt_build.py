@@ -1,0 +1,155 @@
+"""`rgpt4d-sdk export tensorrt`: TensorRT engines from an ONNX export, built once, explicitly, and keyed.
+
+Networks are parsed as *strongly typed*: the precision is the one the ONNX export chose (fp32 / fp16 / bf16 graphs,
+or int8 / fp8 Q/DQ quantization). That is the only mode TensorRT 11 has, and TensorRT 10 (JetPack 6) builds it too,
+so one engine recipe serves data-centre GPUs and Jetson alike. fp8 is refused below compute capability 8.9, bf16
+below 8.0 (Jetson Orin is 8.7: fp16, bf16 and int8, no fp8).
+
+The engine folder's ``engine.json`` carries the key — checkpoint weights, ONNX export, TensorRT version, GPU compute
+capability, precision, shape profile — and the loader (`trt_backend`) compares it part by part. Loading never builds.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+from ..errors import ExportError
+from .artifacts import FORMAT, FORMAT_VERSION, GRAPHS, check_files, describe_files, files_digest, write_json
+from .onnx_export import ShapeProfile, need
+from .runtime import load_manifest
+
+MIN_CAPABILITY = {"fp8": (8, 9), "bf16": (8, 0), "int8": (6, 1), "fp16": (5, 3), "fp32": (5, 0)}
+
+
+def engine_key(manifest: Dict[str, Any], trt_version: str, capability) -> Dict[str, Any]:
+    """What an engine is valid for. Every part must match at load time."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "weights": manifest["source"]["weights"],
+        "onnx": files_digest(manifest["files"]),
+        "precision": manifest["precision"],
+        "profile": manifest["profile"],
+        "tensorrt": str(trt_version),
+        "compute_capability": f"{capability[0]}.{capability[1]}",
+    }
+
+
+def check_precision(precision: str, capability, device_name: str = "this GPU") -> None:
+    need_cc = MIN_CAPABILITY[precision]
+    if tuple(capability) < need_cc:
+        hint = "export with --quantize int8 or --dtype float16" if precision == "fp8" else "export with --dtype float16"
+        raise ExportError(
+            f"{precision} needs compute capability >= {need_cc[0]}.{need_cc[1]} but {device_name} is "
+            f"{capability[0]}.{capability[1]}; {hint}."
+        )
+
+
+def build_engines(onnx_dir, out, workspace_gb: float = 8.0, timing_cache: Optional[Path] = None, opt_level: int = 3,
+                  replace: bool = False, device: int = 0, log: Callable[[str], None] = print) -> Path:
+    trt = need("tensorrt", "tensorrt")
+    import torch
+
+    onnx_dir, out = Path(onnx_dir), Path(out)
+    manifest = load_manifest(onnx_dir)
+    check_files(onnx_dir, manifest["files"], f"rgpt4d-sdk export onnx --model MODEL --out {onnx_dir}")
+    if not torch.cuda.is_available():
+        raise ExportError("building TensorRT engines needs an NVIDIA GPU (CUDA is not available here); build on the "
+                          "machine class that will run them.")
+    capability = torch.cuda.get_device_capability(device)
+    gpu = torch.cuda.get_device_name(device)
+    check_precision(manifest["precision"], capability, gpu)
+    if (out / "engine.json").exists() and not replace:
+        raise ExportError(f"{out} already holds engines; pass --replace to rebuild them (engines are never rebuilt "
+                          "implicitly).")
+    out.mkdir(parents=True, exist_ok=True)
+    cache_path = Path(timing_cache) if timing_cache else out / "timing.cache"
+    cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
+    profile = ShapeProfile.from_dict(manifest["profile"])
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    t_all = time.perf_counter()
+    plans = {}
+    for graph in GRAPHS:
+        t0 = time.perf_counter()
+        network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+        parser = trt.OnnxParser(network, logger)
+        src = onnx_dir / manifest["graphs"][graph]["file"]
+        if not parser.parse_from_file(str(src)):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise ExportError(f"TensorRT cannot parse {src}: {errors}")
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+        config.builder_optimization_level = int(opt_level)
+        cache = config.create_timing_cache(cache_bytes)
+        config.set_timing_cache(cache, ignore_mismatch=False)
+        config.progress_monitor = _progress_monitor(trt, graph, log)
+        for prof in profile.profiles(manifest, graph):
+            p = builder.create_optimization_profile()
+            for name, (lo, opt, hi) in prof.items():
+                p.set_shape(name, lo, opt, hi)
+            config.add_optimization_profile(p)
+        log(f"building {graph} ({manifest['precision']}, {gpu}, sm_{capability[0]}{capability[1]}) ...")
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise ExportError(f"TensorRT could not build {graph}; see the builder messages above (a larger "
+                              "--workspace-gb or a smaller shape profile may help).")
+        plan = out / f"{graph}.plan"
+        _write_atomic(plan, bytes(serialized))
+        cache_bytes = bytes(config.get_timing_cache().serialize())
+        _write_atomic(cache_path, cache_bytes)
+        plans[graph] = plan.name
+        log(f"  {graph}.plan: {plan.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s")
+    info = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "kind": "tensorrt",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "key": engine_key(manifest, trt.__version__, capability),
+        "gpu": gpu, "onnx_dir": str(onnx_dir),
+        "graphs": {g: {**manifest["graphs"][g], "file": plans[g]} for g in GRAPHS},
+        **{k: manifest[k] for k in ("source", "precision", "dtype", "quantize", "profile", "spec", "llm")},
+        "files": describe_files(out, plans.values()),
+        "build": {"workspace_gb": workspace_gb, "opt_level": opt_level,
+                  "seconds": round(time.perf_counter() - t_all, 1)},
+    }
+    write_json(out / "engine.json", info)
+    log(f"wrote {out} ({time.perf_counter() - t_all:.0f} s). next: rgpt4d-sdk export verify --model "
+        f"{manifest['source']['model']} --engine {out}")
+    return out
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _progress_monitor(trt, graph: str, log: Callable[[str], None]):
+    """A builder progress display: top-level phases with their step counts and times (nested phases are quiet)."""
+
+    class Progress(trt.IProgressMonitor):
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self.started: Dict[str, float] = {}
+            self.steps: Dict[str, int] = {}
+            self.last = 0.0
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            self.started[phase_name] = time.perf_counter()
+            self.steps[phase_name] = num_steps
+            if parent_phase is None:
+                log(f"  [{graph}] {phase_name} ({num_steps} steps)")
+
+        def step_complete(self, phase_name, step):
+            now = time.perf_counter()
+            if now - self.last > 10.0:  # a heartbeat on long phases (tactic timing on large GEMMs)
+                self.last = now
+                log(f"  [{graph}] {phase_name}: {step + 1}/{self.steps.get(phase_name, '?')}")
+            return True  # False would cancel the build
+
+        def phase_finish(self, phase_name):
+            took = time.perf_counter() - self.started.pop(phase_name, time.perf_counter())
+            if took > 5.0:
+                log(f"  [{graph}] {phase_name} done in {took:.0f} s")
+
+    return Progress()
