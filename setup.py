@@ -7,7 +7,7 @@ from setuptools import setup
 
 CORE = [
     "rgpt4d_sdk", "rgpt4d_sdk.model", "rgpt4d_sdk.engine", "rgpt4d_sdk.prompt", "rgpt4d_sdk.eval", "rgpt4d_sdk.analyze",
-    "rgpt4d_sdk.live", "rgpt4d_sdk.ros",
+    "rgpt4d_sdk.live", "rgpt4d_sdk.ros", "rgpt4d_sdk.compiled",
 ]
 MAPPED = {
     "rgpt4d_sdk.adapters": "adapters",
@@ -37,14 +37,19 @@ extras = {
     "ros2": [f"{w}; platform_machine == 'x86_64'" for w in ROS_WHEELS] + ["rosbags>=0.10"],
     # analyze rosbag: the Writer/AnyReader API with typestores (0.10+) and Parquet output.
     "rosbag": ["rosbags>=0.10", "pyarrow>=14,<24"],
-    "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
-    "tensorrt": ["tensorrt>=10.0"],
+    # ONNX export (torch.export-based exporter with dynamic dims needs torch 2.6+) and ONNX Runtime on the CPU.
+    "onnx": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18", "torch>=2.6"],
+    # The same with onnxruntime-gpu (CUDA and TensorRT providers); it replaces onnxruntime, do not install both.
+    "onnx-gpu": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime-gpu>=1.18", "torch>=2.6"],
+    # TensorRT's pip wheels exist for x86_64; on Jetson, TensorRT comes with JetPack (python3-libnvinfer).
+    "tensorrt": ["tensorrt>=10.0; platform_machine == 'x86_64'"],
     "train": ["peft>=0.10", "accelerate>=0.30"],
     "ray": ["ray[data]>=2.9"],
     "test": ["pytest>=7.4", "setuptools>=64", "wheel", "nuscenes-devkit>=1.1", "pyarrow>=14,<24"],
 }
 extras["test"] += extras["ros2"] + ["colcon-common-extensions"]  # the colcon build of ros2_nodes/ is tested too
-extras["all"] = sorted({r for k, v in extras.items() if k not in ("tensorrt", "test") for r in v})
+extras["test"] += extras["onnx"]
+extras["all"] = sorted({r for k, v in extras.items() if k not in ("tensorrt", "onnx-gpu", "test") for r in v})
 
 setup(
     name="rgpt4d-sdk",

@@ -21,7 +21,8 @@ def test_wheel_maps_folders_into_the_package(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     (wheel,) = tmp_path.glob("rgpt4d_sdk-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for pkg in ("adapters", "adapters/nuscenes", "calib", "training", "model", "engine", "prompt", "eval", "analyze"):
+    for pkg in ("adapters", "adapters/nuscenes", "calib", "training", "model", "engine", "prompt", "eval", "analyze",
+                "compiled"):
         assert f"rgpt4d_sdk/{pkg}/__init__.py" in names
     assert "rgpt4d_sdk/adapters/nuscenes/source.py" in names and "rgpt4d_sdk/calib/boxes.py" in names
     assert "rgpt4d_sdk/configs/analyze_nuscenes.yaml" in names
