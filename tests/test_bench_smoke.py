@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "query_latency.py"
 STAGES = ("preprocess", "vision", "projector", "prefill", "decode", "total")
@@ -88,3 +90,19 @@ def test_ros_benches_run_and_write_results(tmp_path):
     res = json.loads(soak.read_text())["results"]
     assert len(res["samples"]) >= 3 and res["goals_sent"] >= 5 and res["node_exit_code"] == 0
     assert all(s["rss_mb"] > 0 for s in res["samples"]) and res["rss_after_warmup_mb"] > 0
+
+
+def test_backends_cpu_part_writes_ratio_and_equal_answers(tmp_path):
+    pytest.importorskip("onnxruntime", reason="the [onnx] extra is not installed")
+    out = tmp_path / "backends.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "backends.py"), "--repeats", "1", "--queries", "2", "--frames", "4",
+         "--out", str(out)],
+        cwd=str(ROOT), capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-3000:]}"
+    assert "ONNX Runtime / torch speed-up" in proc.stdout
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert data["same_answers"] is True and set(data["stats"]) == {"torch", "onnxruntime"}
+    assert data["speedup_onnxruntime_over_torch"] > 0 and data["config"]["frames"] == 4
+    assert {"machine", "versions", "git"} <= set(data) and data["versions"]["onnxruntime"]
