@@ -178,6 +178,8 @@ def analyze_nuscenes(
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
     dtype: Optional[str] = typer.Option(None, help="auto | float32 | bfloat16 | float16"),
     batch_size: Optional[int] = typer.Option(None, help="Questions answered per batch."),
+    backend: Optional[str] = typer.Option(None, help="torch | onnxruntime | tensorrt"),
+    compiled: Optional[Path] = typer.Option(None, help="Export (onnxruntime) or engine (tensorrt) folder."),
     retry_errors: Optional[bool] = typer.Option(None, "--retry-errors/--no-retry-errors",
                                                 help="Redo clips that failed before (default: no)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a TTY)."),
@@ -188,7 +190,8 @@ def analyze_nuscenes(
         "retry_errors": retry_errors, "progress": progress,
         "nuscenes": {"dataroot": None if dataroot is None else str(dataroot), "version": version,
                      "scenes": scenes or None, "cameras": cameras or None, "frames": frames, "num_frames": num_frames},
-        "engine": {"model": model, "device": device, "dtype": dtype, "batch_size": batch_size},
+        "engine": {"model": model, "device": device, "dtype": dtype, "batch_size": batch_size, "backend": backend,
+                   "compiled": None if compiled is None else str(compiled)},
     }
     _run_analyze(config, overrides)
 
@@ -211,6 +214,8 @@ def analyze_rosbag(
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
     dtype: Optional[str] = typer.Option(None, help="auto | float32 | bfloat16 | float16"),
     batch_size: Optional[int] = typer.Option(None, help="Questions answered per batch."),
+    backend: Optional[str] = typer.Option(None, help="torch | onnxruntime | tensorrt"),
+    compiled: Optional[Path] = typer.Option(None, help="Export (onnxruntime) or engine (tensorrt) folder."),
     retry_errors: Optional[bool] = typer.Option(None, "--retry-errors/--no-retry-errors",
                                                 help="Redo queries that failed before (default: no)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a TTY)."),
@@ -222,7 +227,8 @@ def analyze_rosbag(
         "rosbag": {"bag": None if bag is None else str(bag), "camera": camera, "camera_info": camera_info,
                    "queries": None if queries is None else str(queries), "undistort": undistort,
                    "tolerance_ms": tolerance_ms},
-        "engine": {"model": model, "device": device, "dtype": dtype, "batch_size": batch_size},
+        "engine": {"model": model, "device": device, "dtype": dtype, "batch_size": batch_size, "backend": backend,
+                   "compiled": None if compiled is None else str(compiled)},
     }
     _run_analyze(config, overrides)
 

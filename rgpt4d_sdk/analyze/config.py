@@ -28,7 +28,8 @@ class EngineConfig:
     """Which model answers, and how. ``model`` is a checkpoint folder in the released layout or a hub id."""
 
     model: str = ""
-    backend: str = "torch"
+    backend: str = "torch"  # torch | onnxruntime | tensorrt
+    compiled: str = ""  # the export / engine folder of a compiled backend (loaded, never built)
     device: str = "auto"
     dtype: str = "auto"
     batch_size: int = 8
@@ -114,6 +115,8 @@ class AnalyzeConfig:
         keep = {"source": d["source"], "data": d[d["source"]], "questions": d.get("questions"),
                 "model": d["engine"]["model"], "backend": d["engine"]["backend"], "dtype": d["engine"]["dtype"],
                 "device": d["engine"]["device"], "max_frames": d["engine"]["max_frames"]}
+        if d["engine"].get("compiled"):
+            keep["compiled"] = d["engine"]["compiled"]
         section = getattr(self, self.source)
         if hasattr(section, "content_digest"):
             keep["content"] = section.content_digest()

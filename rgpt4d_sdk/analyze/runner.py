@@ -161,8 +161,9 @@ def _get_engine(cfg: AnalyzeConfig, holder: Dict[str, Any]):
         if not e.model:
             raise ConfigError(
                 "engine.model is empty; pass --model DIR (a checkpoint in the released layout) or a hub id.")
+        extra = {"compiled": e.compiled} if e.compiled else {}
         holder["engine"] = Engine.from_pretrained(e.model, backend=e.backend, device=e.device, dtype=e.dtype,
-                                                  max_frames=e.max_frames)
+                                                  max_frames=e.max_frames, **extra)
     return holder["engine"]
 
 

@@ -72,6 +72,9 @@ def serve(
     buffer_seconds: Optional[float] = typer.Option(None, help="Seconds kept per camera."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
     dtype: Optional[str] = typer.Option(None, help="auto | float32 | bfloat16 | float16"),
+    backend: Optional[str] = typer.Option(None, help="torch | onnxruntime | tensorrt"),
+    compiled: Optional[Path] = typer.Option(None, help="Export (onnxruntime) or engine (tensorrt) folder; loaded on "
+                                                       "configure, never built."),
     undistort: Optional[bool] = typer.Option(None, "--undistort/--no-undistort", help="Undistort with CameraInfo."),
     use_sim_time: Optional[bool] = typer.Option(None, "--use-sim-time/--no-sim-time", help="Follow /clock."),
     autostart: bool = typer.Option(True, help="Configure and activate at start (else wait for lifecycle calls)."),
@@ -79,6 +82,7 @@ def serve(
     """Run the region-query lifecycle node (action ~/region_query, service ~/get_status, /diagnostics)."""
     overrides = {k: v for k, v in dict(queue_depth=queue_depth, buffer_frames=buffer_frames,
                                        buffer_seconds=buffer_seconds, device=device, dtype=dtype,
+                                       backend=backend, compiled=None if compiled is None else str(compiled),
                                        undistort=undistort, use_sim_time=use_sim_time).items() if v is not None}
     try:
         args = ros_arguments(model, cameras, camera_info, params_file, name, namespace, overrides)

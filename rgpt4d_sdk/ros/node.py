@@ -51,7 +51,8 @@ from ..live.window import WindowSpec
 
 PARAMETERS = {  # name: (default, description)
     "model": ("", "checkpoint folder in the released layout, or a hub id"),
-    "backend": ("torch", "engine backend"),
+    "backend": ("torch", "engine backend: torch, onnxruntime or tensorrt"),
+    "compiled": ("", "export (onnxruntime) or engine (tensorrt) folder; loaded on configure, never built"),
     "device": ("auto", "auto, cpu, cuda, cuda:N"),
     "dtype": ("auto", "auto, float32, bfloat16, float16"),
     "max_new_tokens": (0, "answer length limit; 0 = the engine's default"),
@@ -137,8 +138,10 @@ class RegionQueryNode(LifecycleNode):
         model = str(self._param("model"))
         if not model:
             raise ConfigError("parameter `model` is empty; set it to a checkpoint folder (or hub id).")
+        compiled = str(self._param("compiled"))
+        extra = {"compiled": compiled} if compiled else {}
         return Engine.from_pretrained(model, backend=self._param("backend"), device=self._param("device"),
-                                      dtype=self._param("dtype"))
+                                      dtype=self._param("dtype"), **extra)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         for cam in self.cameras:
