@@ -402,3 +402,32 @@ def test_sim_time_node_answers_on_message_stamps(tiny_ckpt_dir):
 
 def test_frame_images_differ_so_the_picks_matter():
     assert not np.array_equal(frame_image(0), frame_image(1)) and not math.isnan(float(T0_NS))
+
+
+def test_configure_loads_a_verified_compiled_engine_and_refuses_others(ros, tiny_ckpt_dir, tmp_path, monkeypatch):
+    """backend=onnxruntime with an export: configure refuses it until it passed the parity gate, then loads it;
+    backend=tensorrt without TensorRT fails configure (never builds)."""
+    pytest.importorskip("onnxruntime", reason="the [onnx] extra is not installed")
+    from rgpt4d_sdk.compiled.onnx_export import export_onnx
+    from rgpt4d_sdk.compiled.verify import verify_cli
+
+    monkeypatch.setenv("RGPT4D_CACHE_DIR", str(tmp_path / "cache"))
+    server, client = ros
+    folder = export_onnx(tiny_ckpt_dir, tmp_path / "onnx", max_frames=16)
+    server.set_parameters([Parameter("model", value=str(tiny_ckpt_dir)), Parameter("backend", value="onnxruntime"),
+                           Parameter("compiled", value=str(folder))])
+    try:
+        assert not client.transition(Transition.TRANSITION_CONFIGURE)  # not through the parity gate yet
+        assert client.state() == State.PRIMARY_STATE_UNCONFIGURED and not server.engine_loaded
+        assert verify_cli(str(tiny_ckpt_dir), onnx=folder, queries=2, log=lambda m: None)["passed"]
+        assert client.transition(Transition.TRANSITION_CONFIGURE)
+        assert server.engine.engine_id.startswith("onnxruntime:cpu")
+        assert client.transition(Transition.TRANSITION_CLEANUP)
+        try:
+            import tensorrt  # noqa: F401
+        except ImportError:
+            server.set_parameters([Parameter("backend", value="tensorrt")])
+            assert not client.transition(Transition.TRANSITION_CONFIGURE)
+            assert client.state() == State.PRIMARY_STATE_UNCONFIGURED
+    finally:
+        server.set_parameters([Parameter("backend", value="torch"), Parameter("compiled", value="")])
