@@ -298,7 +298,19 @@ def test_tensorrt_provider_options_expose_caches_fp16_and_profiles(onnx_dir, tmp
         provider_options("tensorrt", profile, manifest, "vision")
 
 
-# ------------------------------------------------------------------------------------------------ int8
+# ------------------------------------------------------------------------------------------------ fp16, int8
+def test_fp16_export_passes_the_fp16_gate(tiny_ckpt_dir, torch_engine, tmp_path):
+    folder = export_onnx(tiny_ckpt_dir, tmp_path / "fp16", dtype="float16", max_frames=8)
+    report = _gate(tiny_ckpt_dir, folder, torch_engine, count=3)
+    m = report["metrics"]
+    assert report["precision"] == "fp16" and report["passed"], report["failed"]
+    assert 1e-5 < m["vision_rel"] < 1e-2  # really computed in half precision, and close
+    eng = Engine.from_pretrained(tiny_ckpt_dir, backend="onnxruntime", compiled=folder)
+    assert eng.runner.dtype == torch.float16
+    with pytest.raises(ConfigError, match="exported in float16"):
+        Engine.from_pretrained(tiny_ckpt_dir, backend="onnxruntime", compiled=folder, dtype="float32")
+
+
 def test_int8_export_runs_and_is_judged_by_the_gate(tiny_ckpt_dir, torch_engine, tmp_path):
     import onnx
 
