@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from rgpt4d_sdk.calib.boxes import Box3D, convex_hull
 from rgpt4d_sdk.calib.camera import CameraModel
-from rgpt4d_sdk.calib.transforms import RigidTransform, yaw_to_quat
+from rgpt4d_sdk.calib.transforms import RigidTransform, quat_to_matrix, yaw_to_quat
 
 from rgpt4d_sdk.errors import ConfigError
 
@@ -70,6 +70,15 @@ _CATEGORY_COLOURS = (  # first prefix match wins
     ("movable_object", (250, 110, 0)), ("", (170, 80, 200)),
 )
 _MOVING_SPEED = 0.2  # m/s; slower objects get the "parked" / "standing" attribute
+# Optional LiDAR (write_sample_log(lidar=True)): a 32-ring spinning sensor on the roof, as nuScenes' LIDAR_TOP.
+LIDAR_CHANNEL = "LIDAR_TOP"
+LIDAR_INTERVAL_US = 50_000  # 20 Hz sweeps; one at every keyframe timestamp
+LIDAR_TRANSLATION = (0.943, 0.0, 1.84)  # ego frame, metres
+LIDAR_YAW_DEG = -90.0  # as nuScenes: lidar x to the right of the car, y forward, z up
+LIDAR_RINGS = 32
+LIDAR_ELEVATION_DEG = (-30.67, 10.67)  # lowest and highest ring
+LIDAR_AZIMUTH_STEP_DEG = 1.0
+LIDAR_MAX_RANGE_M = 70.0
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -297,8 +306,8 @@ def _chain(records: list) -> list:
     return records
 
 
-def _static_tables(scenes: Sequence[SampleScene]) -> dict:
-    """category (those used), attribute, visibility and sensor (the cameras used)."""
+def _static_tables(scenes: Sequence[SampleScene], lidar: bool = False) -> dict:
+    """category (those used), attribute, visibility and sensor (the cameras used, then LIDAR_TOP if `lidar`)."""
     categories = sorted({o.category for s in scenes for o in s.objects})
     channels = [c for c in CAMERA_RIGS if any(c in s.cameras for s in scenes)]
     return {
@@ -308,7 +317,8 @@ def _static_tables(scenes: Sequence[SampleScene]) -> dict:
                       for n in _ATTRIBUTES],
         "visibility": [{"token": t, "level": level, "description": f"visibility of whole object is between "
                         f"{level[1:].replace('-', ' and ')}%"} for t, level in _VISIBILITY_LEVELS.items()],
-        "sensor": [{"token": _token("sensor", c), "channel": c, "modality": "camera"} for c in channels],
+        "sensor": [{"token": _token("sensor", c), "channel": c, "modality": "camera"} for c in channels]
+        + [{"token": _token("sensor", LIDAR_CHANNEL), "channel": LIDAR_CHANNEL, "modality": "lidar"}] * lidar,
     }
 
 
@@ -345,6 +355,85 @@ def _camera_tables(scene: SampleScene, channel: str, t0_us: int, logfile: str, i
             "height": image_size[1], "width": image_size[0],
             "filename": f"{'samples' if is_key else 'sweeps'}/{channel}/{logfile}__{channel}__{ts}.jpg"})
     return {"calibrated_sensor": [cs], "ego_pose": poses, "sample_data": _chain(records)}
+
+
+def T_ego_from_lidar() -> RigidTransform:
+    """LIDAR_TOP frame (x right, y forward, z up) -> ego frame."""
+    return RigidTransform.from_quat(LIDAR_TRANSLATION, yaw_to_quat(math.radians(LIDAR_YAW_DEG)), "ego", "lidar")
+
+
+def _lidar_times(scene: SampleScene, t0_us: int) -> list:
+    """[(timestamp_us, is_key_frame, index of the keyframe whose sample it belongs to)]: 20 Hz over the scene."""
+    steps = KEYFRAME_INTERVAL_US // LIDAR_INTERVAL_US
+    out = []
+    for k in range(scene.num_keyframes):
+        out.append((t0_us + k * KEYFRAME_INTERVAL_US, True, k))
+        for j in range(1, steps if k + 1 < scene.num_keyframes else 1):
+            out.append((t0_us + k * KEYFRAME_INTERVAL_US + j * LIDAR_INTERVAL_US, False, k + 1))
+    return out
+
+
+def _lidar_tables(scene: SampleScene, t0_us: int, logfile: str) -> dict:
+    """calibrated_sensor, ego_pose and sample_data records of LIDAR_TOP in one scene (`.pcd.bin` files)."""
+    T = T_ego_from_lidar()
+    cs = {"token": _token("calibrated_sensor", scene.name, LIDAR_CHANNEL),
+          "sensor_token": _token("sensor", LIDAR_CHANNEL), "translation": T.translation.tolist(),
+          "rotation": T.quat.tolist(), "camera_intrinsic": []}
+    heading = yaw_to_quat(scene.ego_heading).tolist()
+    poses, records = [], []
+    for i, (ts, is_key, k) in enumerate(_lidar_times(scene, t0_us)):
+        token = _token("sample_data", scene.name, LIDAR_CHANNEL, i)
+        poses.append({"token": token, "timestamp": ts, "rotation": heading,
+                      "translation": ego_position(scene, (ts - t0_us) / 1e6).tolist()})
+        folder = "samples" if is_key else "sweeps"
+        records.append({
+            "token": token, "sample_token": _token("sample", scene.name, k), "ego_pose_token": token,
+            "calibrated_sensor_token": cs["token"], "timestamp": ts, "fileformat": "pcd", "is_key_frame": is_key,
+            "height": 0, "width": 0,
+            "filename": f"{folder}/{LIDAR_CHANNEL}/{logfile}__{LIDAR_CHANNEL}__{ts}.pcd.bin"})
+    return {"calibrated_sensor": [cs], "ego_pose": poses, "sample_data": _chain(records)}
+
+
+def _ray_box_distance(origin: np.ndarray, dirs: np.ndarray, box: Box3D) -> np.ndarray:
+    """(N,) distance along unit rays `dirs` (N, 3) from `origin` (3,) to where they enter `box`; inf on a miss
+    (slab test in the box frame)."""
+    R = quat_to_matrix(box.rotation)
+    o = R.T @ (origin - box.center)  # (3,) box frame
+    d = dirs @ R  # (N, 3) = (R^T d_i)_i
+    half = np.array([box.size_wlh[1], box.size_wlh[0], box.size_wlh[2]]) / 2.0  # box x = length, y = width
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t1, t2 = (-half - o) / d, (half - o) / d
+    t_near = np.nanmax(np.minimum(t1, t2), axis=1)
+    t_far = np.nanmin(np.maximum(t1, t2), axis=1)
+    hit = (t_near <= t_far) & (t_near > 0)
+    return np.where(hit, t_near, np.inf)
+
+
+def lidar_points(scene: SampleScene, t_s: float) -> np.ndarray:
+    """(N, 5) float32 sweep at `t_s` in the LIDAR_TOP frame: x, y, z, intensity, ring, as a nuScenes `.pcd.bin`.
+
+    Rays of LIDAR_RINGS rings x 360 / LIDAR_AZIMUTH_STEP_DEG azimuths are cast at the ground (z = 0) and every
+    object's box at `t_s` (no motion during the sweep); the nearest hit within LIDAR_MAX_RANGE_M gives a point.
+    """
+    T_global_from_lidar = T_global_from_ego(scene, t_s) @ T_ego_from_lidar()
+    elevation = np.radians(np.linspace(*LIDAR_ELEVATION_DEG, LIDAR_RINGS))
+    azimuth = np.radians(np.arange(0.0, 360.0, LIDAR_AZIMUTH_STEP_DEG))
+    el, az = np.meshgrid(elevation, azimuth, indexing="ij")  # (rings, azimuths)
+    ring = np.broadcast_to(np.arange(LIDAR_RINGS)[:, None], el.shape).reshape(-1)
+    dirs_lidar = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], axis=-1).reshape(-1, 3)
+    dirs = dirs_lidar @ T_global_from_lidar.rotation.T
+    origin = T_global_from_lidar.translation
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ground = np.where(dirs[:, 2] < -1e-9, -origin[2] / dirs[:, 2], np.inf)
+    dist, intensity = ground, np.full(len(dirs), 8.0)
+    for obj in scene.objects:
+        box = Box3D(object_position(obj, t_s), obj.size_wlh, yaw_to_quat(obj.yaw))
+        d_box = _ray_box_distance(origin, dirs, box)
+        closer = d_box < dist
+        dist, intensity = np.where(closer, d_box, dist), np.where(closer, 40.0, intensity)
+    keep = dist <= LIDAR_MAX_RANGE_M
+    points = dirs_lidar[keep] * dist[keep, None]  # lidar frame: the rays start at its origin
+    return np.column_stack([points, intensity[keep], ring[keep]]).astype(np.float32)
 
 
 def _attribute_name(obj: SampleObject) -> str | None:
@@ -386,9 +475,10 @@ def _annotation_tables(scene: SampleScene) -> dict:
     return {"instance": instances, "sample_annotation": annotations}
 
 
-def _build_tables(scenes: Sequence[SampleScene], image_size, start_us: int, seed: int) -> tuple:
-    """(tables without `map`, [(scene, channel, t_s, sample_data record)] to render); scenes follow each other."""
-    tables = _static_tables(scenes)
+def _build_tables(scenes: Sequence[SampleScene], image_size, start_us: int, seed: int, lidar: bool = False) -> tuple:
+    """(tables without `map`, [(scene, channel, t_s, sample_data record)] to render or, for LIDAR_TOP, to scan);
+    scenes follow each other."""
+    tables = _static_tables(scenes, lidar)
     frames = []
     t0_us = start_us
     for scene in scenes:
@@ -397,6 +487,9 @@ def _build_tables(scenes: Sequence[SampleScene], image_size, start_us: int, seed
         for channel in scene.cameras:
             parts.append(_camera_tables(scene, channel, t0_us, logfile, image_size, seed))
             frames += [(scene, channel, (sd["timestamp"] - t0_us) / 1e6, sd) for sd in parts[-1]["sample_data"]]
+        if lidar:
+            parts.append(_lidar_tables(scene, t0_us, logfile))
+            frames += [(scene, LIDAR_CHANNEL, (sd["timestamp"] - t0_us) / 1e6, sd) for sd in parts[-1]["sample_data"]]
         for part in parts:
             for name, records in part.items():
                 tables.setdefault(name, []).extend(records)
@@ -543,21 +636,27 @@ def _check_write_args(scenes, version, image_size, start_us, seed, jpeg_quality)
 
 def write_sample_log(dataroot, version: str = SAMPLE_VERSION, scenes: Sequence[SampleScene] | None = None,
                      image_size: tuple = (800, 450), start_us: int = 1533151603512404, seed: int = 0,
-                     jpeg_quality: int = 88) -> Path:
+                     jpeg_quality: int = 88, lidar: bool = False) -> Path:
     """Write a nuScenes-format log of `scenes` (default: `default_sample_scenes()`) under `dataroot`; return it.
 
     Scene i starts SCENE_GAP_US after the last keyframe of scene i-1, the first at `start_us`. `seed` varies the
     sweeps' trigger jitter. The same arguments give byte-identical files (tokens are hashes of names, JPEG settings
     are fixed). Files of an earlier log in `dataroot` that this one does not overwrite are left as they are.
+    `lidar=True` adds a LIDAR_TOP sensor: 20 Hz `.pcd.bin` sweeps (`lidar_points`) under samples/ and sweeps/, with
+    their calibrated_sensor, ego_pose and sample_data records (nothing else changes).
     """
     scenes, image_size = _check_write_args(scenes, version, image_size, start_us, seed, jpeg_quality)
     root = Path(dataroot)
-    tables, frames = _build_tables(scenes, image_size, start_us, seed)
+    _require(isinstance(lidar, bool), f"lidar must be True or False, got {lidar!r}")
+    tables, frames = _build_tables(scenes, image_size, start_us, seed, lidar)
     tables["map"] = [_write_map(root, [log["token"] for log in tables["log"]])]
     cameras = {channel: camera_model(channel, image_size) for channel in CAMERA_RIGS}
     for scene, channel, t_s, record in frames:
         path = root / record["filename"]
         path.parent.mkdir(parents=True, exist_ok=True)
+        if channel == LIDAR_CHANNEL:
+            lidar_points(scene, t_s).tofile(path)
+            continue
         render_frame(scene, channel, t_s, cameras[channel]).save(
             path, format="JPEG", quality=jpeg_quality, subsampling=2, optimize=True, progressive=False)
     (root / version).mkdir(parents=True, exist_ok=True)
