@@ -17,6 +17,7 @@ MAPPED = {
     "rgpt4d_sdk.adapters.robofac": "adapters/robofac",
     "rgpt4d_sdk.calib": "calib",
     "rgpt4d_sdk.training": "training",
+    "rgpt4d_sdk.training.teachers": "training/teachers",
     "rgpt4d_sdk.ros2_nodes": "ros2_nodes",  # data: the colcon packages, built by `rgpt4d-sdk ros build-interfaces`
 }
 
@@ -43,7 +44,7 @@ extras = {
     "onnx-gpu": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime-gpu>=1.18", "torch>=2.6"],
     # TensorRT's pip wheels exist for x86_64; on Jetson, TensorRT comes with JetPack (python3-libnvinfer).
     "tensorrt": ["tensorrt>=10.0; platform_machine == 'x86_64'"],
-    "train": ["peft>=0.10", "accelerate>=0.30"],
+    "train": ["peft>=0.10", "tensorboard>=2.10"],
     "ray": ["ray[data]>=2.9"],
     "test": ["pytest>=7.4", "setuptools>=64", "wheel", "nuscenes-devkit>=1.1", "pyarrow>=14,<24"],
 }
@@ -63,6 +64,7 @@ setup(
     package_dir={"": ".", **MAPPED},
     package_data={
         "rgpt4d_sdk": ["configs/*.yaml"],
+        "rgpt4d_sdk.training": ["configs/*.yaml"],
         "rgpt4d_sdk.ros2_nodes": ["rgpt4d_interfaces/*.*", "rgpt4d_interfaces/*/*", "rgpt4d_ros/*.*", "rgpt4d_ros/*/*"],
     },
     install_requires=[

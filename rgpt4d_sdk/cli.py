@@ -14,6 +14,7 @@ from .data_cli import data_app
 from .errors import QueryError, RGPT4DError
 from .eval.cli import eval_app
 from .ros.cli import ros_app
+from .training.cli import train_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Region-level 4D video question answering.")
 checkpoint_app = typer.Typer(no_args_is_help=True, help="Inspect checkpoints, or write a tiny random one.")
@@ -24,6 +25,7 @@ app.add_typer(ros_app, name="ros")
 app.add_typer(eval_app, name="eval")
 app.add_typer(data_app, name="data")
 app.add_typer(export_app, name="export")
+app.add_typer(train_app, name="train")
 
 DEMO_NOTICE = "NOTE: answers come from an untrained demo model with random weights; point --model at real weights."
 

@@ -1,0 +1,62 @@
+"""`rgpt4d-sdk train`: P4D fine-tuning (`--config FILE.yaml`, also under torchrun) and `train export`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from rgpt4d_sdk.cli_common import fail
+from rgpt4d_sdk.errors import RGPT4DError
+
+train_app = typer.Typer(help="P4D fine-tuning on domain data; export without the P4D branch.")
+
+
+def _overrides(items: List[str]) -> dict:
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--set {item!r}: use KEY=VALUE, e.g. run.max_steps=100")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+@train_app.callback(invoke_without_command=True)
+def train_cmd(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(None, help="Training config YAML (see training/configs/)."),
+    set_: List[str] = typer.Option([], "--set", help="Override a config value: section.key=value (repeatable)."),
+    restart: bool = typer.Option(False, help="Delete the run folder's checkpoints and logs and start over."),
+) -> None:
+    """Fine-tune with P4D. Resumes from the run folder's latest checkpoint when the configuration is the same."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if config is None:
+        fail(RGPT4DError("give --config FILE.yaml (examples: training/configs/p4d_code_lora.yaml, p4d_paper.yaml)."))
+    from .config import TrainConfig
+    from .recipe import run
+
+    try:
+        cfg = TrainConfig.load(config, _overrides(set_))
+        run(cfg, restart=restart, log=typer.echo)
+    except RGPT4DError as e:
+        fail(e)
+
+
+@train_app.command("export")
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="The run.out folder of a training run."),
+    out: Path = typer.Option(..., help="Empty folder for the checkpoint (released layout)."),
+    checkpoint: Optional[str] = typer.Option(None, help="step-NNNNNNN folder to export (default: the latest)."),
+) -> None:
+    """Write the released checkpoint layout: LoRA merged, every P4D module removed."""
+    from .export import export_run
+
+    try:
+        path = export_run(run_dir, out, checkpoint)
+    except RGPT4DError as e:
+        fail(e)
+    typer.echo(f"wrote {path} (P4D removed; load it with Engine.from_pretrained)")

@@ -1,0 +1,157 @@
+"""The training configuration (YAML, `yaml.safe_load`; every unknown key is an error that lists the valid ones)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+from rgpt4d_sdk.config import from_mapping, load_yaml_file
+from rgpt4d_sdk.errors import ConfigError
+
+from .p4d import P4DConfig
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class DataConfig:
+    train: str = ""  # conversation JSON from `rgpt4d-sdk data export-conversations`
+    num_frames: int = 16
+    workers: int = 0
+
+
+@dataclass
+class TeacherConfig:
+    kind: str = "none"  # precomputed | sensor | none
+    options: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    targets: List[str] = field(default_factory=lambda: list(LORA_TARGETS))
+
+
+@dataclass
+class FinetuneConfig:
+    method: str = "full"  # full | lora
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    freeze_vision: bool = True
+    freeze_projector: bool = False
+    freeze_llm: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.lora, Mapping):
+            self.lora = from_mapping(LoraConfig, self.lora, "finetune.lora")
+        if self.method not in ("full", "lora"):
+            raise ConfigError(f"finetune.method {self.method!r} is unknown; choose full or lora.")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_ratio: float = 0.03
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 1.0
+
+
+@dataclass
+class BatchConfig:
+    global_batch: int = 8
+    micro_batch: int = 1
+
+
+@dataclass
+class RunConfig:
+    out: str = "runs/p4d"
+    epochs: int = 1
+    max_steps: Optional[int] = None
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    threads: Optional[int] = None  # CPU threads per process (default: torch's; torchrun sets 1)
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+    strategy: str = "ddp"  # ddp | fsdp (full-size models on several GPUs)
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    log_every: int = 1
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"run.precision {self.precision!r} is unknown; choose auto, bf16 or fp32.")
+        if self.strategy not in ("ddp", "fsdp"):
+            raise ConfigError(f"run.strategy {self.strategy!r} is unknown; choose ddp or fsdp.")
+
+
+@dataclass
+class TrainConfig:
+    model: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    p4d: P4DConfig = field(default_factory=P4DConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    SECTIONS = {"data": DataConfig, "teacher": TeacherConfig, "p4d": P4DConfig, "finetune": FinetuneConfig,
+                "optim": OptimConfig, "batch": BatchConfig, "run": RunConfig}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        if not isinstance(d, Mapping):
+            raise ConfigError("a training config is a mapping of sections (model, data, teacher, p4d, ...).")
+        known = {"model", *cls.SECTIONS}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown training config key(s) {unknown}; valid keys are {sorted(known)}.")
+        kwargs: Dict[str, Any] = {"model": str(d.get("model") or "")}
+        for name, typ in cls.SECTIONS.items():
+            section = d.get(name) or {}
+            if not isinstance(section, Mapping):
+                raise ConfigError(f"config section {name!r} must be a mapping, got {type(section).__name__}.")
+            kwargs[name] = from_mapping(typ, section, name)
+        cfg = cls(**kwargs)
+        if not cfg.model:
+            raise ConfigError("`model` is empty; set it to the base checkpoint folder (released layout).")
+        if not cfg.data.train:
+            raise ConfigError("data.train is empty; set it to a conversation JSON (rgpt4d-sdk data "
+                              "export-conversations).")
+        return cfg
+
+    @classmethod
+    def load(cls, path, overrides: Optional[Mapping[str, Any]] = None) -> "TrainConfig":
+        data = load_yaml_file(path, "training config") or {}
+        for dotted, value in (overrides or {}).items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = value
+        return cls.from_dict(data)
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d.pop("SECTIONS", None)
+        return d
+
+    def fingerprint(self) -> str:
+        """What decides the loss sequence (everything except where logs and checkpoints go and how often)."""
+        d = self.to_dict()
+        for k in ("checkpoint_every", "keep_checkpoints", "log_every", "tensorboard", "out"):
+            d["run"].pop(k, None)
+        d["data"].pop("workers", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def example_configs() -> Dict[str, Path]:
+    """The shipped example configs (the paper's and the released code's settings)."""
+    folder = Path(__file__).parent / "configs"
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
