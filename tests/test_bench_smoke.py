@@ -106,3 +106,17 @@ def test_backends_cpu_part_writes_ratio_and_equal_answers(tmp_path):
     assert data["same_answers"] is True and set(data["stats"]) == {"torch", "onnxruntime"}
     assert data["speedup_onnxruntime_over_torch"] > 0 and data["config"]["frames"] == 4
     assert {"machine", "versions", "git"} <= set(data) and data["versions"]["onnxruntime"]
+
+
+def test_train_step_bench_runs_the_recipe_step(tmp_path):
+    out = tmp_path / "ts.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "train_step.py"), "--steps", "1", "--warmup", "1", "--frames", "4",
+         "--lora", "--out", str(out)],
+        cwd=str(ROOT), capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert data["config"]["lora"] is True and data["step_s"]["n"] == 1
+    assert 0 < data["params"]["trainable"] < data["params"]["total"]
+    assert {"sft", "latent", "depth", "flow", "dynamic", "rays"} <= set(data["losses"])
