@@ -83,16 +83,22 @@ def left_pad(embeds: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor
 
 @torch.no_grad()
 def greedy_decode(
-    step: Step, embeds: Sequence[torch.Tensor], stop_ids: Sequence[int], max_new_tokens: int, past: Any = None
+    step: Step, embeds: Sequence[torch.Tensor], stop_ids: Sequence[int], max_new_tokens: int, past: Any = None,
+    prefix_len: int = 0,
 ) -> List[Generation]:
     """Greedy continuations of each (L_i, D) prompt embedding sequence, one left-padded batch, through ``step``.
 
     Pad positions are masked out (up to floating-point summation order, rows equal one-by-one answering).
-    ``past`` is the empty cache the step expects (None for `transformers`).
+    ``past`` is the cache the step expects: empty (None for `transformers`), or a shared prompt prefix of
+    ``prefix_len`` positions already prefilled for every row; then the rows are continuations of that prefix (the
+    padding sits between the prefix and each row, masked out, and positions continue from ``prefix_len``).
     """
     device = embeds[0].device
     b = len(embeds)
     batch, mask, positions = left_pad(embeds)
+    if prefix_len:
+        mask = torch.cat([mask.new_ones(b, prefix_len), mask], dim=1)
+        positions = positions + prefix_len
 
     _sync(device)
     t0 = time.perf_counter()

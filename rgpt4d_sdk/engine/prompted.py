@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from ..prompt.template import PromptConfig, chat_prompt, query_text, user_conten
 from ..tpe import relative_times
 from ..types import Answer, RegionQuery
 from .base import Engine
+from .cache import frame_key
 from .generate import Generation
 
 DEFAULT_MAX_NEW_TOKENS = {"choice": 16, "number": 32, "text": 128}
@@ -39,6 +40,7 @@ class PreparedQuery:
     input_ids: List[int]
     max_new_tokens: int
     timings: Dict[str, float] = field(default_factory=dict)
+    image_keys: List[tuple] = field(default_factory=list)  # frame identities (vision cache, prefix groups)
 
 
 class PromptedEngine(Engine):
@@ -46,6 +48,7 @@ class PromptedEngine(Engine):
 
     spec: ModelSpec
     tokenizer = None
+    identify_images = False  # compute frame identities in `prepare` (engines with a vision cache / prefix reuse)
 
     def _setup_prompting(
         self,
@@ -73,14 +76,26 @@ class PromptedEngine(Engine):
     def answer_many(
         self, queries: Sequence[RegionQuery], batch_size: int = 8, max_new_tokens: Optional[int] = None
     ) -> List[Answer]:
-        """Answer queries in batches of ``batch_size`` (greedy answers equal one-by-one answering)."""
+        """Answer queries in batches of ``batch_size`` (greedy answers equal one-by-one answering). Queries that
+        share a prompt prefix (same clip and marks) are brought together first, so engines that reuse a prefix see
+        them in one batch; answers come back in the order of ``queries``."""
         if batch_size < 1:
             raise QueryError(f"batch_size must be >= 1, got {batch_size}.")
-        answers: List[Answer] = []
-        for start in range(0, len(queries), batch_size):
-            chunk = [self.prepare(q, max_new_tokens) for q in queries[start:start + batch_size]]
-            answers += [self._to_answer(p, g) for p, g in zip(chunk, self._run_batch(chunk))]
-        return answers
+        preps = [self.prepare(q, max_new_tokens) for q in queries]
+        groups: Dict[Any, List[int]] = {}
+        for i, prep in enumerate(preps):
+            groups.setdefault(self._prefix_signature(prep, i), []).append(i)
+        order = [i for members in groups.values() for i in members]
+        answers: List[Optional[Answer]] = [None] * len(preps)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            for i, gen in zip(chunk, self._run_batch([preps[i] for i in chunk])):
+                answers[i] = self._to_answer(preps[i], gen)
+        return answers  # type: ignore[return-value]
+
+    def _prefix_signature(self, prep: PreparedQuery, index: int) -> Any:
+        """Queries with equal signatures share a prompt prefix (engines without prefix reuse: none do)."""
+        return ("single", index)
 
     def _run_batch(self, batch: List[PreparedQuery]) -> List[Generation]:
         raise NotImplementedError
@@ -110,11 +125,16 @@ class PromptedEngine(Engine):
             )
         frames = [f.image for f in clip.frames]
         times = relative_times(clip.timestamps, self.spec.tpe.origin)
+        keys = [frame_key(f.image, f.source, f.camera_id, f.timestamp_s) for f in clip.frames] \
+            if self.identify_images else []
         if query.prompt_mode == "r4d":
             som = query.som_image if query.som_image is not None else render_som(frames[0], query.regions)
             no_time = torch.tensor([math.nan], dtype=torch.float64)
             som_time = times[:1] if self.spec.tpe.som == "first_frame" else no_time
             images, image_times = [som] + frames, torch.cat([som_time, times])
+            if keys:  # the SoM image is keyed by its own pixels: other marks, other key
+                f0 = clip.frames[0]
+                keys = [frame_key(som, "som:" + f0.source, f0.camera_id, f0.timestamp_s)] + keys
         else:
             images, image_times = frames, times
         text = query_text(query, self.prompt)
@@ -122,7 +142,7 @@ class PromptedEngine(Engine):
         input_ids = self.tokenizer.encode(prompt_text, add_special_tokens=False)
         limit = max_new_tokens or self.max_new_tokens[query.answer_type]
         prep = PreparedQuery(query, images, image_times, prompt_text, input_ids, limit,
-                             {"preprocess": time.perf_counter() - t0})
+                             {"preprocess": time.perf_counter() - t0}, keys)
         total = self.positions(prep) + limit
         if total > self.context_length:
             raise GenerationError(

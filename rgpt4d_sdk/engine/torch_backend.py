@@ -1,12 +1,19 @@
 """The PyTorch engine: query -> images + prompt ids -> vision -> TPE + projector -> fusion -> greedy decode -> Answer.
 
-Stages are separate methods so that caches can be slotted in without changing callers: `_vision_features` is the
-single place where frames are encoded (a per-frame cache wraps it), and `_prefill_inputs` builds the fused
-embeddings of a prompt (visual-prefix KV reuse starts there).
+Shared work is done once:
+- `_vision_features` is the single place frames are encoded; a per-frame `VisionCache` (encoder outputs before TPE,
+  keyed by source, camera, stamp and pixel hash, LRU within a byte budget) serves frames seen before, so a sliding
+  window encodes only its new frame.
+- Queries in one `answer_many` call that share images, times and the prompt text before the question (same clip,
+  same marks) are grouped: that prefix is prefilled once and its KV cache continued by every question of the group;
+  only each question's own tokens are prefilled.
+`counters` count encoded images and prefilled positions (what the benchmarks report).
 """
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -15,7 +22,8 @@ import torch
 from ..model.nvila import NvilaModel
 from ..model.processor import preprocess_images
 from ..prompt.template import PromptConfig
-from .generate import Generation, greedy_generate
+from .cache import VisionCache
+from .generate import Generation, greedy_decode, greedy_generate, hf_step
 from .prompted import DEFAULT_MAX_NEW_TOKENS, PreparedQuery, PromptedEngine
 
 __all__ = ["TorchEngine", "PreparedQuery", "DEFAULT_MAX_NEW_TOKENS"]
@@ -31,11 +39,20 @@ class TorchEngine(PromptedEngine):
         prompt: Optional[PromptConfig] = None,
         max_new_tokens: Optional[Dict[str, int]] = None,
         engine_id: str = "",
+        vision_cache_mb: float = 1024.0,
+        prefix_reuse: bool = True,
     ) -> None:
+        """vision_cache_mb: byte budget of the per-frame encoder cache (0 disables it); prefix_reuse: prefill a
+        prompt prefix shared by several queries of one `answer_many` call once."""
         self.model = model
         self.engine_id = engine_id or f"torch:{model.dtype}:{model.device}"
         context = int(getattr(model.llm.config, "max_position_embeddings", 32768))
         self._setup_prompting(model.spec, model.tokenizer, context, max_frames, prompt, max_new_tokens)
+        self.vision_cache = VisionCache(int(vision_cache_mb * (1 << 20))) if vision_cache_mb else None
+        self.prefix_reuse = bool(prefix_reuse)
+        self.identify_images = self.vision_cache is not None or self.prefix_reuse
+        self._lock = threading.Lock()
+        self.counters = {"queries": 0, "encoded_frames": 0, "encoded_som": 0, "prefill_positions": 0}
 
     @classmethod
     def load(cls, path, device: str = "auto", dtype: str = "auto", **options: Any) -> "TorchEngine":
@@ -46,26 +63,126 @@ class TorchEngine(PromptedEngine):
         return cls(model, **options)
 
     # ------------------------------------------------------------------------------------------ stages
-    def _vision_features(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """[(H, W, 3) uint8] -> (N, P, Dv) encoder features; the one place frames are encoded."""
-        pixels = preprocess_images(images, self.model.spec)
-        return self.model.encode_images(pixels)
+    def _count(self, **delta: int) -> None:
+        with self._lock:
+            for k, v in delta.items():
+                self.counters[k] += int(v)
 
-    def _prefill_inputs(self, prep: PreparedQuery) -> torch.Tensor:
-        """(L, D) fused input embeddings of one prepared query; records vision and projector time."""
+    def _count_encoded(self, keys: Sequence[tuple], indices) -> None:
+        """Video frames and SoM images encoded (keys tell them apart; without keys everything counts as a frame)."""
+        som = sum(1 for i in indices if keys and str(keys[i][0]).startswith("som:"))
+        self._count(encoded_frames=len(list(indices)) - som, encoded_som=som)
+
+    def _vision_features(self, images: Sequence[np.ndarray], keys: Sequence[tuple] = ()) -> torch.Tensor:
+        """[(H, W, 3) uint8] -> (N, P, Dv) encoder features; the one place frames are encoded (cached by key)."""
+        cache = self.vision_cache
+        if cache is None or not keys:
+            self._count_encoded(keys, range(len(images)))
+            return self.model.encode_images(preprocess_images(images, self.model.spec))
+        found, missing = cache.lookup(keys)
+        if missing:
+            new = self.model.encode_images(preprocess_images([images[i] for i in missing], self.model.spec))
+            self._count_encoded(keys, missing)
+            for j, i in enumerate(missing):
+                found[i] = new[j].clone()  # its own storage: an entry never pins a whole batch
+                cache.put(keys[i], found[i])
+        return torch.stack(found)
+
+    def _image_embeds(self, prep: PreparedQuery) -> torch.Tensor:
+        """(N, T, D) projected visual embeddings (TPE added), with vision and projector times recorded."""
         t0 = time.perf_counter()
-        feats = self._vision_features(prep.images)
+        feats = self._vision_features(prep.images, prep.image_keys)
         _sync(feats.device)
         t1 = time.perf_counter()
         embeds = self.model.project(feats, prep.image_times)
-        fused = self.model.fuse(prep.input_ids, embeds).inputs_embeds
-        _sync(fused.device)
+        _sync(embeds.device)
         prep.timings.update(vision=t1 - t0, projector=time.perf_counter() - t1)
-        return fused
+        return embeds
+
+    def _prefill_inputs(self, prep: PreparedQuery) -> torch.Tensor:
+        """(L, D) fused input embeddings of one prepared query."""
+        return self.model.fuse(prep.input_ids, self._image_embeds(prep)).inputs_embeds
 
     def _run_batch(self, batch: List[PreparedQuery]) -> List[Generation]:
-        embeds = [self._prefill_inputs(p) for p in batch]
-        return greedy_generate(self.model.llm, embeds, self.stop_ids, max(p.max_new_tokens for p in batch))
+        groups: "OrderedDict[Any, List[int]]" = OrderedDict()
+        for i, prep in enumerate(batch):
+            groups.setdefault(self._prefix_signature(prep, i), []).append(i)
+        out: List[Optional[Generation]] = [None] * len(batch)
+        singles = [i for members in groups.values() if len(members) == 1 for i in members]
+        if singles:
+            embeds = [self._prefill_inputs(batch[i]) for i in singles]
+            self._count(prefill_positions=sum(int(e.shape[0]) for e in embeds), queries=len(singles))
+            gens = greedy_generate(self.model.llm, embeds, self.stop_ids, max(batch[i].max_new_tokens for i in singles))
+            for i, g in zip(singles, gens):
+                out[i] = g
+        for members in groups.values():
+            if len(members) > 1:
+                for i, g in zip(members, self._run_group([batch[i] for i in members])):
+                    out[i] = g
+        return out  # type: ignore[return-value]
+
+    def _prefix_signature(self, prep: PreparedQuery, index: int) -> Any:
+        """Queries with equal signatures share every position up to their last image (same images, same times, same
+        text before them). Without frame identities or with reuse off, every query is its own group."""
+        if not self.prefix_reuse or not prep.image_keys:
+            return ("single", index)
+        last = max(i for i, t in enumerate(prep.input_ids) if t == self.model.image_token_id)
+        times = prep.image_times.numpy().tobytes()  # bytes, so that NaN (no TPE) compares equal to NaN
+        return (tuple(prep.image_keys), times, tuple(prep.input_ids[:last + 1]))
+
+    def _run_group(self, preps: List[PreparedQuery]) -> List[Generation]:
+        """Prefill the shared prefix once, then every query's own tokens on a copy of its KV cache."""
+        from transformers import DynamicCache
+
+        ids = [p.input_ids for p in preps]
+        cut = max(i for i, t in enumerate(ids[0]) if t == self.model.image_token_id) + 1
+        shortest = min(len(x) for x in ids)
+        while cut < shortest - 1 and all(x[cut] == ids[0][cut] for x in ids):
+            cut += 1  # the text after the last image that every question shares (e.g. the duration sentence)
+        image_embeds = self._image_embeds(preps[0])
+        for p in preps[1:]:
+            p.timings.update(vision=0.0, projector=0.0)
+        prefix = self.model.fuse(ids[0][:cut], image_embeds).inputs_embeds  # (P, D)
+        llm = self.model.llm
+        _sync(prefix.device)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            cache = llm(inputs_embeds=prefix[None], use_cache=True, **_keep_last(llm)).past_key_values
+        _sync(prefix.device)
+        t_prefix = time.perf_counter() - t0
+        layers = _cache_tensors(cache)
+        suffixes = [self.model.embed_tokens(x[cut:]) for x in ids]
+        self._count(prefill_positions=int(prefix.shape[0]) + sum(int(e.shape[0]) for e in suffixes),
+                    queries=len(preps))
+        b = len(preps)
+        past = DynamicCache()
+        for layer, (k, v) in enumerate(layers):
+            past.update(k.expand(b, -1, -1, -1).contiguous(), v.expand(b, -1, -1, -1).contiguous(), layer)
+        gens = greedy_decode(hf_step(llm), suffixes, self.stop_ids, max(p.max_new_tokens for p in preps), past,
+                             prefix_len=int(prefix.shape[0]))
+        for g in gens:
+            g.timings["prefill"] += t_prefix / b
+        return gens
+
+    def stats(self) -> Dict[str, Any]:
+        """Counters and vision-cache statistics (hits, misses, evictions, bytes)."""
+        out: Dict[str, Any] = dict(self.counters)
+        if self.vision_cache is not None:
+            out["vision_cache"] = self.vision_cache.stats.to_dict()
+        return out
+
+
+def _keep_last(llm) -> Dict[str, int]:
+    from .generate import _last_logits_only
+
+    return dict(_last_logits_only(type(llm)))
+
+
+def _cache_tensors(cache) -> List[tuple]:
+    """[(keys, values)] per layer of a `transformers` cache (5.x layers, or 4.x key_cache/value_cache lists)."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache))
 
 
 def _sync(device: torch.device) -> None:

@@ -1,0 +1,106 @@
+"""The per-frame vision cache: SigLIP outputs (before TPE) keyed by what the frame *is*, bounded by bytes, LRU.
+
+A live robot asks about the last 16 frames again and again; 15 of them were encoded for the previous query. TPE is
+added after the encoder with clip-relative times, so an encoder output stays valid when the window slides. The key
+is (source, camera, stamp, content hash): the hash of the pixels themselves, so two different images never share an
+entry even if a caller reuses a stamp, and the SoM image (the first frame with this query's marks drawn on it) only
+ever matches an image with exactly the same marks.
+
+Thread-safe: one lock around the index; encoding happens outside it (two threads missing the same frame at once both
+encode it, and the second insert is a no-op).
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Dict, Hashable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+
+
+def content_hash(image: np.ndarray) -> str:
+    """A 128-bit digest of an image's pixels and shape (blake2b; ~1 GB/s)."""
+    a = np.ascontiguousarray(image)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{a.shape}{a.dtype}".encode())
+    h.update(a.data)
+    return h.hexdigest()
+
+
+def frame_key(image: np.ndarray, source: str = "", camera: str = "", stamp: Optional[float] = None) -> Tuple:
+    return (source, camera, None if stamp is None else round(float(stamp), 9), content_hash(image))
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+    bytes: int = 0
+    entries: int = 0
+
+    @property
+    def hit_rate(self) -> float:
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
+
+    def to_dict(self) -> Dict[str, float]:
+        return {"hits": self.hits, "misses": self.misses, "evictions": self.evictions, "bytes": self.bytes,
+                "entries": self.entries, "hit_rate": self.hit_rate}
+
+
+class VisionCache:
+    """LRU map frame key -> (P, Dv) encoder features, never holding more than ``budget_bytes``."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        if budget_bytes < 0:
+            raise ConfigError(f"vision cache budget must be >= 0 bytes, got {budget_bytes}.")
+        self.budget = int(budget_bytes)
+        self._items: "OrderedDict[Hashable, torch.Tensor]" = OrderedDict()
+        self._lock = threading.Lock()
+        self.stats = CacheStats()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: Hashable) -> Optional[torch.Tensor]:
+        with self._lock:
+            value = self._items.get(key)
+            if value is None:
+                self.stats.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.stats.hits += 1
+            return value
+
+    def put(self, key: Hashable, value: torch.Tensor) -> None:
+        size = value.numel() * value.element_size()
+        if size > self.budget:
+            return  # larger than the whole budget: never cached
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return
+            self._items[key] = value
+            self.stats.bytes += size
+            while self.stats.bytes > self.budget:
+                _, old = self._items.popitem(last=False)
+                self.stats.bytes -= old.numel() * old.element_size()
+                self.stats.evictions += 1
+            self.stats.entries = len(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.stats.bytes = 0
+            self.stats.entries = 0
+
+    def lookup(self, keys: Sequence[Hashable]) -> Tuple[List[Optional[torch.Tensor]], List[int]]:
+        """Cached features for each key (None where missing) and the indices that must be encoded."""
+        found = [self.get(k) for k in keys]
+        return found, [i for i, f in enumerate(found) if f is None]
