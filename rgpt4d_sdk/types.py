@@ -92,6 +92,17 @@ class Frame:
         """(width, height) in pixels."""
         return int(self.image.shape[1]), int(self.image.shape[0])
 
+    def digest(self) -> str:
+        """Hash of the pixels (engines key their vision cache with it). Computed once per image array: a frame's
+        pixels are treated as immutable once it is built (assign a new array rather than editing it in place)."""
+        cached = self.__dict__.get("_digest")
+        if cached is None or cached[0] is not self.image:
+            from .engine.cache import content_hash
+
+            cached = (self.image, content_hash(self.image))
+            self.__dict__["_digest"] = cached
+        return cached[1]
+
 
 def _check_timestamps(ts: Sequence[float]) -> None:
     for i, t in enumerate(ts):

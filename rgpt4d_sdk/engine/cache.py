@@ -32,8 +32,20 @@ def content_hash(image: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def frame_key(image: np.ndarray, source: str = "", camera: str = "", stamp: Optional[float] = None) -> Tuple:
-    return (source, camera, None if stamp is None else round(float(stamp), 9), content_hash(image))
+def frame_key(image: np.ndarray, source: str = "", camera: str = "", stamp: Optional[float] = None,
+              digest: Optional[str] = None) -> Tuple:
+    """(source, camera, stamp, pixel hash); pass ``digest`` when it is known (`Frame.digest`)."""
+    return (source, camera, None if stamp is None else round(float(stamp), 9), digest or content_hash(image))
+
+
+def regions_signature(regions) -> Tuple:
+    """Everything of a region list that changes the SoM drawing (ids, shapes, mask pixels)."""
+    out = []
+    for r in regions:
+        mask = None if r.mask is None else content_hash(np.asarray(r.mask, dtype=np.uint8))
+        out.append((int(r.id), None if r.box is None else tuple(float(v) for v in r.box),
+                    None if r.polygon is None else tuple((float(x), float(y)) for x, y in r.polygon), mask))
+    return tuple(out)
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -19,7 +20,7 @@ from ..prompt.template import PromptConfig, chat_prompt, query_text, user_conten
 from ..tpe import relative_times
 from ..types import Answer, RegionQuery
 from .base import Engine
-from .cache import frame_key
+from .cache import content_hash, frame_key, regions_signature
 from .generate import Generation
 
 DEFAULT_MAX_NEW_TOKENS = {"choice": 16, "number": 32, "text": 128}
@@ -125,16 +126,16 @@ class PromptedEngine(Engine):
             )
         frames = [f.image for f in clip.frames]
         times = relative_times(clip.timestamps, self.spec.tpe.origin)
-        keys = [frame_key(f.image, f.source, f.camera_id, f.timestamp_s) for f in clip.frames] \
+        keys = [frame_key(f.image, f.source, f.camera_id, f.timestamp_s, f.digest()) for f in clip.frames] \
             if self.identify_images else []
         if query.prompt_mode == "r4d":
-            som = query.som_image if query.som_image is not None else render_som(frames[0], query.regions)
+            som, som_digest = self._som(query)
             no_time = torch.tensor([math.nan], dtype=torch.float64)
             som_time = times[:1] if self.spec.tpe.som == "first_frame" else no_time
             images, image_times = [som] + frames, torch.cat([som_time, times])
             if keys:  # the SoM image is keyed by its own pixels: other marks, other key
                 f0 = clip.frames[0]
-                keys = [frame_key(som, "som:" + f0.source, f0.camera_id, f0.timestamp_s)] + keys
+                keys = [frame_key(som, "som:" + f0.source, f0.camera_id, f0.timestamp_s, som_digest)] + keys
         else:
             images, image_times = frames, times
         text = query_text(query, self.prompt)
@@ -150,6 +151,25 @@ class PromptedEngine(Engine):
                 "use fewer frames or a shorter question."
             )
         return prep
+
+    def _som(self, query: RegionQuery):
+        """(SoM image, its pixel hash or None). Renders are memoised per (first frame, marks) when images are
+        identified, so K questions about one marked clip draw and hash its SoM image once."""
+        if query.som_image is not None:
+            return query.som_image, None
+        frame0 = query.clip.frames[0]
+        if not self.identify_images:
+            return render_som(frame0.image, query.regions), None
+        memo = self.__dict__.setdefault("_som_memo", OrderedDict())
+        key = (frame0.digest(), regions_signature(query.regions))
+        hit = memo.get(key)
+        if hit is None:
+            som = render_som(frame0.image, query.regions)
+            hit = (som, content_hash(som))
+            memo[key] = hit
+            while len(memo) > 64:
+                memo.popitem(last=False)
+        return hit
 
     def _to_answer(self, prep: PreparedQuery, gen: Generation) -> Answer:
         ids = gen.token_ids[: prep.max_new_tokens]
