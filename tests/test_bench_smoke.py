@@ -120,3 +120,22 @@ def test_train_step_bench_runs_the_recipe_step(tmp_path):
     assert data["config"]["lora"] is True and data["step_s"]["n"] == 1
     assert 0 < data["params"]["trainable"] < data["params"]["total"]
     assert {"sft", "latent", "depth", "flow", "dynamic", "rays"} <= set(data["losses"])
+
+
+def test_batch_questions_and_streaming_benches_report_the_work_saved(tmp_path):
+    outs = {}
+    for script, extra in (("batch_questions.py", ["--clips", "2", "--questions", "3", "--frames", "4", "--repeats",
+                                                  "1"]),
+                          ("streaming.py", ["--window", "4", "--queries", "3", "--max-new-tokens", "2"])):
+        out = tmp_path / (script + ".json")
+        proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), *extra, "--out", str(out)],
+                              cwd=str(ROOT), capture_output=True, text=True, timeout=600, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outs[script] = json.loads(out.read_text(encoding="utf-8"))
+    bq = outs["batch_questions.py"]
+    assert bq["naive"]["encoded_images_per_query"] == 5  # 4 frames + SoM, every question
+    assert bq["engine"]["encoded_images_per_query"] < 2 and bq["answers_identical"] == 1.0
+    assert bq["engine"]["prefill_positions_per_query"] < bq["naive"]["prefill_positions_per_query"]
+    st = outs["streaming.py"]
+    assert st["naive"]["frame_encodings_per_query"] == 4 and st["engine"]["frame_encodings_per_query"] == 1
+    assert st["answers_identical"] == 1.0

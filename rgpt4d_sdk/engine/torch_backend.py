@@ -68,21 +68,22 @@ class TorchEngine(PromptedEngine):
             for k, v in delta.items():
                 self.counters[k] += int(v)
 
-    def _count_encoded(self, keys: Sequence[tuple], indices) -> None:
-        """Video frames and SoM images encoded (keys tell them apart; without keys everything counts as a frame)."""
-        som = sum(1 for i in indices if keys and str(keys[i][0]).startswith("som:"))
-        self._count(encoded_frames=len(list(indices)) - som, encoded_som=som)
+    def _count_encoded(self, keys: Sequence[tuple], indices: Sequence[int], som_first: bool) -> None:
+        """Count encoded video frames and SoM images (by key, or by position: the SoM image comes first)."""
+        som = sum(1 for i in indices if (str(keys[i][0]).startswith("som:") if keys else (som_first and i == 0)))
+        self._count(encoded_frames=len(indices) - som, encoded_som=som)
 
-    def _vision_features(self, images: Sequence[np.ndarray], keys: Sequence[tuple] = ()) -> torch.Tensor:
+    def _vision_features(self, images: Sequence[np.ndarray], keys: Sequence[tuple] = (),
+                         som_first: bool = False) -> torch.Tensor:
         """[(H, W, 3) uint8] -> (N, P, Dv) encoder features; the one place frames are encoded (cached by key)."""
         cache = self.vision_cache
         if cache is None or not keys:
-            self._count_encoded(keys, range(len(images)))
+            self._count_encoded(keys, list(range(len(images))), som_first)
             return self.model.encode_images(preprocess_images(images, self.model.spec))
         found, missing = cache.lookup(keys)
         if missing:
             new = self.model.encode_images(preprocess_images([images[i] for i in missing], self.model.spec))
-            self._count_encoded(keys, missing)
+            self._count_encoded(keys, missing, som_first)
             for j, i in enumerate(missing):
                 found[i] = new[j].clone()  # its own storage: an entry never pins a whole batch
                 cache.put(keys[i], found[i])
@@ -91,7 +92,7 @@ class TorchEngine(PromptedEngine):
     def _image_embeds(self, prep: PreparedQuery) -> torch.Tensor:
         """(N, T, D) projected visual embeddings (TPE added), with vision and projector times recorded."""
         t0 = time.perf_counter()
-        feats = self._vision_features(prep.images, prep.image_keys)
+        feats = self._vision_features(prep.images, prep.image_keys, prep.query.prompt_mode == "r4d")
         _sync(feats.device)
         t1 = time.perf_counter()
         embeds = self.model.project(feats, prep.image_times)
