@@ -150,3 +150,22 @@ def test_frame_keys_follow_identity_and_content():
     assert content_hash(img) == content_hash(img.copy()) != content_hash(other)
     assert frame_key(img, "bag", "front", 1.0) != frame_key(img, "bag", "rear", 1.0)
     assert frame_key(img, "bag", "front", 1.0) != frame_key(other, "bag", "front", 1.0)  # a reused stamp
+
+
+def test_static_cache_decoding_gives_the_same_tokens(tiny_ckpt_dir, reference):
+    engine = fresh(tiny_ckpt_dir, decode="static", vision_cache_mb=0, prefix_reuse=False)
+    queries = varied_queries()
+    assert [engine.answer(q).token_ids for q in queries] == [reference.answer(q).token_ids for q in queries]
+    assert engine._static is not None and not engine._static.use_graph  # CPU: the same step, run eagerly
+    with pytest.raises(ConfigError, match="decode"):
+        fresh(tiny_ckpt_dir, decode="graphs")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+def test_cuda_graph_decoding_matches_dynamic_decoding(tiny_ckpt_dir):
+    dynamic = TorchEngine.load(tiny_ckpt_dir, device="cuda", dtype="float32", decode="dynamic")
+    graphs = TorchEngine.load(tiny_ckpt_dir, device="cuda", dtype="float32", decode="static")
+    queries = varied_queries()
+    assert [graphs.answer(q).token_ids for q in queries] == [dynamic.answer(q).token_ids for q in queries]
+    assert graphs._static.use_graph and graphs._static.graph is not None

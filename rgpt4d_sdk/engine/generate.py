@@ -39,6 +39,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def cache_tensors(cache) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """[(keys, values)] per layer of a `transformers` cache (5.x ``layers``, or 4.x key_cache/value_cache lists)."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache))
+
+
 # step(inputs_embeds, input_ids, attention_mask, position_ids, past) -> ((B, V) float32 logits of the last position,
 # the new past). Exactly one of inputs_embeds (prefill) and input_ids (decode, (B, 1)) is given.
 Tensor = torch.Tensor

@@ -13,18 +13,21 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..model.nvila import NvilaModel
 from ..model.processor import preprocess_images
 from ..prompt.template import PromptConfig
 from .cache import VisionCache
-from .generate import Generation, greedy_decode, greedy_generate, hf_step
+from .generate import Generation, cache_tensors, greedy_decode, greedy_generate, hf_step
 from .prompted import DEFAULT_MAX_NEW_TOKENS, PreparedQuery, PromptedEngine
+from .static_decode import StaticDecoder
 
 __all__ = ["TorchEngine", "PreparedQuery", "DEFAULT_MAX_NEW_TOKENS"]
 
@@ -41,9 +44,13 @@ class TorchEngine(PromptedEngine):
         engine_id: str = "",
         vision_cache_mb: float = 1024.0,
         prefix_reuse: bool = True,
+        decode: str = "auto",
+        static_len: Optional[int] = None,
     ) -> None:
         """vision_cache_mb: byte budget of the per-frame encoder cache (0 disables it); prefix_reuse: prefill a
-        prompt prefix shared by several queries of one `answer_many` call once."""
+        prompt prefix shared by several queries of one `answer_many` call once; decode: "dynamic" (the
+        `transformers` cache), "static" (a static KV cache of ``static_len`` positions, replayed as a CUDA graph on
+        CUDA) or "auto" (static for single queries on CUDA, else dynamic)."""
         self.model = model
         self.engine_id = engine_id or f"torch:{model.dtype}:{model.device}"
         context = int(getattr(model.llm.config, "max_position_embeddings", 32768))
@@ -51,6 +58,12 @@ class TorchEngine(PromptedEngine):
         self.vision_cache = VisionCache(int(vision_cache_mb * (1 << 20))) if vision_cache_mb else None
         self.prefix_reuse = bool(prefix_reuse)
         self.identify_images = self.vision_cache is not None or self.prefix_reuse
+        if decode not in ("auto", "dynamic", "static"):
+            raise ConfigError(f"decode {decode!r} is unknown; choose auto, dynamic or static.")
+        self.decode = decode
+        ppf = model.spec.positions_per_frame
+        self.static_len = int(static_len or min(context, (self.max_frames + 1) * ppf + 640))
+        self._static: Optional[StaticDecoder] = None
         self._lock = threading.Lock()
         self.counters = {"queries": 0, "encoded_frames": 0, "encoded_som": 0, "prefill_positions": 0}
 
@@ -113,7 +126,18 @@ class TorchEngine(PromptedEngine):
         if singles:
             embeds = [self._prefill_inputs(batch[i]) for i in singles]
             self._count(prefill_positions=sum(int(e.shape[0]) for e in embeds), queries=len(singles))
-            gens = greedy_generate(self.model.llm, embeds, self.stop_ids, max(batch[i].max_new_tokens for i in singles))
+            limit = max(batch[i].max_new_tokens for i in singles)
+            gens = None
+            if len(singles) == 1 and self._static_fits(embeds[0], limit):
+                try:
+                    gens = [self._static_decoder().generate(embeds[0], self.stop_ids, limit)]
+                except (RuntimeError, ValueError) as e:  # e.g. graph capture refused by this GPU/driver
+                    if self.decode == "static":
+                        raise
+                    warnings.warn(f"static-cache decoding failed ({e}); using the dynamic cache from now on.")
+                    self.decode = "dynamic"
+            if gens is None:
+                gens = greedy_generate(self.model.llm, embeds, self.stop_ids, limit)
             for i, g in zip(singles, gens):
                 out[i] = g
         for members in groups.values():
@@ -121,6 +145,16 @@ class TorchEngine(PromptedEngine):
                 for i, g in zip(members, self._run_group([batch[i] for i in members])):
                     out[i] = g
         return out  # type: ignore[return-value]
+
+    def _static_fits(self, embeds: torch.Tensor, limit: int) -> bool:
+        use = self.decode == "static" or (self.decode == "auto" and embeds.device.type == "cuda")
+        return use and int(embeds.shape[0]) + limit <= self.static_len
+
+    def _static_decoder(self) -> StaticDecoder:
+        with self._lock:
+            if self._static is None:
+                self._static = StaticDecoder(self.model.llm, self.static_len)
+            return self._static
 
     def _prefix_signature(self, prep: PreparedQuery, index: int) -> Any:
         """Queries with equal signatures share every position up to their last image (same images, same times, same
@@ -151,7 +185,7 @@ class TorchEngine(PromptedEngine):
             cache = llm(inputs_embeds=prefix[None], use_cache=True, **_keep_last(llm)).past_key_values
         _sync(prefix.device)
         t_prefix = time.perf_counter() - t0
-        layers = _cache_tensors(cache)
+        layers = cache_tensors(cache)
         suffixes = [self.model.embed_tokens(x[cut:]) for x in ids]
         self._count(prefill_positions=int(prefix.shape[0]) + sum(int(e.shape[0]) for e in suffixes),
                     queries=len(preps))
@@ -177,13 +211,6 @@ def _keep_last(llm) -> Dict[str, int]:
     from .generate import _last_logits_only
 
     return dict(_last_logits_only(type(llm)))
-
-
-def _cache_tensors(cache) -> List[tuple]:
-    """[(keys, values)] per layer of a `transformers` cache (5.x layers, or 4.x key_cache/value_cache lists)."""
-    if hasattr(cache, "layers"):
-        return [(layer.keys, layer.values) for layer in cache.layers]
-    return list(zip(cache.key_cache, cache.value_cache))
 
 
 def _sync(device: torch.device) -> None:

@@ -1,0 +1,136 @@
+"""Batch-1 greedy decoding on a static KV cache, replayed as a CUDA graph where CUDA is available.
+
+Decode steps of an 8B model are bound by reading the weights; at batch 1 the launch overhead of ~30 small kernels
+per layer is what keeps eager PyTorch well below the bandwidth bound. Here every decode step has the same shapes:
+the keys/values live in buffers of ``max_len`` positions, the new ones are written at the current position with
+``index_copy_``, and attention (SDPA) covers the whole buffer with a mask of the positions filled so far. The step
+reads its inputs from two small tensors, so on CUDA it is captured once as a CUDA graph and replayed for every token
+of every later query (``cuda_graph=False``, or the CPU, runs the same step eagerly).
+
+The prefill stays on the `transformers` model (one call over the whole prompt); its cache is copied into the
+buffers. Numerically the step is the same Qwen2 layer as `transformers` with SDPA over a longer, masked key range.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .generate import Generation, _last_logits_only, cache_tensors
+
+
+class StaticDecoder:
+    def __init__(self, llm, max_len: int, cuda_graph: Optional[bool] = None) -> None:
+        cfg = llm.config
+        self.llm, self.max_len = llm, int(max_len)
+        self.layers = llm.model.layers
+        self.num_heads, self.num_kv = int(cfg.num_attention_heads), int(cfg.num_key_value_heads)
+        self.head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+        p = next(llm.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        shape = (1, self.num_kv, self.max_len, self.head_dim)
+        self.keys = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in self.layers]
+        self.values = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in self.layers]
+        self.token = torch.zeros(1, 1, dtype=torch.long, device=self.device)
+        self.pos = torch.zeros(1, dtype=torch.long, device=self.device)
+        self.slots = torch.arange(self.max_len, device=self.device)
+        self.use_graph = (self.device.type == "cuda") if cuda_graph is None else bool(cuda_graph and
+                                                                                      self.device.type == "cuda")
+        self.graph: Optional[torch.cuda.CUDAGraph] = None
+        self.graph_logits: Optional[torch.Tensor] = None
+        self.lock = threading.Lock()  # one query at a time owns the buffers
+
+    # ------------------------------------------------------------------------------------------------ steps
+    @torch.no_grad()
+    def _step(self) -> torch.Tensor:
+        """One token at position ``self.pos``: (1, V) float32 logits; writes that position's keys/values."""
+        model = self.llm.model
+        h = model.embed_tokens(self.token)  # (1, 1, D)
+        cos, sin = model.rotary_emb(h, self.pos.view(1, 1))
+        cos, sin = cos[:, None], sin[:, None]
+        visible = (self.slots <= self.pos).view(1, 1, 1, self.max_len)
+        rep = self.num_heads // self.num_kv
+        for i, layer in enumerate(self.layers):
+            attn = layer.self_attn
+            x = layer.input_layernorm(h)
+            q = attn.q_proj(x).view(1, 1, self.num_heads, self.head_dim).transpose(1, 2)
+            k = attn.k_proj(x).view(1, 1, self.num_kv, self.head_dim).transpose(1, 2)
+            v = attn.v_proj(x).view(1, 1, self.num_kv, self.head_dim).transpose(1, 2)
+            q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+            self.keys[i].index_copy_(2, self.pos, k)
+            self.values[i].index_copy_(2, self.pos, v)
+            keys, values = self.keys[i], self.values[i]
+            if rep > 1:
+                keys = keys.repeat_interleave(rep, dim=1)
+                values = values.repeat_interleave(rep, dim=1)
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible)
+            h = h + attn.o_proj(out.transpose(1, 2).reshape(1, 1, self.num_heads * self.head_dim))
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        return self.llm.lm_head(model.norm(h))[:, -1].float()
+
+    def _capture(self) -> None:
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # warm up kernels and allocator outside the graph
+                self._step()
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.graph_logits = self._step()
+
+    def step(self, token: int, position: int) -> torch.Tensor:
+        self.token.fill_(int(token))
+        self.pos.fill_(int(position))
+        if not self.use_graph:
+            return self._step()
+        if self.graph is None:
+            self._capture()
+        self.graph.replay()
+        return self.graph_logits
+
+    # ------------------------------------------------------------------------------------------------ generate
+    @torch.no_grad()
+    def generate(self, embeds: torch.Tensor, stop_ids: Sequence[int], max_new_tokens: int) -> Generation:
+        """Greedy continuation of one (L, D) prompt; L + max_new_tokens must fit in ``max_len``."""
+        length = int(embeds.shape[0])
+        if length + max_new_tokens > self.max_len:
+            raise ValueError(f"prompt of {length} + {max_new_tokens} new positions exceeds the static cache "
+                             f"({self.max_len}); raise static_len")
+        with self.lock:
+            _sync(self.device)
+            t0 = time.perf_counter()
+            out = self.llm(inputs_embeds=embeds[None], use_cache=True, **dict(_last_logits_only(type(self.llm))))
+            for i, (k, v) in enumerate(cache_tensors(out.past_key_values)):
+                self.keys[i][:, :, :length].copy_(k)
+                self.values[i][:, :, :length].copy_(v)
+            logits = out.logits[:, -1].float()
+            _sync(self.device)
+            t_prefill = time.perf_counter() - t0
+            first = logits[0].clone()
+            stops, tokens = set(int(s) for s in stop_ids), []
+            t1 = time.perf_counter()
+            for n in range(max_new_tokens):
+                token = int(logits.argmax(-1))
+                tokens.append(token)
+                if token in stops or n == max_new_tokens - 1:
+                    break
+                logits = self.step(token, length + n)
+            _sync(self.device)
+            t_decode = time.perf_counter() - t1
+        stopped = bool(tokens) and tokens[-1] in stops
+        return Generation(tokens[:-1] if stopped else tokens, "stop" if stopped else "length", first.cpu(),
+                          {"prefill": t_prefill, "decode": t_decode})
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
