@@ -139,3 +139,13 @@ def test_batch_questions_and_streaming_benches_report_the_work_saved(tmp_path):
     st = outs["streaming.py"]
     assert st["naive"]["frame_encodings_per_query"] == 4 and st["engine"]["frame_encodings_per_query"] == 1
     assert st["answers_identical"] == 1.0
+
+
+def test_engine_gpu_bench_runs_on_the_cpu_tiny_model(tmp_path):
+    out = tmp_path / "eg.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "engine_gpu.py"), "--tiny", "--device", "cpu",
+                           "--frames", "4", "--new-tokens", "4", "--questions", "3", "--repeats", "1", "--out",
+                           str(out)], cwd=str(ROOT), capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert set(data["decode"]) == {"dynamic", "static"} and data["batch"]["ratio"] > 0
