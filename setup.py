@@ -49,7 +49,7 @@ extras = {
     "test": ["pytest>=7.4", "setuptools>=64", "wheel", "nuscenes-devkit>=1.1", "pyarrow>=14,<24"],
 }
 extras["test"] += extras["ros2"] + ["colcon-common-extensions"]  # the colcon build of ros2_nodes/ is tested too
-extras["test"] += extras["onnx"] + extras["train"]
+extras["test"] += extras["onnx"] + extras["train"] + extras["ray"]
 extras["all"] = sorted({r for k, v in extras.items() if k not in ("tensorrt", "onnx-gpu", "test") for r in v})
 
 setup(

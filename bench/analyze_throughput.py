@@ -10,6 +10,7 @@ engine for every question today; it is reported separately because issue 8's per
 Prints a table and writes JSON (machine, versions, commit, config, medians) to ``--out``. A benchmark, not a test.
 
     python bench/analyze_throughput.py                 # ~1 min on 2 CPU cores
+    python bench/analyze_throughput.py --executor ray --num-workers 2   # Ray: N workers against 1, side by side
 """
 from __future__ import annotations
 
@@ -34,8 +35,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--max-clips", type=int, default=0, help="Clips per scene and camera (0 = all).")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--cache", type=Path, default=None, help="Where the sample log and checkpoint go (default: temp).")
-    p.add_argument("--out", type=Path, default=RESULTS_DIR / "analyze_throughput-cpu-tiny.json")
-    return p.parse_args(argv)
+    p.add_argument("--executor", choices=("local", "ray"), default="local")
+    p.add_argument("--num-workers", type=int, default=2, help="ray: workers of the scaled run (against 1 worker).")
+    p.add_argument("--address", default=None, help="ray: cluster address (default: start a local Ray).")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    if args.out is None:
+        tag = "" if args.executor == "local" else "-ray"
+        args.out = RESULTS_DIR / f"analyze_throughput{tag}-cpu-tiny.json"
+    return args
 
 
 def _config(out: Path, cache: Path, args: argparse.Namespace):
@@ -118,7 +126,57 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     return result
 
 
+def run_ray(args: argparse.Namespace) -> Dict[str, Any]:
+    """The whole pipeline on Ray with 1 worker and with --num-workers workers, interleaved, each into a fresh folder
+    (actor start and model load per run included: what a user pays)."""
+    import os
+
+    import ray
+
+    from rgpt4d_sdk.analyze.config import ExecutorConfig
+    from rgpt4d_sdk.analyze.runner import run_analysis
+
+    tmp = tempfile.TemporaryDirectory()
+    cache = args.cache or Path(tmp.name) / "cache"
+    _config(Path(tmp.name) / "warm", cache, args)
+    if args.address:
+        ray.init(address=args.address, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    else:
+        ray.init(num_cpus=max(args.num_workers, os.cpu_count() or 1), include_dashboard=False,
+                 logging_level="ERROR", log_to_driver=False)
+    walls: Dict[int, List[float]] = {1: [], args.num_workers: []}
+    clips = 0
+    for i in range(args.repeats):
+        for workers in walls:
+            cfg = _config(Path(tmp.name) / f"run{i}-{workers}", cache, args)
+            cfg.executor = ExecutorConfig(kind="ray", address=args.address, num_workers=workers)
+            t0 = time.perf_counter()
+            stats = run_analysis(cfg, echo=lambda s: None)
+            walls[workers].append(time.perf_counter() - t0)
+            clips = stats.units_run
+    ray.shutdown()
+    tmp.cleanup()
+    med = {w: summarize(v)["median"] for w, v in walls.items()}
+    result = {
+        "benchmark": "analyze_throughput", "executor": "ray",
+        "machine": machine_info("cpu"), "versions": versions(), "git": git_info(),
+        "config": {"model": "tiny", "device": "cpu", "repeats": args.repeats, "batch_size": args.batch_size,
+                   "workers": list(walls), "address": args.address or "local Ray"},
+        "clips": clips, "wall_s": {str(w): summarize(v) for w, v in walls.items()},
+        "clips_per_s": {str(w): clips / med[w] for w in walls},
+        "scaling": med[1] / med[args.num_workers],
+        "notes": ["each run starts its actors and loads the model in them: fixed costs are included",
+                  "on a 2-core machine the workers share the cores with the driver and Ray itself"],
+    }
+    write_json(args.out, result)
+    return result
+
+
 def report(res: Dict[str, Any]) -> str:
+    if res.get("executor") == "ray":
+        rows = [[f"{w} worker(s)", res["wall_s"][w]["median"], res["clips_per_s"][w]] for w in res["wall_s"]]
+        return (format_table(["ray", "wall s (median)", "clips/s"], rows)
+                + f"\nscaling {res['config']['workers'][-1]} workers / 1: {res['scaling']:.2f}x")
     m = res["median"]
     rows = [
         ["clips", m["clips"], ""], ["questions", m["questions"], ""],
@@ -138,7 +196,7 @@ def report(res: Dict[str, Any]) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    res = run(args)
+    res = run_ray(args) if args.executor == "ray" else run(args)
     print(report(res))
     print(f"wrote {args.out}")
     return 0

@@ -135,17 +135,21 @@ def analyze_default(
     ctx: typer.Context,
     out: Path = typer.Option(Path("rgpt4d-out"), help="Output folder of the embedded default run."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a TTY)."),
+    executor: str = typer.Option("local", help="local or ray (an actor pool on a local or running Ray cluster)."),
+    address: Optional[str] = typer.Option(None, help="ray: cluster address ('auto' joins a running one)."),
+    num_workers: int = typer.Option(1, help="ray: actors, each loading the engine once."),
 ) -> None:
     """With no sub-command: analyse the embedded sample log (generated once) with the tiny demo checkpoint."""
     if ctx.invoked_subcommand is not None:
-        if out != Path("rgpt4d-out") or progress is not None:
+        if out != Path("rgpt4d-out") or progress is not None or executor != "local":
             _fail(QueryError(f"options given before '{ctx.invoked_subcommand}' belong to the default run; put them "
                              f"after it: rgpt4d-sdk analyze {ctx.invoked_subcommand} --out DIR ..."))
         return
     from .analyze.default import DEMO_NOTICE, run_default
 
     try:
-        stats = run_default(out, progress=progress, echo=lambda m: typer.echo(m, err=True))
+        stats = run_default(out, progress=progress, echo=lambda m: typer.echo(m, err=True),
+                            executor={"kind": executor, "address": address, "num_workers": num_workers})
     except RGPT4DError as e:
         _fail(e)
     typer.echo("NOTE: " + DEMO_NOTICE)
@@ -182,6 +186,11 @@ def analyze_nuscenes(
     batch_size: Optional[int] = typer.Option(None, help="Questions answered per batch."),
     backend: Optional[str] = typer.Option(None, help="torch | onnxruntime | tensorrt"),
     compiled: Optional[Path] = typer.Option(None, help="Export (onnxruntime) or engine (tensorrt) folder."),
+    executor: Optional[str] = typer.Option(None, help="local (default) or ray: an actor pool on a Ray cluster."),
+    address: Optional[str] = typer.Option(None, help="ray: cluster address ('auto' joins a running one; none starts "
+                                                     "a local Ray)."),
+    num_workers: Optional[int] = typer.Option(None, help="ray: actors, each loading the engine once."),
+    gpus_per_worker: Optional[float] = typer.Option(None, help="ray: GPUs per actor (0 on CPU-only machines)."),
     retry_errors: Optional[bool] = typer.Option(None, "--retry-errors/--no-retry-errors",
                                                 help="Redo clips that failed before (default: no)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a TTY)."),
@@ -194,6 +203,8 @@ def analyze_nuscenes(
                      "scenes": scenes or None, "cameras": cameras or None, "frames": frames, "num_frames": num_frames},
         "engine": {"model": model, "device": device, "dtype": dtype, "batch_size": batch_size, "backend": backend,
                    "compiled": None if compiled is None else str(compiled)},
+        "executor": {"kind": executor, "address": address, "num_workers": num_workers,
+                     "gpus_per_worker": gpus_per_worker},
     }
     _run_analyze(config, overrides)
 
@@ -218,6 +229,11 @@ def analyze_rosbag(
     batch_size: Optional[int] = typer.Option(None, help="Questions answered per batch."),
     backend: Optional[str] = typer.Option(None, help="torch | onnxruntime | tensorrt"),
     compiled: Optional[Path] = typer.Option(None, help="Export (onnxruntime) or engine (tensorrt) folder."),
+    executor: Optional[str] = typer.Option(None, help="local (default) or ray: an actor pool on a Ray cluster."),
+    address: Optional[str] = typer.Option(None, help="ray: cluster address ('auto' joins a running one; none starts "
+                                                     "a local Ray)."),
+    num_workers: Optional[int] = typer.Option(None, help="ray: actors, each loading the engine once."),
+    gpus_per_worker: Optional[float] = typer.Option(None, help="ray: GPUs per actor (0 on CPU-only machines)."),
     retry_errors: Optional[bool] = typer.Option(None, "--retry-errors/--no-retry-errors",
                                                 help="Redo queries that failed before (default: no)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a TTY)."),
@@ -231,6 +247,8 @@ def analyze_rosbag(
                    "tolerance_ms": tolerance_ms},
         "engine": {"model": model, "device": device, "dtype": dtype, "batch_size": batch_size, "backend": backend,
                    "compiled": None if compiled is None else str(compiled)},
+        "executor": {"kind": executor, "address": address, "num_workers": num_workers,
+                     "gpus_per_worker": gpus_per_worker},
     }
     _run_analyze(config, overrides)
 

@@ -149,3 +149,14 @@ def test_engine_gpu_bench_runs_on_the_cpu_tiny_model(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(out.read_text(encoding="utf-8"))
     assert set(data["decode"]) == {"dynamic", "static"} and data["batch"]["ratio"] > 0
+
+
+def test_analyze_throughput_ray_mode_reports_scaling(tmp_path):
+    pytest.importorskip("ray", reason="the [ray] extra is not installed")
+    out = tmp_path / "at.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "analyze_throughput.py"), "--executor", "ray",
+                           "--num-workers", "2", "--repeats", "1", "--max-clips", "1", "--out", str(out)],
+                          cwd=str(ROOT), capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert data["executor"] == "ray" and set(data["clips_per_s"]) == {"1", "2"} and data["scaling"] > 0

@@ -42,6 +42,29 @@ class EngineConfig:
             raise ConfigError(f"engine.max_frames must be >= 1, got {self.max_frames}.")
 
 
+EXECUTORS = ("local", "ray")
+
+
+@dataclass
+class ExecutorConfig:
+    """Where clips are processed. ``kind`` "local": this process; "ray": an actor pool on a Ray cluster, each actor
+    loading the engine once (``address``: None starts a local Ray, "auto" joins the running cluster, or
+    "ray://host:10001"). The model and data paths must be readable on every node. Results, resume and shards are
+    the same whichever executor ran them, so the executor is not part of the run's fingerprint."""
+
+    kind: str = "local"
+    address: Optional[str] = None
+    num_workers: int = 1
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in EXECUTORS:
+            raise ConfigError(f"executor {self.kind!r} is unknown; choose one of {EXECUTORS}.")
+        if int(self.num_workers) < 1 or float(self.gpus_per_worker) < 0 or float(self.cpus_per_worker) <= 0:
+            raise ConfigError("executor: num_workers must be >= 1, gpus_per_worker >= 0 and cpus_per_worker > 0.")
+
+
 def parse_shard(text: str) -> Tuple[int, int]:
     """"i/N" -> (i, N) with 0 <= i < N."""
     try:
@@ -66,6 +89,7 @@ class AnalyzeConfig:
     rosbag: Any = None
     questions: QuestionConfig = field(default_factory=QuestionConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     shard: str = "0/1"
     retry_errors: bool = False
     progress: Optional[bool] = None
@@ -91,6 +115,8 @@ class AnalyzeConfig:
             self.questions = QuestionConfig.from_dict(self.questions)
         if isinstance(self.engine, Mapping):
             self.engine = from_mapping(EngineConfig, self.engine, "engine")
+        if isinstance(self.executor, Mapping):
+            self.executor = from_mapping(ExecutorConfig, self.executor, "executor")
         parse_shard(self.shard)
         if not str(self.out).strip():
             raise ConfigError("out is empty; give an output folder.")
@@ -102,7 +128,7 @@ class AnalyzeConfig:
     def to_dict(self) -> Dict[str, Any]:
         skip = {s for s in SOURCES if s != self.source} | ({"questions"} if self.source in OWN_QUESTIONS else set())
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
-        for key in (self.source, "questions", "engine"):
+        for key in (self.source, "questions", "engine", "executor"):
             if key in out:
                 out[key] = _plain(asdict(out[key]))
         return out

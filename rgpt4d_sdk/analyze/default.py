@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from .config import AnalyzeConfig
+from .config import AnalyzeConfig, ExecutorConfig
 from .runner import Echo, RunStats, run_analysis
 
 DEMO_NOTICE = ("These answers come from an untrained demo model with random weights: they show that the pipeline "
@@ -53,7 +53,9 @@ def default_config(out: "str | Path" = "rgpt4d-out", cache: Optional[Path] = Non
 
 
 def run_default(out: "str | Path" = "rgpt4d-out", cache: Optional[Path] = None, progress: Optional[bool] = None,
-                echo: Optional[Echo] = None) -> RunStats:
+                echo: Optional[Echo] = None, executor: Optional[dict] = None) -> RunStats:
     cfg = default_config(out, cache)
     cfg.progress = progress
+    if executor:
+        cfg.executor = ExecutorConfig(**{k: v for k, v in executor.items() if v is not None})
     return run_analysis(cfg, echo=echo)

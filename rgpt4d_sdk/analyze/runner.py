@@ -121,12 +121,21 @@ def run_analysis(cfg: AnalyzeConfig, engine=None, echo: Optional[Echo] = None) -
     if stats.units_skipped_done:
         echo(f"resuming: {stats.units_skipped_done} of {len(units)} clips already done in {out}")
     holder: Dict[str, Any] = {"engine": engine}
+    ray = cfg.executor.kind == "ray" and engine is None
     if any(not u.problem for u in todo):
-        _get_engine(cfg, holder)  # a missing or broken checkpoint is reported before any clip is processed
+        if ray:  # the actors load it; here only check that it is there and complete
+            _check_model(cfg)
+        else:
+            _get_engine(cfg, holder)  # a missing or broken checkpoint is reported before any clip is processed
     bar = _progress(cfg, len(units), stats.units_skipped_done)
+    if ray:
+        from .ray_executor import ray_unit_rows
+
+        finished_rows = ray_unit_rows(cfg, out, todo, stats, echo)
+    else:
+        finished_rows = ((u, _unit_rows(u, source, cfg, out, holder, stats)) for u in todo)
     try:
-        for unit in todo:
-            new = _unit_rows(unit, source, cfg, out, holder, stats)
+        for unit, new in finished_rows:  # rows of one clip, in the order clips finish
             for r in new:
                 r["unit_order"] = order[unit.id]
             if unit.id in torn:  # a torn earlier write: replace that clip
@@ -151,6 +160,15 @@ def _progress(cfg: AnalyzeConfig, total: int, initial: int):
     disable = (not sys.stderr.isatty()) if cfg.progress is None else not cfg.progress
     return tqdm(total=total, initial=initial, unit="clip", desc="analyze", disable=disable, dynamic_ncols=True,
                 file=sys.stderr)
+
+
+def _check_model(cfg: AnalyzeConfig) -> None:
+    """The checkpoint named by the config exists and is complete (configs and weight headers; no weights load)."""
+    from ..model.checkpoint import read_checkpoint
+
+    if not cfg.engine.model:
+        raise ConfigError("engine.model is empty; pass --model DIR (a checkpoint in the released layout) or a hub id.")
+    read_checkpoint(cfg.engine.model)
 
 
 def _get_engine(cfg: AnalyzeConfig, holder: Dict[str, Any]):
