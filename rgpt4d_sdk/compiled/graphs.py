@@ -20,6 +20,7 @@ from torch import nn
 
 from ..errors import ExportError
 from ..model.nvila import NvilaModel
+from ..model.qwen2_layer import attention_dims, decoder_layer, repeat_kv
 
 # A finite "minus infinity": a query whose keys are all masked (a left-pad position) gets a uniform softmax instead of
 # NaN, which would otherwise leak into real rows through 0 * NaN in the value product.
@@ -107,14 +108,12 @@ class DecoderGraph(nn.Module):
         self.norm = llm.model.norm
         self.rotary = llm.model.rotary_emb
         self.lm_head = llm.lm_head
-        self.num_heads = int(cfg.num_attention_heads)
-        self.num_kv = int(cfg.num_key_value_heads)
-        self.head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
-        self.scale = 1.0 / math.sqrt(self.head_dim)
+        self.dims = attention_dims(cfg)
+        self.scale = 1.0 / math.sqrt(self.dims[2])
 
     def forward(self, inputs_embeds, attention_mask, position_ids, *past):
         h = inputs_embeds
-        b, q_len = h.shape[0], h.shape[1]
+        q_len = h.shape[1]
         past_len = past[0].shape[2]
         cos, sin = self.rotary(h, position_ids)  # (B, L, hd)
         cos, sin = cos[:, None], sin[:, None]
@@ -123,35 +122,23 @@ class DecoderGraph(nn.Module):
         q_idx = torch.arange(q_len, device=h.device) + past_len
         causal = k_idx[None, :] <= q_idx[:, None]  # (L, P + L)
         allowed = causal[None, None] & (attention_mask[:, None, None, :] > 0)  # (B, 1, L, P + L)
-        presents = []
+        presents: List[torch.Tensor] = []
+        n_rep = self.dims[0] // self.dims[1]
         for i, layer in enumerate(self.layers):
-            attn = layer.self_attn
-            x = layer.input_layernorm(h)
-            q = attn.q_proj(x).view(b, q_len, self.num_heads, self.head_dim).transpose(1, 2)
-            k = attn.k_proj(x).view(b, q_len, self.num_kv, self.head_dim).transpose(1, 2)
-            v = attn.v_proj(x).view(b, q_len, self.num_kv, self.head_dim).transpose(1, 2)
-            q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
-            k = torch.cat([past[2 * i], k], dim=2)
-            v = torch.cat([past[2 * i + 1], v], dim=2)
-            presents += [k, v]
-            out = _attention(q, k, v, allowed, self.num_heads // self.num_kv, self.scale)
-            h = h + attn.o_proj(out.transpose(1, 2).reshape(b, q_len, self.num_heads * self.head_dim))
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
+            def attend(q, k, v, i=i):
+                k = torch.cat([past[2 * i], k], dim=2)
+                v = torch.cat([past[2 * i + 1], v], dim=2)
+                presents.extend((k, v))
+                return _attention(q, k, v, allowed, n_rep, self.scale)
+
+            h = decoder_layer(layer, h, cos, sin, self.dims, attend)
         logits = self.lm_head(self.norm(h[:, -1:]))[:, 0].float()
         return (logits, *presents)
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-
-
 def _attention(q, k, v, allowed, n_rep: int, scale: float) -> torch.Tensor:
     """Grouped-query attention: q (B, H, L, hd), k/v (B, KV, S, hd) -> (B, H, L, hd); softmax in float32."""
-    b, kv, s, hd = k.shape
-    if n_rep > 1:
-        k = k[:, :, None].expand(b, kv, n_rep, s, hd).reshape(b, kv * n_rep, s, hd)
-        v = v[:, :, None].expand(b, kv, n_rep, s, hd).reshape(b, kv * n_rep, s, hd)
+    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
     scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
     scores = torch.where(allowed, scores, torch.full_like(scores, MASKED))
     probs = torch.softmax(scores, dim=-1).to(v.dtype)

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from ..engine.generate import Generation, greedy_decode
+from ..engine.generate import Generation, greedy_decode, sync_device
 from ..engine.prompted import PreparedQuery, PromptedEngine
 from ..errors import CheckpointError, CompiledModelError, ShapeProfileError
 from ..model.checkpoint import read_checkpoint
@@ -132,7 +132,7 @@ class CompiledEngine(PromptedEngine):
             return self.runner.embed(torch.tensor([ids], dtype=torch.long, device=dev))[0]
 
         fused = fuse_embeddings(prep.input_ids, feats, embed, self.image_token_id, self.newline_id).inputs_embeds
-        _sync(dev)
+        sync_device(dev)
         prep.timings.update(vision=time.perf_counter() - t0, projector=0.0)
         return fused
 
@@ -167,8 +167,4 @@ class CompiledEngine(PromptedEngine):
                                torch.arange(fused.shape[0], device=dev)[None], None)
         return {"vision": vis.float().cpu(), "logits": logits[0].float().cpu()}
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 

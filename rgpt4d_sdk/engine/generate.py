@@ -34,7 +34,8 @@ def _last_logits_only(llm_class: type) -> tuple:
     return ()
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA), so that wall-clock stage timings mean something."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -53,7 +54,8 @@ Step = Callable[[Optional[Tensor], Optional[Tensor], Tensor, Tensor, Any], Tuple
 
 
 def hf_step(llm) -> Step:
-    """The step of a `transformers` causal LM (its own KV cache object)."""
+    """The step of a `transformers` causal LM (its own KV cache object). A prefill may pass None for the mask and the
+    positions (one unpadded row)."""
     keep = dict(_last_logits_only(type(llm)))
 
     def step(inputs_embeds, input_ids, attention_mask, position_ids, past):
@@ -107,10 +109,10 @@ def greedy_decode(
         mask = torch.cat([mask.new_ones(b, prefix_len), mask], dim=1)
         positions = positions + prefix_len
 
-    _sync(device)
+    sync_device(device)
     t0 = time.perf_counter()
     logits, past = step(batch, None, mask, positions, past)
-    _sync(device)
+    sync_device(device)
     t_prefill = time.perf_counter() - t0
 
     first = logits.clone()
@@ -130,7 +132,7 @@ def greedy_decode(
         mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1)
         last_pos = last_pos + 1
         logits, past = step(None, nxt[:, None], mask, last_pos[:, None], past)
-    _sync(device)
+    sync_device(device)
     t_decode = time.perf_counter() - t1
 
     stops = set(int(s) for s in stop_ids)

@@ -8,7 +8,7 @@ reads its inputs from two small tensors, so on CUDA it is captured once as a CUD
 of every later query (``cuda_graph=False``, or the CPU, runs the same step eagerly).
 
 The prefill stays on the `transformers` model (one call over the whole prompt); its cache is copied into the
-buffers. Numerically the step is the same Qwen2 layer as `transformers` with SDPA over a longer, masked key range.
+buffers. The step is the shared Qwen2 layer (`model.qwen2_layer`) with SDPA over a longer, masked key range.
 """
 from __future__ import annotations
 
@@ -19,19 +19,18 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .generate import Generation, _last_logits_only, cache_tensors
+from ..model.qwen2_layer import attention_dims, decoder_layer, repeat_kv
+from .generate import Generation, cache_tensors, hf_step, sync_device
 
 
 class StaticDecoder:
     def __init__(self, llm, max_len: int, cuda_graph: Optional[bool] = None) -> None:
-        cfg = llm.config
         self.llm, self.max_len = llm, int(max_len)
         self.layers = llm.model.layers
-        self.num_heads, self.num_kv = int(cfg.num_attention_heads), int(cfg.num_key_value_heads)
-        self.head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+        self.dims = attention_dims(llm.config)
         p = next(llm.parameters())
         self.device, self.dtype = p.device, p.dtype
-        shape = (1, self.num_kv, self.max_len, self.head_dim)
+        shape = (1, self.dims[1], self.max_len, self.dims[2])
         self.keys = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in self.layers]
         self.values = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in self.layers]
         self.token = torch.zeros(1, 1, dtype=torch.long, device=self.device)
@@ -52,23 +51,15 @@ class StaticDecoder:
         cos, sin = model.rotary_emb(h, self.pos.view(1, 1))
         cos, sin = cos[:, None], sin[:, None]
         visible = (self.slots <= self.pos).view(1, 1, 1, self.max_len)
-        rep = self.num_heads // self.num_kv
+        rep = self.dims[0] // self.dims[1]
         for i, layer in enumerate(self.layers):
-            attn = layer.self_attn
-            x = layer.input_layernorm(h)
-            q = attn.q_proj(x).view(1, 1, self.num_heads, self.head_dim).transpose(1, 2)
-            k = attn.k_proj(x).view(1, 1, self.num_kv, self.head_dim).transpose(1, 2)
-            v = attn.v_proj(x).view(1, 1, self.num_kv, self.head_dim).transpose(1, 2)
-            q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
-            self.keys[i].index_copy_(2, self.pos, k)
-            self.values[i].index_copy_(2, self.pos, v)
-            keys, values = self.keys[i], self.values[i]
-            if rep > 1:
-                keys = keys.repeat_interleave(rep, dim=1)
-                values = values.repeat_interleave(rep, dim=1)
-            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible)
-            h = h + attn.o_proj(out.transpose(1, 2).reshape(1, 1, self.num_heads * self.head_dim))
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
+            def attend(q, k, v, i=i):
+                self.keys[i].index_copy_(2, self.pos, k)
+                self.values[i].index_copy_(2, self.pos, v)
+                return F.scaled_dot_product_attention(q, repeat_kv(self.keys[i], rep), repeat_kv(self.values[i], rep),
+                                                      attn_mask=visible)
+
+            h = decoder_layer(layer, h, cos, sin, self.dims, attend)
         return self.llm.lm_head(model.norm(h))[:, -1].float()
 
     def _capture(self) -> None:
@@ -101,14 +92,13 @@ class StaticDecoder:
             raise ValueError(f"prompt of {length} + {max_new_tokens} new positions exceeds the static cache "
                              f"({self.max_len}); raise static_len")
         with self.lock:
-            _sync(self.device)
+            sync_device(self.device)
             t0 = time.perf_counter()
-            out = self.llm(inputs_embeds=embeds[None], use_cache=True, **dict(_last_logits_only(type(self.llm))))
-            for i, (k, v) in enumerate(cache_tensors(out.past_key_values)):
+            logits, cache = hf_step(self.llm)(embeds[None], None, None, None, None)
+            for i, (k, v) in enumerate(cache_tensors(cache)):
                 self.keys[i][:, :, :length].copy_(k)
                 self.values[i][:, :, :length].copy_(v)
-            logits = out.logits[:, -1].float()
-            _sync(self.device)
+            sync_device(self.device)
             t_prefill = time.perf_counter() - t0
             first = logits[0].clone()
             stops, tokens = set(int(s) for s in stop_ids), []
@@ -119,18 +109,9 @@ class StaticDecoder:
                 if token in stops or n == max_new_tokens - 1:
                     break
                 logits = self.step(token, length + n)
-            _sync(self.device)
+            sync_device(self.device)
             t_decode = time.perf_counter() - t1
         stopped = bool(tokens) and tokens[-1] in stops
         return Generation(tokens[:-1] if stopped else tokens, "stop" if stopped else "length", first.cpu(),
                           {"prefill": t_prefill, "decode": t_decode})
 
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -25,7 +25,7 @@ from ..model.nvila import NvilaModel
 from ..model.processor import preprocess_images
 from ..prompt.template import PromptConfig
 from .cache import VisionCache
-from .generate import Generation, cache_tensors, greedy_decode, greedy_generate, hf_step
+from .generate import Generation, cache_tensors, greedy_decode, greedy_generate, hf_step, sync_device
 from .prompted import DEFAULT_MAX_NEW_TOKENS, PreparedQuery, PromptedEngine
 from .static_decode import StaticDecoder
 
@@ -106,10 +106,10 @@ class TorchEngine(PromptedEngine):
         """(N, T, D) projected visual embeddings (TPE added), with vision and projector times recorded."""
         t0 = time.perf_counter()
         feats = self._vision_features(prep.images, prep.image_keys, prep.query.prompt_mode == "r4d")
-        _sync(feats.device)
+        sync_device(feats.device)
         t1 = time.perf_counter()
         embeds = self.model.project(feats, prep.image_times)
-        _sync(embeds.device)
+        sync_device(embeds.device)
         prep.timings.update(vision=t1 - t0, projector=time.perf_counter() - t1)
         return embeds
 
@@ -178,12 +178,12 @@ class TorchEngine(PromptedEngine):
         for p in preps[1:]:
             p.timings.update(vision=0.0, projector=0.0)
         prefix = self.model.fuse(ids[0][:cut], image_embeds).inputs_embeds  # (P, D)
-        llm = self.model.llm
-        _sync(prefix.device)
+        step = hf_step(self.model.llm)
+        sync_device(prefix.device)
         t0 = time.perf_counter()
         with torch.no_grad():
-            cache = llm(inputs_embeds=prefix[None], use_cache=True, **_keep_last(llm)).past_key_values
-        _sync(prefix.device)
+            _, cache = step(prefix[None], None, None, None, None)
+        sync_device(prefix.device)
         t_prefix = time.perf_counter() - t0
         layers = cache_tensors(cache)
         suffixes = [self.model.embed_tokens(x[cut:]) for x in ids]
@@ -193,7 +193,7 @@ class TorchEngine(PromptedEngine):
         past = DynamicCache()
         for layer, (k, v) in enumerate(layers):
             past.update(k.expand(b, -1, -1, -1).contiguous(), v.expand(b, -1, -1, -1).contiguous(), layer)
-        gens = greedy_decode(hf_step(llm), suffixes, self.stop_ids, max(p.max_new_tokens for p in preps), past,
+        gens = greedy_decode(step, suffixes, self.stop_ids, max(p.max_new_tokens for p in preps), past,
                              prefix_len=int(prefix.shape[0]))
         for g in gens:
             g.timings["prefill"] += t_prefix / b
@@ -206,13 +206,3 @@ class TorchEngine(PromptedEngine):
             out["vision_cache"] = self.vision_cache.stats.to_dict()
         return out
 
-
-def _keep_last(llm) -> Dict[str, int]:
-    from .generate import _last_logits_only
-
-    return dict(_last_logits_only(type(llm)))
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
