@@ -156,6 +156,17 @@ def analyze_default(
     _print_run(stats)
 
 
+def _run_sections(model, device, dtype, batch_size, backend, compiled, executor, address, num_workers,
+                  gpus_per_worker) -> dict:
+    """The engine and executor sections of an analyze run from the options both sources share (None: not given)."""
+    return {
+        "engine": {"model": model, "device": device, "dtype": dtype, "batch_size": batch_size, "backend": backend,
+                   "compiled": None if compiled is None else str(compiled)},
+        "executor": {"kind": executor, "address": address, "num_workers": num_workers,
+                     "gpus_per_worker": gpus_per_worker},
+    }
+
+
 def _run_analyze(config: Optional[Path], overrides: dict) -> None:
     """Command-line overrides on top of the YAML config (if any) -> a checked config -> the run -> its summary."""
     from .analyze.config import AnalyzeConfig, merge, read_yaml
@@ -201,10 +212,8 @@ def analyze_nuscenes(
         "retry_errors": retry_errors, "progress": progress,
         "nuscenes": {"dataroot": None if dataroot is None else str(dataroot), "version": version,
                      "scenes": scenes or None, "cameras": cameras or None, "frames": frames, "num_frames": num_frames},
-        "engine": {"model": model, "device": device, "dtype": dtype, "batch_size": batch_size, "backend": backend,
-                   "compiled": None if compiled is None else str(compiled)},
-        "executor": {"kind": executor, "address": address, "num_workers": num_workers,
-                     "gpus_per_worker": gpus_per_worker},
+        **_run_sections(model, device, dtype, batch_size, backend, compiled, executor, address, num_workers,
+                        gpus_per_worker),
     }
     _run_analyze(config, overrides)
 
@@ -245,10 +254,8 @@ def analyze_rosbag(
         "rosbag": {"bag": None if bag is None else str(bag), "camera": camera, "camera_info": camera_info,
                    "queries": None if queries is None else str(queries), "undistort": undistort,
                    "tolerance_ms": tolerance_ms},
-        "engine": {"model": model, "device": device, "dtype": dtype, "batch_size": batch_size, "backend": backend,
-                   "compiled": None if compiled is None else str(compiled)},
-        "executor": {"kind": executor, "address": address, "num_workers": num_workers,
-                     "gpus_per_worker": gpus_per_worker},
+        **_run_sections(model, device, dtype, batch_size, backend, compiled, executor, address, num_workers,
+                        gpus_per_worker),
     }
     _run_analyze(config, overrides)
 

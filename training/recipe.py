@@ -24,7 +24,9 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 from torch import nn
 
+from rgpt4d_sdk.analyze.store import atomic_write_text
 from rgpt4d_sdk.errors import ConfigError
+from rgpt4d_sdk.optional import need
 
 from .config import TrainConfig
 from .data import ConversationDataset, GlobalBatchSampler, clip_of, collate, load_records
@@ -347,13 +349,10 @@ class Recipe:
 
 def apply_lora(llm: nn.Module, lora_cfg) -> Any:
     """Inject LoRA adapters into the LLM in place (peft); returns the peft wrapper (used to merge at export)."""
-    try:
-        from peft import LoraConfig, get_peft_model
-    except ImportError as e:
-        raise ConfigError("finetune.method lora needs peft: pip install 'rgpt4d-sdk[train]'.") from e
-    config = LoraConfig(r=lora_cfg.r, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
+    peft = need("peft", "train")
+    config = peft.LoraConfig(r=lora_cfg.r, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
                         target_modules=list(lora_cfg.targets), bias="none")
-    return get_peft_model(llm, config)
+    return peft.get_peft_model(llm, config)
 
 
 def latest_checkpoint(out: Path) -> Optional[Path]:
@@ -367,9 +366,7 @@ def _as_tuple(x):
 
 
 def _write_json(path: Path, data: Dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def run(cfg: TrainConfig, restart: bool = False, log: Callable[[str], None] = print) -> List[Dict[str, Any]]:

@@ -18,19 +18,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
-from ..errors import RuntimeMissingError
+from ..optional import need
 from .config import AnalyzeConfig
 
 STAT_FIELDS = ("adapter_s", "engine_s")
 
 
 def _ray():
-    try:
-        import ray
-        import ray.data  # noqa: F401
-    except ImportError as e:
-        raise RuntimeMissingError(f"the ray executor needs Ray: pip install 'rgpt4d-sdk[ray]' ({e}).") from e
-    return ray
+    need("ray.data", "ray")  # Ray Data too, not only the core
+    return need("ray", "ray")
 
 
 class UnitWorker:

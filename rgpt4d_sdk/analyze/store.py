@@ -18,9 +18,10 @@ from ..errors import DatasetError
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to a temporary name beside ``path``, then rename it into place: a killed run never leaves a
-    half-written file that a later run would take as finished."""
+    half-written file that a later run would take as finished. The temporary name carries the process id, so two
+    processes writing the same file never write into one temporary file."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 

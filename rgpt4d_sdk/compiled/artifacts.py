@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
+from ..analyze.store import atomic_write_text
 from ..errors import CompiledModelError, EngineKeyMismatch, ParityError
 from ..model.checkpoint import CheckpointFiles
 
@@ -82,9 +83,7 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Write atomically (a crash never leaves half a manifest)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: Path, what: str, rebuild: str) -> Dict[str, Any]:

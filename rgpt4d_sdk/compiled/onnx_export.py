@@ -19,7 +19,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from .. import __version__
-from ..errors import ConfigError, ExportError, RuntimeMissingError
+from ..errors import ConfigError, ExportError
+from ..optional import need
 from ..types import RegionQuery
 from .artifacts import FORMAT, FORMAT_VERSION, GRAPHS, checkpoint_fingerprint, describe_files, write_json
 from .graphs import DecoderGraph, EmbedGraph, VisionGraph, decoder_io, vision_io
@@ -27,18 +28,6 @@ from .graphs import DecoderGraph, EmbedGraph, VisionGraph, decoder_io, vision_io
 MIN_OPSET = 17
 DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 QUANTIZE = ("none", "int8", "fp8")
-
-
-def need(module: str, extra: str):
-    """Import an optional runtime or raise `RuntimeMissingError` naming the pip extra."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise RuntimeMissingError(
-            f"{module!r} is not installed; install it with: pip install 'rgpt4d-sdk[{extra}]' ({e})."
-        ) from e
 
 
 @dataclass

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from ..errors import CompiledModelError, ConfigError, RuntimeMissingError
-from .onnx_export import ShapeProfile, need
+from ..optional import need
+from .onnx_export import ShapeProfile
 from .runtime import CompiledEngine, GraphRunner, load_manifest
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}

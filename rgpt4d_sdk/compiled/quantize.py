@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from ..errors import ExportError
+from ..optional import need
 from ..types import RegionQuery
-from .onnx_export import ShapeProfile, need
+from .onnx_export import ShapeProfile
 from .samples import sample_queries
 
 

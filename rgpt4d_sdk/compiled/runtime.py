@@ -80,12 +80,9 @@ class CompiledEngine(PromptedEngine):
         if len(newline) != 1:
             raise CheckpointError(f"the tokenizer encodes '\\n' as {newline}; NVILA needs a single newline token.")
         self.newline_id = newline[0]
-        self.verify_report = require_verified(self.folder, runner.target, files_digest(self._certified_files()),
+        self.verify_report = require_verified(self.folder, runner.target, files_digest(manifest["files"]),
                                               self.weights, verify_cmd, force)
         self.engine_id = f"{runner.target}:{manifest['precision']}:{self.folder.name}"
-
-    def _certified_files(self) -> Dict[str, Any]:
-        return self.manifest["files"]
 
     @staticmethod
     def check_export(model_path, folder: Path, manifest: Dict[str, Any], check_weights: bool = True) -> None:
@@ -156,15 +153,13 @@ class CompiledEngine(PromptedEngine):
             gens += greedy_decode(self._step, embeds, self.stop_ids, max(p.max_new_tokens for p in chunk))
         return gens
 
-    # ------------------------------------------------------------------------------------------ parity probes
-    def probe(self, prep: PreparedQuery) -> Dict[str, torch.Tensor]:
-        """Vision embeddings and first-token logits of one query (what the parity gate compares)."""
+    # ------------------------------------------------------------------------------------------ parity probe
+    def probe(self, prep: PreparedQuery) -> Tuple[torch.Tensor, Generation]:
+        """(N, T, D) visual embeddings and the greedy generation of one query: what the parity gate compares (the
+        generation's first logits included), computed once."""
         self.check_profile(prep)
         vis = self.image_embeddings(prep)
-        fused = self.fused_embeddings(prep, vis)
-        dev = self.runner.device
-        logits, _ = self._step(fused[None], None, torch.ones(1, fused.shape[0], dtype=torch.long, device=dev),
-                               torch.arange(fused.shape[0], device=dev)[None], None)
-        return {"vision": vis.float().cpu(), "logits": logits[0].float().cpu()}
+        gen = greedy_decode(self._step, [self.fused_embeddings(prep, vis)], self.stop_ids, prep.max_new_tokens)[0]
+        return vis, gen
 
 

@@ -15,8 +15,8 @@ import torch
 
 from ..errors import BackendError, CompiledModelError, ConfigError
 from ..model.checkpoint import read_checkpoint
+from ..optional import need
 from .artifacts import check_files, checkpoint_fingerprint, read_json, require_key
-from .onnx_export import need
 from .runtime import CompiledEngine, GraphRunner
 from .trt_build import engine_key
 

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 from ..errors import ExportError
+from ..optional import need
 from .artifacts import FORMAT, FORMAT_VERSION, GRAPHS, check_files, describe_files, files_digest, write_json
-from .onnx_export import ShapeProfile, need
+from .onnx_export import ShapeProfile
 from .runtime import load_manifest
 
 MIN_CAPABILITY = {"fp8": (8, 9), "bf16": (8, 0), "int8": (6, 1), "fp16": (5, 3), "fp32": (5, 0)}

@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
+from ..engine.generate import greedy_generate
 from ..types import RegionQuery
 from .artifacts import files_digest, write_verdict
 from .samples import sample_queries
@@ -51,19 +52,18 @@ def verify_engine(engine, reference, weights: str, queries: Optional[Sequence[Re
     rows: List[Dict[str, Any]] = []
     for q in qs:
         prep = engine.prepare(q)
-        probe = engine.probe(prep)
+        vis, gen = engine.probe(prep)
         ref_prep = reference.prepare(q)
-        ref_vis = reference.model.project(reference._vision_features(ref_prep.images), ref_prep.image_times)
-        ref_emb = reference._prefill_inputs(ref_prep)
-        ref_gen = reference._run_batch([ref_prep])[0]
-        gen = engine._run_batch([engine.prepare(q)])[0]
+        ref_vis = reference._image_embeds(ref_prep)
+        ref_fused = reference.model.fuse(ref_prep.input_ids, ref_vis).inputs_embeds
+        ref_gen = greedy_generate(reference.model.llm, [ref_fused], reference.stop_ids, ref_prep.max_new_tokens)[0]
         rows.append({
             "id": q.id, "images": len(prep.images),
-            "vision_rel": _rel(probe["vision"], ref_vis.float().cpu()),
-            "logits_rel": _rel(probe["logits"], ref_gen.first_logits),
-            "first_token": int(probe["logits"].argmax()) == int(ref_gen.first_logits.argmax()),
+            "vision_rel": _rel(vis.float().cpu(), ref_vis.float().cpu()),
+            "logits_rel": _rel(gen.first_logits, ref_gen.first_logits),
+            "first_token": int(gen.first_logits.argmax()) == int(ref_gen.first_logits.argmax()),
             "answer_equal": gen.token_ids == ref_gen.token_ids,
-            "tokens": len(ref_gen.token_ids), "prompt_positions": int(ref_emb.shape[0]),
+            "tokens": len(ref_gen.token_ids), "prompt_positions": int(ref_fused.shape[0]),
         })
         say(f"  {q.id}: vision {rows[-1]['vision_rel']:.2e}  logits {rows[-1]['logits_rel']:.2e}  "
             f"answer {'same' if rows[-1]['answer_equal'] else 'DIFFERENT'}")
@@ -82,7 +82,7 @@ def verify_engine(engine, reference, weights: str, queries: Optional[Sequence[Re
     report = {
         "passed": not failed, "failed": failed, "precision": precision, "thresholds": limits, "metrics": metrics,
         "queries": rows, "weights": weights, "built_from_weights": built_from,
-        "files_digest": files_digest(engine._certified_files()), "target": engine.runner.target,
+        "files_digest": files_digest(engine.manifest["files"]), "target": engine.runner.target,
         "reference": reference.engine_id, "seconds": round(time.perf_counter() - t0, 3),
     }
     if write:
@@ -126,6 +126,7 @@ def verify_cli(model: str, onnx=None, engine=None, provider: str = "cpu", querie
         compiled = TensorRTEngine.load(model, compiled=engine, force=True, check_weights=False)
     log(f"reference: torch fp32 eager on {reference_device}; checking {compiled.engine_id}")
     reference = TorchEngine.load(model, device=reference_device, dtype="float32", attn_implementation="eager",
-                                 max_frames=compiled.max_frames)
+                                 max_frames=compiled.max_frames, decode="dynamic", vision_cache_mb=0,
+                                 prefix_reuse=False)  # the plain path: no cache, no static decoding
     qs = sample_queries(max_frames=compiled.max_frames, count=queries)
     return verify_engine(compiled, reference, weights, qs, progress=log)
