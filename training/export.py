@@ -16,6 +16,7 @@ import torch
 
 from rgpt4d_sdk.errors import CheckpointError, ConfigError
 from rgpt4d_sdk.model.checkpoint import SUBFOLDERS, read_checkpoint
+from rgpt4d_sdk.model.tiny import write_shards
 
 from .config import TrainConfig
 from .recipe import apply_lora, latest_checkpoint
@@ -108,8 +109,7 @@ def _prefix(header) -> str:
 
 
 def _save_shards(state: Dict[str, torch.Tensor], folder: Path, shard_gb: float) -> None:
-    from safetensors.torch import save_file
-
+    """Shards of at most ``shard_gb`` (a tensor larger than that gets a shard of its own)."""
     limit = int(shard_gb * 1e9)
     shards, current, size = [], {}, 0
     for k in sorted(state):
@@ -120,12 +120,4 @@ def _save_shards(state: Dict[str, torch.Tensor], folder: Path, shard_gb: float) 
         current[k] = state[k]
         size += n
     shards.append(current)
-    weight_map, total = {}, 0
-    for i, shard in enumerate(shards):
-        name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, str(folder / name), {"format": "pt"})
-        for k, v in shard.items():
-            weight_map[k] = name
-            total += v.numel() * v.element_size()
-    (folder / "model.safetensors.index.json").write_text(json.dumps(
-        {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n")
+    write_shards(shards, folder)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -224,10 +224,16 @@ def _save_sharded(state: Dict[str, torch.Tensor], folder: Path, shards: int) -> 
         save_file(state, str(folder / "model.safetensors"), {"format": "pt"})
         return
     per = -(-len(names) // shards)
+    write_shards([{n: state[n] for n in names[s * per:(s + 1) * per]} for s in range(shards)], folder)
+
+
+def write_shards(parts: List[Dict[str, torch.Tensor]], folder: Path) -> None:
+    """``parts`` as model-0000i-of-0000n.safetensors plus model.safetensors.index.json (the sharded layout)."""
+    from safetensors.torch import save_file
+
     weight_map, total = {}, 0
-    for s in range(shards):
-        part = {n: state[n] for n in names[s * per:(s + 1) * per]}
-        fname = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
+    for i, part in enumerate(parts):
+        fname = f"model-{i + 1:05d}-of-{len(parts):05d}.safetensors"
         save_file(part, str(folder / fname), {"format": "pt"})
         weight_map.update({n: fname for n in part})
         total += sum(t.numel() * t.element_size() for t in part.values())
