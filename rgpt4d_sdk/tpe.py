@@ -31,3 +31,10 @@ def relative_times(timestamps_s: Sequence[float], origin: str = "first_frame") -
     if ts.numel() == 0 or not torch.isfinite(ts).all():
         raise TimestampError("TPE needs one finite timestamp per frame.")
     return ts - ts[0] if origin == "first_frame" else ts
+
+
+def with_som_time(times_s: torch.Tensor, som: str = "none") -> torch.Tensor:
+    """Frame times with the SoM image's time in front: the first frame's (``som`` "first_frame") or NaN, which
+    means "no TPE" for that image (``som`` "none")."""
+    first = times_s[:1] if som == "first_frame" else torch.full((1,), float("nan"), dtype=torch.float64)
+    return torch.cat([first.to(torch.float64), times_s.to(torch.float64)])

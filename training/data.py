@@ -9,7 +9,6 @@ built by the engine's own template functions, and the answer followed by ``<|im_
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from rgpt4d_sdk.media import load_image, read_video_frames, video_frame_times
 from rgpt4d_sdk.model.processor import preprocess_images
 from rgpt4d_sdk.model.spec import ModelSpec
 from rgpt4d_sdk.prompt.template import chat_prompt, user_content
-from rgpt4d_sdk.tpe import relative_times
+from rgpt4d_sdk.tpe import relative_times, with_som_time
 
 from .teachers.base import TrainClip
 
@@ -109,9 +108,7 @@ class ConversationDataset(torch.utils.data.Dataset):
         if r4d:
             if not r.get("som_image"):
                 raise DatasetError(f"record {r['id']!r} is a region query without som_image.")
-            som_time = times[:1] if self.spec.tpe.som == "first_frame" else torch.tensor([math.nan],
-                                                                                         dtype=torch.float64)
-            images, times = [load_image(r["som_image"])] + frames, torch.cat([som_time, times])
+            images, times = [load_image(r["som_image"])] + frames, with_som_time(times, self.spec.tpe.som)
         prompt = chat_prompt(self.tokenizer, user_content(len(images), text))
         prompt_ids = self.tokenizer.encode(prompt, add_special_tokens=False)
         answer_ids = self.tokenizer.encode(r["conversations"][1]["value"], add_special_tokens=False) + [self.stop]

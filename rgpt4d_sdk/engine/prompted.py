@@ -3,7 +3,6 @@ turning generated token ids into an `Answer`. Backends implement `_run_batch` (p
 """
 from __future__ import annotations
 
-import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from ..model.spec import ModelSpec
 from ..prompt.parse import parse_answer
 from ..prompt.som import render_som
 from ..prompt.template import PromptConfig, chat_prompt, query_text, user_content
-from ..tpe import relative_times
+from ..tpe import relative_times, with_som_time
 from ..types import Answer, RegionQuery
 from .base import Engine
 from .cache import content_hash, frame_key, regions_signature
@@ -130,9 +129,7 @@ class PromptedEngine(Engine):
             if self.identify_images else []
         if query.prompt_mode == "r4d":
             som, som_digest = self._som(query)
-            no_time = torch.tensor([math.nan], dtype=torch.float64)
-            som_time = times[:1] if self.spec.tpe.som == "first_frame" else no_time
-            images, image_times = [som] + frames, torch.cat([som_time, times])
+            images, image_times = [som] + frames, with_som_time(times, self.spec.tpe.som)
             if keys:  # the SoM image is keyed by its own pixels: other marks, other key
                 f0 = clip.frames[0]
                 keys = [frame_key(som, "som:" + f0.source, f0.camera_id, f0.timestamp_s, som_digest)] + keys
