@@ -16,9 +16,8 @@ import torch
 from ..errors import BackendError, CompiledModelError, ConfigError
 from ..model.checkpoint import read_checkpoint
 from ..optional import need
-from .artifacts import check_files, checkpoint_fingerprint, read_json, require_key
+from .artifacts import FORMAT_VERSION, check_files, checkpoint_fingerprint, read_json, require_key
 from .runtime import CompiledEngine, GraphRunner
-from .trt_build import engine_key
 
 
 def _torch_dtype(trt, dt) -> torch.dtype:
@@ -122,11 +121,12 @@ class TensorRTEngine(CompiledEngine):
         if dtype not in ("auto", info["dtype"]):
             raise ConfigError(f"{folder} was built in {info['dtype']}, not {dtype}.")
         check_files(folder, info["files"], rebuild)
-        weights = checkpoint_fingerprint(read_checkpoint(path)) if check_weights else info["key"]["weights"]
-        here = engine_key({"source": {"weights": weights}, "files": {}, "precision": info["precision"],
-                           "profile": info["profile"]}, trt.__version__, torch.cuda.get_device_capability(dev))
-        found = dict(info["key"])
-        here["onnx"] = found.get("onnx")  # the ONNX digest is informative; the plan files are checked above
+        found = info["key"]
+        cc = torch.cuda.get_device_capability(dev)
+        here = dict(found, format_version=FORMAT_VERSION, precision=info["precision"], profile=info["profile"],
+                    tensorrt=str(trt.__version__), compute_capability=f"{cc[0]}.{cc[1]}")  # the onnx part: recorded
+        if check_weights:
+            here["weights"] = checkpoint_fingerprint(read_checkpoint(path))
         require_key(folder, here, found, rebuild)
         runner = TrtRunner(folder, info, dev)
         verify_cmd = f"rgpt4d-sdk export verify --model {path} --engine {folder}"
