@@ -419,19 +419,33 @@ def plan_lora_step(a: Arch, device: Device, num_frames: int = 16, rank: int = 16
 
 
 def recommend(a: Arch, device: Device, backends: Mapping[str, bool], num_frames: int = 16) -> Dict[str, Any]:
-    """Backend, precision, frame limit and batch size for ``device`` (``backends``: which are usable here)."""
+    """Backend, precision, frame limit and batch size for ``device`` (``backends``: which are usable here).
+
+    Precisions are tried in order of preference (CPU: fp32, bf16; GPU: bf16 or, below sm_80, fp16, then the
+    8-bit precisions of the compiled backends where one is usable) and the first whose 1-frame plan fits is taken."""
+    compiled = bool(backends.get("tensorrt") or backends.get("onnxruntime-cuda"))
     if device.kind == "cpu":
-        precision = "fp32"
+        order = ["fp32", "bf16"]
     else:
-        precision = "bf16" if precision_problem("bf16", device.compute_capability) is None else "fp16"
+        order = ["bf16" if precision_problem("bf16", device.compute_capability) is None else "fp16"]
+        if compiled:
+            order += [p for p in ("fp8", "int8") if precision_problem(p, device.compute_capability) is None]
+    chosen = None
+    for precision in order:
+        plan = plan_memory(a, device, precision, num_frames, 1)
+        if plan.max_frames:
+            chosen = precision
+            break
+    precision = chosen or order[0]
+    if chosen is None:
+        plan = plan_memory(a, device, precision, num_frames, 1)
     backend = "torch"
     if device.kind == "cuda" and backends.get("tensorrt"):
         backend = "tensorrt"
     elif device.kind == "cuda" and backends.get("onnxruntime-cuda"):
         backend = "onnxruntime"
-    elif device.kind == "cpu" and backends.get("onnxruntime"):
+    elif device.kind == "cpu" and precision == "fp32" and backends.get("onnxruntime"):
         backend = "onnxruntime"
-    plan = plan_memory(a, device, precision, num_frames, 1)
     frames = min(num_frames, plan.max_frames or 0)
     batch = 0
     if frames:
@@ -440,9 +454,10 @@ def recommend(a: Arch, device: Device, backends: Mapping[str, bool], num_frames:
                 batch = b
                 break
     if not frames:
-        note = f"{a.label} does not fit in {device.name} at {precision} even with 1 frame"
+        note = (f"{a.label} does not fit in {device.name} ({device.memory_bytes / GiB:.1f} GiB) at "
+                f"{' or '.join(order)} even with 1 frame")
     else:
-        note = (f"{a.label} at {precision}: up to {plan.max_frames} frames fit; use {frames} frames, batch {batch}")
+        note = f"{a.label} at {precision}: up to {plan.max_frames} frames fit; use {frames} frames, batch {batch}"
     return {"backend": backend, "precision": precision, "max_frames": frames or None, "batch_size": batch or None,
-            "fits_default": plan.fits, "note": note, "peak_bytes_16_frames": plan.peak_bytes,
+            "fits_default": plan.fits, "note": note, "peak_bytes": plan.peak_bytes,
             "cpu_threads": os.cpu_count() if device.kind == "cpu" else None}
