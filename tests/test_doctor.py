@@ -13,7 +13,8 @@ import torch
 from typer.testing import CliRunner
 
 from rgpt4d_sdk.cli import app
-from rgpt4d_sdk.doctor import diagnose, format_report, tested_range
+from rgpt4d_sdk import doctor as doc
+from rgpt4d_sdk.doctor import diagnose, format_report
 
 STATUSES = {"ok", "missing", "incompatible", "info"}
 
@@ -47,7 +48,7 @@ def test_doctor_json_matches_what_python_reports(report):
     import transformers
 
     assert c["transformers"]["version"] == transformers.__version__
-    assert c["transformers"]["tested"] == tested_range("transformers")
+    assert c["transformers"]["tested"] == doc.tested_range("transformers")
     if importlib.util.find_spec("onnxruntime"):
         import onnxruntime
 
@@ -71,8 +72,8 @@ def test_doctor_json_matches_what_python_reports(report):
 
 def test_tested_range_is_read_from_the_installed_metadata():
     declared = [r for r in md.requires("rgpt4d-sdk") if r.startswith("transformers") and ";" not in r]
-    assert declared and tested_range("transformers") == declared[0][len("transformers"):].strip().strip("()")
-    assert tested_range("no-such-package") is None
+    assert declared and doc.tested_range("transformers") == declared[0][len("transformers"):].strip().strip("()")
+    assert doc.tested_range("no-such-package") is None
 
 
 def test_cache_sizes_are_the_files_in_the_cache_folders(tmp_path, monkeypatch):
