@@ -265,10 +265,15 @@ def part_full(rec: Recorder, ctx: Dict[str, Any]) -> None:
 
 def part_lora(rec: Recorder, ctx: Dict[str, Any]) -> None:
     """One LoRA training step with gradient checkpointing (train_step.py's step) against the planner."""
+    import importlib.util
+
     import train_step
 
     from rgpt4d_sdk import plan
 
+    if importlib.util.find_spec("peft") is None:
+        rec.set("missing", "peft is not installed: the LoRA step is skipped (pip install 'rgpt4d-sdk[train]')")
+        return
     smoke = ctx["smoke"]
     ns = argparse.Namespace(full_size=not smoke, lora=True, frames=4 if smoke else 16, micro_batch=1, steps=1,
                             warmup=1, gradient_checkpointing=True, llm_layers=None, out=None)
@@ -408,6 +413,8 @@ def summary_line(name: str, result: Dict[str, Any]) -> str:
             b = r["batch_questions"]
             out.append(f"{b['questions']} questions on one clip vs naive {b['ratio']:.2f}x")
         return "; ".join(out)
+    if name == "lora" and "missing" in r:
+        return r["missing"]
     if name == "lora" and "lora_step" in r:
         s = r["lora_step"]
         ratio = f", plan/measured {s['ratio']:.2f}" if "ratio" in s else ""

@@ -178,8 +178,10 @@ def diagnose(model: Optional[str] = None, compiled: Optional[str] = None, device
     if not gpus:
         why = ("this torch is a CPU build; install the torch wheel for your CUDA" if not cuda_build
                else "torch has CUDA but sees no GPU (driver missing or CUDA_VISIBLE_DEVICES empty)")
+        fix = ("pip install torch --index-url https://download.pytorch.org/whl/cu128 (the build for your CUDA)"
+               if not cuda_build else "install the NVIDIA driver, or check CUDA_VISIBLE_DEVICES")
         checks.append(_check("gpu", "missing", f"no CUDA GPU ({why}); everything runs on the CPU, slowly at 8B",
-                             count=0, driver=drv))
+                             fix, count=0, driver=drv))
     for g in gpus:
         cc = g["compute_capability"]
         notes = [("bf16 ok" if g["bf16"] else f"bf16 incompatible: needs sm_80, this is sm_{cc.replace('.', '')}"),
@@ -265,7 +267,8 @@ def _runtime_checks(have_gpu: bool) -> List[Dict[str, Any]]:
         status = "ok" if (v and have_gpu) else "incompatible"
         why = "" if have_gpu else "; TensorRT needs a CUDA GPU"
         why += "" if tested else "; TensorRT 11 is untested here and not available on JetPack"
-        out.append(_check("tensorrt", status, f"{v or 'import failed'}{why}", None, version=v))
+        fix = None if status == "ok" else "run TensorRT engines on a machine with an NVIDIA GPU (TensorRT 10.x)"
+        out.append(_check("tensorrt", status, f"{v or 'import failed'}{why}", fix, version=v))
     return out
 
 

@@ -264,6 +264,13 @@ def vision_activation_bytes(a: Arch, images: int, precision: str, attn: str = "s
     return pixels + persistent + block
 
 
+def trt_activation_bytes(a: Arch, max_seq: int, max_batch: int = 8) -> int:
+    """Activation memory a TensorRT decoder context reserves for its largest profile: the float32 attention scores
+    of ``max_batch`` rows of ``max_seq`` positions (~6.6 GB for the 8B model at 16 frames, batch 8). The plan counts
+    one such buffer (the contexts share it)."""
+    return 4 * max_batch * a.heads * max_seq * max_seq
+
+
 def static_len(a: Arch, max_frames: int) -> int:
     """Positions of the static decode cache the torch engine allocates (TorchEngine.static_len)."""
     return min(a.context, (max_frames + 1) * a.positions_per_frame + 640)
@@ -336,7 +343,8 @@ class MemoryPlan:
 
 def plan_memory(a: Arch, device: Device, precision: str = "bf16", num_frames: int = 16, batch: int = 1,
                 new_tokens: int = 32, text_tokens: int = 120, attn: str = "sdpa", vision_cache_mb: float = 1024.0,
-                decode: str = "auto", max_frames: Optional[int] = None, search: bool = True) -> MemoryPlan:
+                decode: str = "auto", max_frames: Optional[int] = None, search: bool = True,
+                backend: str = "torch") -> MemoryPlan:
     """Predict the memory of answering ``batch`` queries of ``num_frames`` frames on ``device``.
 
     decode: "auto" (the torch engine's choice: a static KV cache of `static_len` positions for batch 1 on CUDA),
@@ -346,9 +354,12 @@ def plan_memory(a: Arch, device: Device, precision: str = "bf16", num_frames: in
         raise ConfigError("num_frames, batch and new_tokens must be >= 1.")
     _precision(precision)
     _attn(attn)
+    if backend not in ("torch", "onnxruntime", "tensorrt"):
+        raise ConfigError(f"backend {backend!r} is unknown; choose torch, onnxruntime or tensorrt.")
     if decode not in ("auto", "static", "dynamic"):
         raise ConfigError(f"decode {decode!r} is unknown; choose auto, static or dynamic.")
-    use_static = decode == "static" or (decode == "auto" and device.kind == "cuda" and batch == 1)
+    use_static = backend == "torch" and (decode == "static" or (decode == "auto" and device.kind == "cuda"
+                                                                 and batch == 1))
     es = _precision(precision)[1]
     pos = prompt_positions(a, num_frames, text_tokens)
     images = batch * (num_frames + 1)
@@ -365,6 +376,11 @@ def plan_memory(a: Arch, device: Device, precision: str = "bf16", num_frames: in
         "kv_answer": kv_bytes(a, new_tokens - 1, batch, precision),
         "workspace": WORKSPACE_BYTES if device.kind == "cuda" else 0,
     }
+    if backend != "torch":
+        b["vision_cache"] = 0  # the compiled engines have none
+    if backend == "tensorrt":
+        b["workspace"] += trt_activation_bytes(a, static_len(a, max(max_frames or num_frames, num_frames)),
+                                               max(8, batch))
     resident = b["weights"] + b["vision_cache"] + b["static_kv"] + b["workspace"]
     stages = {
         "vision": resident + b["vision_activations"],
@@ -386,7 +402,7 @@ def plan_memory(a: Arch, device: Device, precision: str = "bf16", num_frames: in
         while lo < hi:  # the peak grows with the frame count: bisect for the largest that fits
             mid = (lo + hi + 1) // 2
             p = plan_memory(a, device, precision, mid, batch, new_tokens, text_tokens, attn, vision_cache_mb, decode,
-                            max(mid, max_frames or 0), search=False)
+                            max(mid, max_frames or 0), search=False, backend=backend)
             lo, hi = (mid, hi) if p.fits else (lo, mid - 1)
         best = lo or None
     return MemoryPlan(device.to_dict(), a.label, precision, num_frames, batch, attn,
@@ -421,36 +437,34 @@ def plan_lora_step(a: Arch, device: Device, num_frames: int = 16, rank: int = 16
 def recommend(a: Arch, device: Device, backends: Mapping[str, bool], num_frames: int = 16) -> Dict[str, Any]:
     """Backend, precision, frame limit and batch size for ``device`` (``backends``: which are usable here).
 
-    Precisions are tried in order of preference (CPU: fp32, bf16; GPU: bf16 or, below sm_80, fp16, then the
-    8-bit precisions of the compiled backends where one is usable) and the first whose 1-frame plan fits is taken."""
-    compiled = bool(backends.get("tensorrt") or backends.get("onnxruntime-cuda"))
-    if device.kind == "cpu":
-        order = ["fp32", "bf16"]
-    else:
-        order = ["bf16" if precision_problem("bf16", device.compute_capability) is None else "fp16"]
-        if compiled:
-            order += [p for p in ("fp8", "int8") if precision_problem(p, device.compute_capability) is None]
-    chosen = None
-    for precision in order:
-        plan = plan_memory(a, device, precision, num_frames, 1)
-        if plan.max_frames:
-            chosen = precision
-            break
-    precision = chosen or order[0]
-    if chosen is None:
-        plan = plan_memory(a, device, precision, num_frames, 1)
+    On a GPU the backend is TensorRT, else ONNX Runtime's CUDA provider, else torch; precisions are tried in order of
+    preference (CPU: fp32, bf16; GPU: bf16 or, below sm_80, fp16, then the 8-bit precisions of a compiled backend)
+    and the first whose plan fits with at least one frame is taken."""
     backend = "torch"
     if device.kind == "cuda" and backends.get("tensorrt"):
         backend = "tensorrt"
     elif device.kind == "cuda" and backends.get("onnxruntime-cuda"):
         backend = "onnxruntime"
-    elif device.kind == "cpu" and precision == "fp32" and backends.get("onnxruntime"):
-        backend = "onnxruntime"
+    if device.kind == "cpu":
+        order = ["fp32", "bf16"]
+    else:
+        order = ["bf16" if precision_problem("bf16", device.compute_capability) is None else "fp16"]
+        if backend != "torch":
+            order += [p for p in ("fp8", "int8") if precision_problem(p, device.compute_capability) is None]
+    for precision in order:
+        plan = plan_memory(a, device, precision, num_frames, 1, backend=backend)
+        if plan.max_frames:
+            break
+    else:
+        precision = order[0]
+        plan = plan_memory(a, device, precision, num_frames, 1, backend=backend)
+    if device.kind == "cpu" and precision == "fp32" and backends.get("onnxruntime"):
+        backend = "onnxruntime"  # the same fp32 graphs, less per-query overhead on the CPU (bench/backends.py)
     frames = min(num_frames, plan.max_frames or 0)
     batch = 0
     if frames:
         for b in (8, 4, 2, 1):
-            if plan_memory(a, device, precision, frames, b, search=False).fits:
+            if plan_memory(a, device, precision, frames, b, search=False, backend=backend).fits:
                 batch = b
                 break
     if not frames:
@@ -461,3 +475,4 @@ def recommend(a: Arch, device: Device, backends: Mapping[str, bool], num_frames:
     return {"backend": backend, "precision": precision, "max_frames": frames or None, "batch_size": batch or None,
             "fits_default": plan.fits, "note": note, "peak_bytes": plan.peak_bytes,
             "cpu_threads": os.cpu_count() if device.kind == "cpu" else None}
+

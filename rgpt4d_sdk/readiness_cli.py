@@ -37,6 +37,7 @@ def plan(
     attn: str = typer.Option("sdpa", help="sdpa | eager | flash_attention_2"),
     vision_cache_mb: float = typer.Option(1024.0, help="Vision-cache budget of the torch engine (0: off)."),
     decode: str = typer.Option("auto", help="auto | static | dynamic (static keeps a KV buffer on CUDA)."),
+    backend: str = typer.Option("torch", help="torch | onnxruntime | tensorrt (adds its context memory)."),
     list_devices: bool = typer.Option(False, "--list-devices", help="Print the table of known devices and exit."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
 ) -> None:
@@ -62,7 +63,7 @@ def plan(
         if precision not in ("fp32", "bf16", "fp16", "int8", "fp8"):
             raise ConfigError(f"--precision {precision!r} is unknown; choose auto, fp32, bf16, fp16, int8 or fp8.")
         p = plan_memory(a, dev, precision, num_frames, batch, new_tokens, attn=attn, vision_cache_mb=vision_cache_mb,
-                        decode=decode)
+                        decode=decode, backend=backend)
     except RGPT4DError as e:
         fail(e)
     typer.echo(json.dumps(p.to_dict(), indent=2) if as_json else "\n".join(p.lines()))
