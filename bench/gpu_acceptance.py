@@ -149,7 +149,8 @@ def markdown(report: Dict[str, Any]) -> str:
     lines = [f"# GPU acceptance ({report['mode']})", "",
              f"{m['gpu'] or 'CPU'}; torch {m['torch']} (CUDA {m['cuda']}), transformers {m['transformers']}, "
              f"Python {m['python']}; commit {(report['git'].get('commit') or '?')[:10]}"
-             f"{' (dirty)' if report['git'].get('dirty') else ''}", "",
+             f"{' (dirty)' if report['git'].get('dirty') else ''}; time limits x{report['limit_scale']:g}, "
+             f"total {report.get('total_s', 0):.0f} s", "",
              "| part | status | s (limit) | CPU s | figures |", "|---|---|---|---|---|"]
     for name, p in report["parts"].items():
         fig = parts.summary_line(name, p["result"]).replace("|", "/")
@@ -179,6 +180,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "gpu_acceptance-" + "".join(c if c.isalnum() else "-" for c in torch.cuda.get_device_name(0).lower())
     out_json, out_md = args.out_dir / f"{stem}.json", args.out_dir / f"{stem}.md"
     report: Dict[str, Any] = {"benchmark": "gpu_acceptance", "mode": mode, "started_unix": time.time(),
+                              "limit_scale": args.limit_scale, "total_budget_s": total,
                               "machine": machine(), "git": git_info(), "preflight": preflight(), "parts": {}}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="rgpt4d-acceptance-") as tmp:

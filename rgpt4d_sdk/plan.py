@@ -31,7 +31,8 @@ MiB = 1 << 20
 # Known devices: memory, peak memory bandwidth, compute capability. Sources (vendor data sheets and spec pages):
 # - A100 40/80 GB: NVIDIA A100 Tensor Core GPU data sheet (nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/
 #   pdf/nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf): 40 GB HBM2 1,555 GB/s; 80 GB HBM2e 2,039 GB/s (SXM).
-# - H100 SXM: nvidia.com/en-us/data-center/h100/ (80 GB HBM3, 3.35 TB/s); PERFORMANCE.md uses the same figure.
+# - H100: nvidia.com/en-us/data-center/h100/ (SXM 80 GB HBM3 3.35 TB/s, the figure PERFORMANCE.md uses; PCIe 80 GB
+#   2.0 TB/s; NVL 94 GB 3.9 TB/s).
 # - H200: nvidia.com/en-us/data-center/h200/ (141 GB HBM3e, 4.8 TB/s).
 # - L4: nvidia.com/en-us/data-center/l4/ (24 GB GDDR6, 300 GB/s). L40S: nvidia.com/en-us/data-center/l40s/ (48 GB
 #   GDDR6, 864 GB/s). RTX 4090: nvidia.com/en-us/geforce/graphics-cards/40-series/rtx-4090/ (24 GB GDDR6X, 1,008 GB/s).
@@ -59,6 +60,8 @@ KNOWN_DEVICES: Dict[str, Device] = {d.name: d for d in [
     Device("A100-40GB", 40 * GiB, 1.555e12, "8.0"),
     Device("A100-80GB", 80 * GiB, 2.039e12, "8.0"),
     Device("H100", 80 * GiB, 3.35e12, "9.0"),
+    Device("H100-PCIe", 80 * GiB, 2.0e12, "9.0"),
+    Device("H100-NVL", 94 * GiB, 3.9e12, "9.0"),
     Device("H200", 141 * GiB, 4.8e12, "9.0"),
     Device("L4", 24 * GiB, 0.3e12, "8.9"),
     Device("L40S", 48 * GiB, 0.864e12, "8.9"),
@@ -71,7 +74,8 @@ KNOWN_DEVICES: Dict[str, Device] = {d.name: d for d in [
 
 # name (as torch.cuda.get_device_name or the Jetson model string reports it, upper case) -> table entry; first wins.
 _NAME_RULES = [
-    (("H200",), (), "H200"), (("H100",), (), "H100"), (("A100", "80GB"), (), "A100-80GB"), (("A100",), (), "A100-40GB"),
+    (("H200",), (), "H200"), (("H100", "PCIE"), (), "H100-PCIe"), (("H100", "NVL"), (), "H100-NVL"),
+    (("H100",), (), "H100"), (("A100", "80GB"), (), "A100-80GB"), (("A100",), (), "A100-40GB"),
     (("L40S",), (), "L40S"), (("L4",), ("L40",), "L4"), (("4090",), (), "RTX-4090"),
     (("ORIN", "NANO"), (), "Orin-Nano-8GB"), (("ORIN", "NX"), (), "Orin-NX-16GB"),
     (("ORIN", "32GB"), (), "AGX-Orin-32GB"), (("ORIN",), (), "AGX-Orin-64GB"),
@@ -412,19 +416,20 @@ def plan_memory(a: Arch, device: Device, precision: str = "bf16", num_frames: in
 
 def plan_lora_step(a: Arch, device: Device, num_frames: int = 16, rank: int = 16, text_tokens: int = 140,
                    gradient_checkpointing: bool = True) -> Dict[str, int]:
-    """Rough peak of one LoRA training step on bf16 weights (an estimate the GPU acceptance run checks): weights,
-    float32 adapters with their gradients and AdamW moments (q, k, v, o projections), one saved hidden state per
-    layer with gradient checkpointing (else every layer's activations), one layer recomputed, and the float32 logits
-    of every position with their gradient."""
+    """Rough peak of one LoRA training step on bf16 weights (an estimate the GPU acceptance run checks): weights;
+    float32 adapters (rank ``rank`` on every linear layer of the LLM, peft's default targets here) with gradients
+    and AdamW moments; the trainable bf16 projector with its gradient and moments; one saved hidden state per layer
+    with gradient checkpointing (else every layer's activations) plus one layer recomputed; the frozen vision
+    encoder's forward; the float32 logits of every position with their gradient."""
     es = 2
     pos = prompt_positions(a, num_frames, text_tokens)
-    qd, kvd = a.heads * a.head_dim, a.kv_heads * a.head_dim
-    adapters = a.layers * rank * ((a.hidden + qd) * 2 + (a.hidden + kvd) * 2)
-    layer_acts = pos * (10 * a.hidden + 4 * a.intermediate) * es
-    acts = (a.layers * pos * a.hidden * es + layer_acts) if gradient_checkpointing else a.layers * layer_acts
+    qd, kvd, d, i = a.heads * a.head_dim, a.kv_heads * a.head_dim, a.hidden, a.intermediate
+    adapters = a.layers * rank * ((d + qd) * 2 + (d + kvd) * 2 + (d + i) * 3)
+    layer_acts = pos * (10 * d + 4 * i) * es
+    acts = (a.layers * pos * d * es + layer_acts) if gradient_checkpointing else a.layers * layer_acts
     out = {
         "weights": weight_bytes(a, "bf16"),
-        "adapters_grads_adam": adapters * 4 * 4,
+        "trainable_state": adapters * 4 * 4 + param_counts(a)["projector"] * es * 3,
         "activations": acts + vision_activation_bytes(a, num_frames + 1, "bf16"),
         "logits": pos * a.vocab * (es + 4 + 4),
         "workspace": WORKSPACE_BYTES,

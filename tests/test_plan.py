@@ -125,6 +125,7 @@ def test_plan_fits_and_largest_frame_count_are_consistent():
 
 def test_device_table_and_names():
     assert plan.find_device("NVIDIA H100 80GB HBM3").name == "H100"
+    assert plan.find_device("NVIDIA H100 PCIe").bandwidth_Bps == 2.0e12
     assert plan.find_device("NVIDIA A100-SXM4-40GB").name == "A100-40GB"
     assert plan.find_device("NVIDIA A100 80GB PCIe").name == "A100-80GB"
     assert plan.find_device("NVIDIA L4").name == "L4" and plan.find_device("NVIDIA L40S").name == "L40S"
@@ -154,3 +155,19 @@ def test_plan_cli(tiny_ckpt_dir):
     assert r.exit_code == 2 and "fp9" in r.output
     r = runner.invoke(app, ["plan", "--list-devices"])
     assert r.exit_code == 0 and "AGX-Orin-64GB" in r.output
+
+
+def test_lora_plan_counts_the_adapters_peft_creates(tiny_ckpt_dir, arch):
+    pytest.importorskip("peft", reason="peft is not installed (pip install 'rgpt4d-sdk[train]')")
+    from rgpt4d_sdk.training.config import LoraConfig
+    from rgpt4d_sdk.training.recipe import apply_lora
+
+    llm = NvilaModel.from_pretrained(tiny_ckpt_dir, dtype="float32").llm
+    for p in llm.parameters():
+        p.requires_grad_(False)
+    apply_lora(llm, LoraConfig())
+    adapters = sum(p.numel() for p in llm.parameters() if p.requires_grad)
+    step = plan.plan_lora_step(arch, plan.detect_device("cpu"), num_frames=4, rank=LoraConfig().r)
+    projector_state = plan.param_counts(arch)["projector"] * 2 * 3
+    assert step["trainable_state"] - projector_state == adapters * 4 * 4
+    assert step["peak"] == sum(v for k, v in step.items() if k not in ("peak", "available"))
