@@ -51,7 +51,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cpu-smoke", action="store_true", help="run every part on the CPU with the tiny model")
     p.add_argument("--parts", default=",".join(LIMITS_GPU), help="comma-separated subset of the parts")
-    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="where the JSON and Markdown go")
+    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for the JSON and Markdown results")
     p.add_argument("--total-s", type=float, default=None, help="overall time budget (default 360 GPU, 175 smoke)")
     p.add_argument("--limit-scale", type=float, default=1.0,
                    help="multiply every time limit (a loaded CI machine: the parts' results, not their speed)")
@@ -178,7 +178,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     mode = "cpu-smoke" if args.cpu_smoke else "gpu"
     stem = "gpu_acceptance-cpu-smoke" if args.cpu_smoke else \
         "gpu_acceptance-" + "".join(c if c.isalnum() else "-" for c in torch.cuda.get_device_name(0).lower())
-    out_json, out_md = args.out_dir / f"{stem}.json", args.out_dir / f"{stem}.md"
+    out_json, out_md = args.out / f"{stem}.json", args.out / f"{stem}.md"
     report: Dict[str, Any] = {"benchmark": "gpu_acceptance", "mode": mode, "started_unix": time.time(),
                               "limit_scale": args.limit_scale, "total_budget_s": total,
                               "machine": machine(), "git": git_info(), "preflight": preflight(), "parts": {}}

@@ -30,7 +30,7 @@ def plan(
     model: Optional[str] = typer.Option(None, help="Checkpoint folder (its configs give the sizes)."),
     arch: str = typer.Option("8b", help="Built-in architecture when no --model is given: 8b."),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N] | a known device (--list-devices)."),
-    precision: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16 | int8 | fp8"),
+    precision: str = typer.Option("auto", "--precision", "--dtype", help="auto | fp32 | bf16 | fp16 | int8 | fp8"),
     num_frames: int = typer.Option(16, help="Frames per query (the SoM image comes on top)."),
     batch: int = typer.Option(1, help="Queries answered together."),
     new_tokens: int = typer.Option(32, help="Tokens generated per answer."),
@@ -57,6 +57,7 @@ def plan(
     try:
         a = arch_of(model=model, arch=None if model else arch)
         dev = detect_device(device)
+        precision = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(precision, precision)
         if precision == "auto":
             precision = "fp32" if dev.kind == "cpu" else (
                 "bf16" if precision_problem("bf16", dev.compute_capability) is None else "fp16")

@@ -16,7 +16,7 @@ PARTS = ["doctor", "tiny", "full", "lora", "compiled", "gpu_tests"]
 
 
 def run(tmp_path, *extra, timeout=1500):
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--cpu-smoke", "--out-dir", str(tmp_path), *extra],
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--cpu-smoke", "--out", str(tmp_path), *extra],
                           cwd=str(ROOT), capture_output=True, text=True, timeout=timeout, check=False)
     data = json.loads((tmp_path / "gpu_acceptance-cpu-smoke.json").read_text())
     md = (tmp_path / "gpu_acceptance-cpu-smoke.md").read_text()

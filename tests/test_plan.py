@@ -151,6 +151,8 @@ def test_plan_cli(tiny_ckpt_dir):
     assert r.exit_code == 0 and "FITS" in r.output and "largest frame count" in r.output
     r = runner.invoke(app, ["plan", "--device", "Orin-Nano-8GB", "--precision", "fp8"])
     assert r.exit_code == 0 and "DOES NOT FIT" in r.output
+    r = runner.invoke(app, ["plan", "--dtype", "bfloat16", "--device", "A100-40GB", "--batch", "4", "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["precision"] == "bf16" and json.loads(r.output)["batch"] == 4
     r = runner.invoke(app, ["plan", "--precision", "fp9", "--device", "H100"])
     assert r.exit_code == 2 and "fp9" in r.output
     r = runner.invoke(app, ["plan", "--list-devices"])
