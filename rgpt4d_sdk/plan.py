@@ -255,13 +255,19 @@ def prefill_activation_bytes(a: Arch, positions: int, batch: int, precision: str
     return persistent + max(mlp, eager)
 
 
-def vision_activation_bytes(a: Arch, images: int, precision: str, attn: str = "sdpa") -> int:
-    """Peak bytes of encoding ``images`` at once: float32 pixels and their cast, the embeddings, and the larger of a
-    SigLIP block's MLP (two N P I tensors) and, for eager attention, its N x heads x P x P scores."""
+def vision_activation_bytes(a: Arch, images: int, precision: str, attn: str = "sdpa",
+                            device_kind: str = "cuda") -> int:
+    """Peak bytes of encoding ``images`` at once: the pixels on the device, three N P Dv tensors (a SigLIP block's
+    input, residual and normed input) and the larger of the block's MLP (two N P I tensors) and, for eager
+    attention, its N x heads x P x P scores (8 bytes per element) with the repeated width-Dv projections.
+
+    Pixels are preprocessed into a float32 array owned by numpy; on CUDA only their copy in the model's dtype
+    counts (``device_kind="cuda"``), on the CPU the float32 array itself (plus a cast when the dtype differs)."""
     _attn(attn)
     es = _precision(precision)[1]
     n, p = images, a.patches
-    pixels = n * 3 * a.image_size ** 2 * (4 + es)
+    values = n * 3 * a.image_size ** 2
+    pixels = values * es if device_kind == "cuda" else values * (4 + (es if es != 4 else 0))
     persistent = 3 * n * p * a.v_hidden * es
     mlp = 2 * n * p * a.v_intermediate * es
     block = max(mlp, 8 * n * a.v_heads * p * p + 2 * n * p * a.v_hidden * es) if attn == "eager" else mlp
@@ -373,7 +379,7 @@ def plan_memory(a: Arch, device: Device, precision: str = "bf16", num_frames: in
         "vision_cache": min(int(vision_cache_mb * MiB), images * entry) if vision_cache_mb else 0,
         "static_kv": kv_bytes(a, static_len(a, max(max_frames or num_frames, num_frames)), 1, precision)
         if use_static else 0,
-        "vision_activations": vision_activation_bytes(a, images, precision, attn),
+        "vision_activations": vision_activation_bytes(a, images, precision, attn, device.kind),
         "inputs_embeds": batch * pos * a.hidden * es,
         "kv_prompt": kv_bytes(a, pos, batch, precision),
         "prefill_activations": prefill_activation_bytes(a, pos, batch, precision, attn),

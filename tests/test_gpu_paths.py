@@ -76,6 +76,13 @@ def test_planner_prefill_peak_against_max_memory_allocated(tiny_ckpt_dir, dtype,
     n = int(embeds.shape[1])
     predicted = plan.prefill_activation_bytes(arch, n, 1, precision, "sdpa") + plan.kv_bytes(arch, n, 1, precision)
     assert abs(predicted - measured) <= 0.10 * measured, (predicted, measured)
+    from rgpt4d_sdk.model.processor import preprocess_images
+
+    prep = engine.prepare(q)
+    pixels = preprocess_images(prep.images, engine.model.spec)  # float32 on the CPU; the model copies it over
+    _, measured = peak_bytes(lambda: engine.model.encode_images(pixels), "cuda")
+    predicted = plan.vision_activation_bytes(arch, len(prep.images), precision, "sdpa", device_kind="cuda")
+    assert abs(predicted - measured) <= 0.10 * measured, (predicted, measured)
 
 
 def test_doctor_and_planner_see_this_gpu():

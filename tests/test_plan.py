@@ -100,6 +100,20 @@ def test_prefill_peak_within_ten_percent_of_a_cpu_memory_trace(tiny_ckpt_dir, ar
     assert abs(predicted - measured) <= 0.10 * measured, (predicted, measured)
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_vision_encoder_peak_within_ten_percent_of_a_cpu_memory_trace(tiny_ckpt_dir, arch, attn):
+    from rgpt4d_sdk.model.processor import preprocess_images
+
+    engine = TorchEngine.load(tiny_ckpt_dir, device="cpu", dtype="float32", attn_implementation=attn,
+                              vision_cache_mb=0, max_frames=16)
+    images = engine.prepare(query(16)).images
+    with torch.no_grad():
+        _, measured = peak_bytes(lambda: engine.model.encode_images(preprocess_images(images, engine.model.spec)))
+    measured += len(images) * 3 * arch.image_size ** 2 * 4  # the float32 pixel array numpy owns (not traced)
+    predicted = plan.vision_activation_bytes(arch, len(images), "fp32", attn, device_kind="cpu")
+    assert abs(predicted - measured) <= 0.10 * measured, (predicted, measured)
+
+
 def test_plan_fits_and_largest_frame_count_are_consistent():
     a8 = plan.arch_of(arch="8b")
     h100 = plan.find_device("H100")
