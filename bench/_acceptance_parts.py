@@ -346,7 +346,8 @@ def gpu_test_files() -> List[str]:
 
 
 def part_gpu_tests(rec: Recorder, ctx: Dict[str, Any]) -> None:
-    """pytest -m gpu over the test files that hold gpu-marked tests; counts, failures and skip reasons."""
+    """pytest -m gpu, one test file after the other (results recorded after each file, so a cut-off run keeps the
+    files it finished): counts, failures and skip reasons."""
     import importlib.util
 
     if importlib.util.find_spec("pytest") is None:
@@ -354,26 +355,33 @@ def part_gpu_tests(rec: Recorder, ctx: Dict[str, Any]) -> None:
         return
     files = gpu_test_files()
     rec.set("files", files)
-    junit = Path(ctx["workdir"]) / "junit.xml"
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-rs", "-p", "no:cacheprovider",
-           "--continue-on-collection-errors", f"--junitxml={junit}", *files]
-    proc = subprocess.run(cmd, cwd=str(REPO_ROOT), env=env, capture_output=True, text=True,
-                          timeout=ctx.get("limit_s", 600), check=False)
-    rec.set("returncode", proc.returncode)
-    rec.set("tail", proc.stdout[-3000:] + proc.stderr[-1000:])
-    if junit.is_file():
-        cases = []
-        for case in ET.parse(junit).getroot().iter("testcase"):
-            outcome, reason = "passed", None
-            for child in case:
-                if child.tag in ("failure", "error", "skipped"):
-                    outcome, reason = child.tag, (child.get("message") or "")[:300]
-            cases.append({"test": f"{case.get('classname')}::{case.get('name')}", "outcome": outcome,
-                          "reason": reason})
-        counts = {k: sum(c["outcome"] == k for c in cases) for k in ("passed", "failure", "error", "skipped")}
-        rec.set("counts", counts)
+    deadline = time.monotonic() + float(ctx.get("limit_s", 600))
+    cases: List[Dict[str, Any]] = []
+    tails: Dict[str, str] = {}
+    for path in files:
+        junit = Path(ctx["workdir"]) / (Path(path).stem + ".xml")
+        cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-rs", "-p", "no:cacheprovider",
+               f"--junitxml={junit}", path]
+        try:
+            proc = subprocess.run(cmd, cwd=str(REPO_ROOT), env=env, capture_output=True, text=True, check=False,
+                                  timeout=max(1.0, deadline - time.monotonic()))
+            tails[path] = (proc.stdout[-1500:] + proc.stderr[-500:]) if proc.returncode not in (0, 5) else ""
+        except subprocess.TimeoutExpired:
+            tails[path] = "cut off at the part's time limit"
+            cases.append({"test": path, "outcome": "error", "reason": "time limit"})
+        if junit.is_file():
+            for case in ET.parse(junit).getroot().iter("testcase"):
+                outcome, reason = "passed", None
+                for child in case:
+                    if child.tag in ("failure", "error", "skipped"):
+                        outcome, reason = child.tag, (child.get("message") or "")[:300]
+                cases.append({"test": f"{case.get('classname')}::{case.get('name')}", "outcome": outcome,
+                              "reason": reason})
         rec.set("cases", cases)
+        rec.set("counts", {k: sum(c["outcome"] == k for c in cases) for k in ("passed", "failure", "error",
+                                                                               "skipped")})
+        rec.set("tails", {k: v for k, v in tails.items() if v})
 
 
 PARTS = {"doctor": part_doctor, "tiny": part_tiny, "full": part_full, "lora": part_lora,

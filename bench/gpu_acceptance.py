@@ -18,7 +18,11 @@ still run; what it measured before is kept):
 - gpu_tests: the gpu-marked tests (pytest -m gpu).
 
 Results (JSON + Markdown) are rewritten under bench/results/ after every part. Only torch and transformers (plus
-the SDK's small core dependencies) are needed; anything else missing is reported, not fatal.
+the SDK's small core dependencies) are needed; anything else missing is reported, not fatal. Where Pillow, PyYAML or
+pytest are missing on the GPU machine, carry them in the git-ignored folder .deps/ (same Python and platform):
+
+    pip install --target .deps pillow pyyaml pytest      # here, then on the GPU machine:
+    PYTHONPATH=.:.deps python bench/gpu_acceptance.py
 """
 from __future__ import annotations
 
@@ -67,7 +71,8 @@ def preflight() -> Dict[str, Any]:
     core = {m: importlib.util.find_spec(m) is not None for m in CORE_MODULES}
     optional = {m: importlib.util.find_spec(m) is not None for m in OPTIONAL_MODULES}
     notes = [f"{m} missing (extra: {OPTIONAL_MODULES[m]})" for m, ok in optional.items() if not ok]
-    notes += [f"{m} MISSING: a core dependency; parts that need it will fail" for m, ok in core.items() if not ok]
+    notes += [f"{m} MISSING: a core dependency; parts that need it will fail (carry it: pip install --target "
+              ".deps ...; PYTHONPATH=.:.deps)" for m, ok in core.items() if not ok]
     return {"core": core, "optional": optional, "notes": notes}
 
 

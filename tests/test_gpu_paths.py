@@ -134,3 +134,30 @@ def test_ros_node_reports_gpu_memory():
     mem = _gpu_memory()
     assert mem["gpu_allocated_mb"] >= keep.numel() * 4 / 1e6
     assert mem["gpu_reserved_mb"] >= mem["gpu_allocated_mb"]
+
+
+def test_ros_node_loads_on_cuda_and_frees_the_gpu_on_cleanup(tiny_ckpt_dir):
+    pytest.importorskip("rclpy", reason="ROS 2 (rclpy) is not installed")
+    pytest.importorskip("rgpt4d_interfaces", reason="rgpt4d_interfaces not built (rgpt4d-sdk ros build-interfaces)")
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from rgpt4d_sdk.ros.node import RegionQueryNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    before = torch.cuda.memory_allocated()
+    node = RegionQueryNode("rgpt4d_gpu_test", context=context, parameter_overrides=[
+        Parameter("model", value=str(tiny_ckpt_dir)), Parameter("cameras", value=["cam=/gpu_test/image_raw"]),
+        Parameter("device", value="cuda")])
+    try:
+        node.trigger_configure()
+        assert node.engine_loaded and node.engine.model.device.type == "cuda"
+        loaded = torch.cuda.memory_allocated()
+        assert loaded > before
+        node.trigger_cleanup()
+        assert not node.engine_loaded
+        assert torch.cuda.memory_allocated() < loaded  # the engine's tensors are gone, the cache emptied
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
