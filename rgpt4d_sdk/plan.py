@@ -358,7 +358,8 @@ def plan_memory(a: Arch, device: Device, precision: str = "bf16", num_frames: in
     """Predict the memory of answering ``batch`` queries of ``num_frames`` frames on ``device``.
 
     decode: "auto" (the torch engine's choice: a static KV cache of `static_len` positions for batch 1 on CUDA),
-    "static" or "dynamic". max_frames: the engine's frame limit that sizes the static cache (default num_frames).
+    "static" or "dynamic". max_frames: the engine's frame limit that sizes the static cache (default 16, or
+    num_frames when larger).
     """
     if num_frames < 1 or batch < 1 or new_tokens < 1:
         raise ConfigError("num_frames, batch and new_tokens must be >= 1.")
@@ -373,11 +374,12 @@ def plan_memory(a: Arch, device: Device, precision: str = "bf16", num_frames: in
     es = _precision(precision)[1]
     pos = prompt_positions(a, num_frames, text_tokens)
     images = batch * (num_frames + 1)
+    engine_frames = max(max_frames or 16, num_frames)  # the engine's frame limit (default 16) sizes its buffers
     entry = a.patches * a.v_hidden * es
     b = {
         "weights": weight_bytes(a, precision),
         "vision_cache": min(int(vision_cache_mb * MiB), images * entry) if vision_cache_mb else 0,
-        "static_kv": kv_bytes(a, static_len(a, max(max_frames or num_frames, num_frames)), 1, precision)
+        "static_kv": kv_bytes(a, static_len(a, engine_frames), 1, precision)
         if use_static else 0,
         "vision_activations": vision_activation_bytes(a, images, precision, attn, device.kind),
         "inputs_embeds": batch * pos * a.hidden * es,
@@ -389,13 +391,13 @@ def plan_memory(a: Arch, device: Device, precision: str = "bf16", num_frames: in
     if backend != "torch":
         b["vision_cache"] = 0  # the compiled engines have none
     if backend == "tensorrt":
-        b["workspace"] += trt_activation_bytes(a, static_len(a, max(max_frames or num_frames, num_frames)),
-                                               max(8, batch))
+        b["workspace"] += trt_activation_bytes(a, static_len(a, engine_frames), max(8, batch))
     resident = b["weights"] + b["vision_cache"] + b["static_kv"] + b["workspace"]
     stages = {
         "vision": resident + b["vision_activations"],
         "prefill": resident + b["inputs_embeds"] + b["kv_prompt"] + b["prefill_activations"],
-        "decode": resident + b["kv_prompt"] + b["kv_answer"] + (b["kv_prompt"] if use_static else 0),
+        # static: the answer's keys live in the static buffers, the prefill's cache until the answer is done
+        "decode": resident + b["kv_prompt"] + (0 if use_static else b["kv_answer"]),
     }
     peak = max(stages.values())
     available = device.memory_bytes - device.reserve_bytes
