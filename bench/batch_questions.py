@@ -80,7 +80,7 @@ def naive_answers(model, prep_engine, queries) -> Dict[str, Any]:
         feats = model.encode_images(preprocess_images(prep.images, model.spec))
         embeds = model.fuse(prep.input_ids, model.project(feats, prep.image_times)).inputs_embeds[None]
         with torch.no_grad():
-            mask = torch.ones(embeds.shape[:2], dtype=torch.long)
+            mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
             out = model.llm.generate(inputs_embeds=embeds, attention_mask=mask,
                                      max_new_tokens=prep.max_new_tokens, do_sample=False,
                                      eos_token_id=prep_engine.stop_ids, pad_token_id=prep_engine.stop_ids[0])

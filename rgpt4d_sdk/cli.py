@@ -11,6 +11,8 @@ import typer
 from .cli_common import fail as _fail
 from .compiled.cli import export_app
 from .data_cli import data_app
+from .readiness_cli import doctor as doctor_cmd
+from .readiness_cli import plan as plan_cmd
 from .errors import QueryError, RGPT4DError
 from .eval.cli import eval_app
 from .ros.cli import ros_app
@@ -26,6 +28,8 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(data_app, name="data")
 app.add_typer(export_app, name="export")
 app.add_typer(train_app, name="train")
+app.command("doctor")(doctor_cmd)
+app.command("plan")(plan_cmd)
 
 DEMO_NOTICE = "NOTE: answers come from an untrained demo model with random weights; point --model at real weights."
 

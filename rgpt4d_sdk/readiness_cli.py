@@ -1,0 +1,70 @@
+"""`rgpt4d-sdk doctor` and `rgpt4d-sdk plan`: will this machine run the model, and how should it be configured?"""
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+from .cli_common import fail
+from .errors import ConfigError, RGPT4DError
+
+
+def doctor(
+    model: Optional[str] = typer.Option(None, help="Also summarise this checkpoint folder and plan for it."),
+    compiled: Optional[str] = typer.Option(None, help="Check an export or engine folder against this machine."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | a known device name (see plan)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """What this machine can run: Python, torch/CUDA, GPUs, Jetson, runtimes, ROS 2, cache, and a recommendation."""
+    from .doctor import diagnose, format_report
+
+    try:
+        report = diagnose(model=model, compiled=compiled, device=device)
+    except RGPT4DError as e:
+        fail(e)
+    typer.echo(json.dumps(report, indent=2, default=str) if as_json else format_report(report))
+
+
+def plan(
+    model: Optional[str] = typer.Option(None, help="Checkpoint folder (its configs give the sizes)."),
+    arch: str = typer.Option("8b", help="Built-in architecture when no --model is given: 8b."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda[:N] | a known device (--list-devices)."),
+    precision: str = typer.Option("auto", "--precision", "--dtype", help="auto | fp32 | bf16 | fp16 | int8 | fp8"),
+    num_frames: int = typer.Option(16, help="Frames per query (the SoM image comes on top)."),
+    batch: int = typer.Option(1, help="Queries answered together."),
+    new_tokens: int = typer.Option(32, help="Tokens generated per answer."),
+    attn: str = typer.Option("sdpa", help="sdpa | eager | flash_attention_2"),
+    vision_cache_mb: float = typer.Option(1024.0, help="Vision-cache budget of the torch engine (0: off)."),
+    decode: str = typer.Option("auto", help="auto | static | dynamic (static keeps a KV buffer on CUDA)."),
+    backend: str = typer.Option("torch", help="torch | onnxruntime | tensorrt (adds its context memory)."),
+    list_devices: bool = typer.Option(False, "--list-devices", help="Print the table of known devices and exit."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+) -> None:
+    """Predict memory (weights, KV cache, activation peaks, caches) and the largest frame count that fits."""
+    from .plan import KNOWN_DEVICES, arch_of, detect_device, plan_memory, precision_problem
+
+    if list_devices:
+        rows = [d.to_dict() for d in KNOWN_DEVICES.values()]
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2))
+        else:
+            for d in rows:
+                bw = f"{d['bandwidth_Bps'] / 1e9:.0f} GB/s" if d["bandwidth_Bps"] else "-"
+                typer.echo(f"{d['name']:15s} {d['memory_bytes'] / (1 << 30):6.0f} GiB  {bw:>10s}  sm_"
+                           f"{d['compute_capability'].replace('.', '')}{'  unified' if d['unified'] else ''}")
+        return
+    try:
+        a = arch_of(model=model, arch=None if model else arch)
+        dev = detect_device(device)
+        precision = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(precision, precision)
+        if precision == "auto":
+            precision = "fp32" if dev.kind == "cpu" else (
+                "bf16" if precision_problem("bf16", dev.compute_capability) is None else "fp16")
+        if precision not in ("fp32", "bf16", "fp16", "int8", "fp8"):
+            raise ConfigError(f"--precision {precision!r} is unknown; choose auto, fp32, bf16, fp16, int8 or fp8.")
+        p = plan_memory(a, dev, precision, num_frames, batch, new_tokens, attn=attn, vision_cache_mb=vision_cache_mb,
+                        decode=decode, backend=backend)
+    except RGPT4DError as e:
+        fail(e)
+    typer.echo(json.dumps(p.to_dict(), indent=2) if as_json else "\n".join(p.lines()))
