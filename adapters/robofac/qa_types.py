@@ -8,8 +8,8 @@ question gets a type by, in order:
    under the same root takes that question's type. RoboFAC generates its questions from per-type templates, so
    this is the official typing where the two splits share a template.
 2. **The type's wording** (`PATTERNS`), first match wins, in the order listed: correction before explanation,
-   locating and planning before detection, so "How should the arm move to recover?" is a low-level correction and not task
-   planning. RoboFAC publishes no template list (the official repository, MINT-SJTU/RoboFAC at commit feb60e3,
+   locating and planning before detection, so "How should the arm move to recover?" is a low-level correction and
+   not task planning. RoboFAC publishes no template list (the official repository, MINT-SJTU/RoboFAC at commit feb60e3,
    holds the evaluation code and task scripts but no question templates), so these patterns are written from the
    eight type definitions of the RoboFAC paper (task identification, task planning, failure detection, failure
    identification, failure locating, failure explanation, high-level correction, low-level correction) and checked
@@ -23,8 +23,8 @@ from typing import Dict, Iterable, Optional, Tuple
 
 PATTERNS: Tuple[Tuple[str, "re.Pattern[str]"], ...] = tuple((name, re.compile(p, re.I)) for name, p in (
     ("Low-level correction", r"\b(which|what) direction\b|\bhow (far|much|many (cm|centimet|mm|degree))\b.*\b(move|"
-                             r"rotate|turn|shift)|\bmove the (arm|gripper|end[- ]effector)\b|\bhow should the (robot(ic)? )?(arm|gripper|"
-                             r"end[- ]effector) move\b|\blow[- ]level\b"),
+                             r"rotate|turn|shift)|\bmove the (arm|gripper|end[- ]effector)\b|"
+                             r"\bhow should the (robot(ic)? )?(arm|gripper|end[- ]effector) move\b|\blow[- ]level\b"),
     ("High-level correction", r"\b(correct|recover|fix|remedy)\w*\b|\bhigh[- ]level\b|\bwhat should (the robot|it)"
                               r" do\b.*\b(instead|next|now)\b"),
     ("Failure explanation", r"^\s*why\b|\bexplain\b|\breason\b|\bcause[ds]?\b"),

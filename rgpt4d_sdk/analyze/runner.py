@@ -257,7 +257,7 @@ def _question_row(base: dict, unit_id: str, index: int, spec: QuestionSpec) -> d
                 task=spec.task, format=spec.format, question=spec.question, options=list(spec.options),
                 answer_type=spec.answer_type, mark_ids=list(spec.mark_ids), truth=spec.truth,
                 truth_text=spec.truth_text, truth_value=spec.truth_value, unit=spec.unit, answer_text=None,
-                answer_choice=None, answer_value=None, answer_unit=None, score=None, timings={})
+                answer_choice=None, matched_by=None, answer_value=None, answer_unit=None, score=None, timings={})
 
 
 def _fill_answer(row: dict, ans: Any, adapter_share_s: float) -> None:
@@ -276,7 +276,8 @@ def _fill_answer(row: dict, ans: Any, adapter_share_s: float) -> None:
             value, unit = None, None
     else:
         value, unit = None, None
-    row.update(answer_text=ans.text, answer_choice=choice, matched_by=matched_by, answer_value=value, answer_unit=unit,
+    row.update(answer_text=ans.text, answer_choice=choice, matched_by=matched_by, answer_value=value,
+               answer_unit=unit,
                timings=dict({k: round(v, 6) for k, v in ans.timings.items()}, adapter=round(adapter_share_s, 6)))
     row["score"] = score_row(row)
 
