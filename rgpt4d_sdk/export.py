@@ -176,6 +176,9 @@ def robofac_records(data: PathLike, stats: ExportStats, media_dir: Path, split: 
         for item in ds.items(name):
             if limit is not None and made >= limit:
                 return
+            if item.error is not None:  # a record of the wrong form (adapters/robofac/dataset.py)
+                stats.skip(*item.error)
+                continue
             if not item.answer:
                 stats.skip("empty_answer", f"{item.id}: the reference answer is empty")
                 continue

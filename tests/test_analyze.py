@@ -57,7 +57,7 @@ def nus_cfg(root: Path, **kw) -> NuScenesConfig:
 
 def analyze_cfg(root: Path, ckpt: Path, out: Path, **kw) -> AnalyzeConfig:
     nus = kw.pop("nuscenes", {})
-    questions = kw.pop("questions", {"families": ["distance", "speed", "direction", "ego_speed"]})
+    questions = kw.pop("questions", {"families": ["distance", "speed", "radial_motion", "ego_speed"]})
     return AnalyzeConfig(out=str(out), nuscenes=dict(nus_cfg(root, **nus).to_dict()), questions=questions,
                          engine={"model": str(ckpt), "device": "cpu", "dtype": "float32"}, progress=False, **kw)
 

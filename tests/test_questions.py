@@ -15,7 +15,7 @@ import pytest
 
 from rgpt4d_sdk.errors import ConfigError, QueryError
 from rgpt4d_sdk.eval.questions import (
-    DIRECTIONS,
+    CROSSING,
     FAMILIES,
     FORMATS,
     QuestionConfig,
@@ -32,10 +32,10 @@ WLH = (1.9, 4.5, 1.6)
 
 # mark -> (start centre in the global frame (m), constant velocity (m/s)); camera starts at (0, 0, 1.5).
 OBJECTS = {
-    1: ((40.0, 3.5, 0.8), (-8.0, 0.0, 0.0)),  # oncoming in the left lane: approaching
-    2: ((15.0, 0.0, 0.8), (15.0, 0.0, 0.0)),  # ahead, faster than ego: receding
-    3: ((30.0, -6.0, 0.9), (10.0, 6.0, 0.0)),  # keeps its range, moves right to left: crossing
-    4: ((25.0, -4.0, 0.8), (0.0, 0.0, 0.0)),  # parked: static
+    1: ((40.0, 3.5, 0.8), (-8.0, 0.0, 0.0)),  # oncoming in the left lane: getting closer at 18 m/s
+    2: ((15.0, 0.0, 0.8), (15.0, 0.0, 0.0)),  # ahead, faster than ego: moving away at 5 m/s
+    3: ((30.0, -6.0, 0.9), (10.0, 6.0, 0.0)),  # keeps its range, moves right to left at 6 m/s
+    4: ((25.0, -4.0, 0.8), (0.0, 0.0, 0.0)),  # parked: stationary, yet getting closer at 10 m/s
 }
 
 
@@ -90,6 +90,7 @@ EXPECTED = {
     **{f"dimensions/{m}/length": WLH[1] for m in OBJECTS},
     **{f"dimensions/{m}/height": WLH[2] for m in OBJECTS},
     "ego_speed": EGO_SPEED,
+    "camera_displacement": EGO_SPEED * DT * (T - 1),
     "counting": 3.0,
 }
 
@@ -206,32 +207,29 @@ def test_seed_key_and_seed_change_option_layouts():
     assert base != other_key and base != other_seed
 
 
-def test_direction_labels():
+def test_motion_radial_and_crossing_labels():
     specs = by_key(make_questions(make_clip()))
-    got = {m: specs[f"direction/{m}/mc"] for m in OBJECTS}
-    assert {m: s.truth_text for m, s in got.items()} == {1: "approaching", 2: "receding", 3: "crossing", 4: "static"}
-    for s in got.values():
-        assert s.options == list(DIRECTIONS) and s.truth_value is None and s.unit is None
+    label = {f: {m: specs[f"{f}/{m}/mc"].truth_text for m in OBJECTS}
+             for f in ("motion_state", "radial_motion", "crossing")}
+    assert label["motion_state"] == {1: "moving", 2: "moving", 3: "moving", 4: "stationary"}
+    assert label["radial_motion"] == {1: "getting closer", 2: "moving away", 3: "keeping its distance",
+                                      4: "getting closer"}
+    assert label["crossing"] == {1: "not sideways", 2: "not sideways", 3: "right to left", 4: "not sideways"}
+    assert specs["crossing/3/mc"].options == list(CROSSING)
+    for f in ("motion_state", "radial_motion", "crossing"):
+        assert specs[f"{f}/1/mc"].truth_value is None and specs[f"{f}/1/mc"].unit is None
 
 
-def test_direction_static_threshold_is_configurable():
+def test_static_threshold_and_dead_bands_are_configurable_and_stated():
     slow = {1: ((20.0, 0.0, 0.8), (0.3, 0.0, 0.0))}  # 0.3 m/s drift ahead of a camera doing 10 m/s
-    assert by_key(make_questions(make_clip(slow)))["direction/1/mc"].truth_text == "static"
-    cfg = QuestionConfig(static_speed_mps=0.2)
-    # Moving in the world, and the label is relative to the camera, which closes in on it.
-    assert by_key(make_questions(make_clip(slow), cfg))["direction/1/mc"].truth_text == "approaching"
-
-
-def test_direction_compares_range_change_with_lateral_change():
-    objects = {
-        # relative to the camera: range 20.1 -> 12.2 m (dr -7.9), sideways +2 -> -2 m (dx -4): approaching
-        1: ((20.0, -2.0, 0.8), (6.0, 2.0, 0.0)),
-        # range 20.1 -> 20.9 m (dr +0.8), sideways +2 -> -6 m (dx -8): crossing
-        2: ((20.0, -2.0, 0.8), (10.0, 4.0, 0.0)),
-    }
-    specs = by_key(make_questions(make_clip(objects), QuestionConfig(families=("direction",))))
-    assert specs["direction/1/mc"].truth_text == "approaching"
-    assert specs["direction/2/mc"].truth_text == "crossing"
+    specs = by_key(make_questions(make_clip(slow)))
+    assert specs["motion_state/1/mc"].truth_text == "stationary" and "0.5 m/s" in specs["motion_state/1/mc"].question
+    assert specs["radial_motion/1/mc"].truth_text == "getting closer"  # 9.7 m/s closer, whatever the world speed
+    cfg = QuestionConfig(static_speed_mps=0.2, radial_dead_band_mps=12.0)
+    specs = by_key(make_questions(make_clip(slow), cfg))
+    assert specs["motion_state/1/mc"].truth_text == "moving"
+    assert specs["radial_motion/1/mc"].truth_text == "keeping its distance"
+    assert "12 m/s" in specs["radial_motion/1/mc"].question
 
 
 def test_speeds_are_horizontal():
@@ -241,8 +239,8 @@ def test_speeds_are_horizontal():
         3: ((30.0, 0.0, 0.8), (3.0, 4.0, 2.0)),  # annotation speed 5 m/s horizontally
     }
     specs = by_key(make_questions(make_clip(objects)))
-    assert specs["direction/1/mc"].truth_text != "static"
-    assert specs["direction/2/mc"].truth_text == "static"
+    assert specs["motion_state/1/mc"].truth_text == "moving"
+    assert specs["motion_state/2/mc"].truth_text == "stationary"
     assert specs["counting/numeric"].truth == 2.0
     assert specs["speed/3/numeric"].truth == pytest.approx(5.0, rel=1e-12)
     assert specs["displacement/3/numeric"].truth == pytest.approx(math.sqrt(29.0) * DT * (T - 1), rel=1e-12)
@@ -299,13 +297,14 @@ def test_nan_velocity_skips_only_the_speed_questions():
         assert s.options == [] and "<obj_2>" in s.question
     assert specs["speed/1/numeric"].truth == pytest.approx(8.0)
     assert specs["distance/2/numeric"].truth == pytest.approx(_distance0(2))
-    assert specs["direction/2/mc"].truth_text == "receding"
+    assert specs["radial_motion/2/mc"].truth_text == "moving away"
     assert sum(s.skip_reason is not None for s in specs.values()) == 2
 
 
-def test_no_tracks_gives_ego_speed_and_a_skipped_count():
+def test_no_tracks_gives_the_per_clip_families_and_a_skipped_count():
     specs = make_questions(make_clip({}))
-    assert sorted(s.key for s in specs) == ["counting/mc", "counting/numeric", "ego_speed/mc", "ego_speed/numeric"]
+    assert sorted(s.key for s in specs) == ["camera_displacement/mc", "camera_displacement/numeric", "counting/mc",
+                                            "counting/numeric", "ego_speed/mc", "ego_speed/numeric"]
     for s in specs:
         assert (s.skip_reason == "no marked objects") == (s.task == "counting")
 
@@ -322,6 +321,7 @@ def test_unknown_family_or_format_lists_the_valid_ones():
 
 @pytest.mark.parametrize("bad", [{"num_options": 1}, {"num_options": 6}, {"num_options": 4.0},
                                  {"static_speed_mps": -1.0}, {"static_speed_mps": float("nan")},
+                                 {"radial_dead_band_mps": -0.1}, {"lateral_dead_band_mps": True},
                                  {"max_pairs": -1}, {"formats": ()}])
 def test_config_ranges(bad):
     with pytest.raises(ConfigError):
@@ -338,7 +338,7 @@ def test_config_from_dict_takes_lists_and_rejects_unknown_keys():
 def test_family_and_format_filters():
     numeric = make_questions(make_clip(), QuestionConfig(formats=("numeric",)))
     assert numeric and all(s.format == "numeric" for s in numeric)
-    assert not {s.task for s in numeric} & {"relative_position", "direction"}
+    assert not {s.task for s in numeric} & {"relative_position", "motion_state", "radial_motion", "crossing"}
     only = make_questions(make_clip(), QuestionConfig(families=["speed", "ego_speed"], formats=["mc"]))
     assert {s.task for s in only} == {"speed", "ego_speed"} and all(s.format == "mc" for s in only)
     assert len(only) == len(OBJECTS) + 1

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from rgpt4d_sdk.adapters.r4d_bench import REASONS, TASK_NAMES, R4DItem, build_query, load_records, task_of
+from rgpt4d_sdk.adapters.r4d_bench import (
+    REASONS, TASK_NAMES, R4DItem, build_query, find_record_files, load_records, task_of,
+)
+from rgpt4d_sdk.errors import DatasetError
 from rgpt4d_sdk.cli import app
 from rgpt4d_sdk.errors import ConfigError, RegionError
 from rgpt4d_sdk.eval.metrics import MRA_THRESHOLDS
@@ -51,7 +54,7 @@ def _record(i: int, task: str, video: str = "videos/v0.mp4", som: str = "som/v0.
 
 @pytest.fixture(scope="module")
 def bench_dir(tmp_path_factory) -> Path:
-    """An R4D-Bench-layout folder: records.jsonl, videos/*.mp4, som/*.png (marks drawn with render_som)."""
+    """An R4D-Bench-layout folder: test.jsonl, videos/*.mp4, som/*.png (marks drawn with render_som), stray .json."""
     from PIL import Image
 
     root = tmp_path_factory.mktemp("r4d")
@@ -75,15 +78,20 @@ def bench_dir(tmp_path_factory) -> Path:
     ]
     lines = [json.dumps(r) for r in records]
     lines.insert(3, '{"id": "broken", "task": ')  # a torn / malformed JSON line
-    (root / "records.jsonl").write_text("\n".join(lines) + "\n")
+    (root / "test.jsonl").write_text("\n".join(lines) + "\n")
+    # Stray JSON beside the records (a truth table, notes): never read as records, listed once in the log.
+    (root / "truth.json").write_text(json.dumps([_record(30, "counting", id="stray")]))
+    (root / "notes.json").write_text("{not json at all")
     return root
 
 
 # ------------------------------------------------------------------------------------------------ scoring
 @pytest.mark.parametrize("reply, correct", [
-    ("B", True), ("b", True), ("B.", True), ("(B)", True), ("2 m/s", True), ("2 M/S.", True), ("B) 2 m/s", True),
-    ("The answer is B.", True), ("A", False), ("5 m/s", False), ("I don't know", False), ("", False),
-    ("C) 5 m/s", False),
+    ("B", True), ("B.", True), ("(B)", True), ("B) 2 m/s", True), ("The answer is B.", True),  # official letters
+    ("2 m/s", True), ("2 M/S.", True), ("(b) 2 m/s", True),  # exact option text after normalisation
+    ("b", False),  # the official letter rule is case-sensitive and "b" is no option's text
+    ("A", False), ("5 m/s", False), ("I don't know", False), ("", False), ("C) 5 m/s", False),
+    ("about 2 m/s", False),  # containing an option's text is not choosing it
 ])
 def test_choice_letter_or_option_text(reply, correct):
     assert choice_correct(reply, OPTIONS, "B") is correct
@@ -124,8 +132,12 @@ def test_records_from_json_and_parquet(tmp_path, bench_dir):
     import pyarrow as pa
 
     recs = [_record(i, t) for i, t in enumerate(FULL_TASKS[:2])]
-    (tmp_path / "a.json").write_text(json.dumps(recs))
-    pq.write_table(pa.Table.from_pylist([_record(5, "rotational", id="p5")]), tmp_path / "b.parquet")
+    (tmp_path / "test.json").write_text(json.dumps(recs))
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.Table.from_pylist([_record(5, "rotational", id="p5")]), tmp_path / "data" / "test-0.parquet")
+    (tmp_path / "other.json").write_text(json.dumps([_record(9, "counting", id="not-read")]))
+    assert find_record_files(tmp_path) == ([tmp_path / "test.json", tmp_path / "data" / "test-0.parquet"],
+                                           [tmp_path / "other.json"])
     items = load_records(tmp_path)
     assert [it.id for it in items] == ["item-0", "item-1", "p5"]
     assert all(isinstance(it, R4DItem) for it in items)
@@ -180,6 +192,12 @@ def test_eval_r4d_bench_end_to_end_and_resume(bench_dir, tiny_ckpt_dir, tmp_path
     md = (out / "table.md").read_text()
     assert "| accuracy (%) |" in md and "displacement & path length" in md and "MRA" in md
     assert "| accuracy (%) |" in result.output and "16 items: 10 answered, 6 not evaluated" in result.output
+    assert "| expected official (%) |" in md and sum(table["matched_by"].values()) == 9
+    assert all(r["matched_by"] in ("letter", "option_text", "none") for r in ok if r["format"] == "mc")
+    # The log says what happened: 6 bad records up front, then answered/error counts; strays listed once.
+    assert "3 of 16 items are bad records" in result.output and "13/13 items: 10 answered, 3 errors" in result.output
+    assert result.output.count("truth.json") == 1 and result.output.count("notes.json") == 1
+    assert "stray" not in rows
 
     # an interrupted run: the last three rows are lost and the fourth-last is torn mid-line
     lines = (out / "results.jsonl").read_text().splitlines(keepends=True)
@@ -220,7 +238,44 @@ def test_other_record_problems_are_item_errors(tmp_path):
     recs = [_record(0, "counting"), _record(1, "counting", id="item-0"), _record(2, "ego orientation"),
             {"id": "nq", "task": "distance", "video": "v.mp4", "som_image": "s.png", "question": "How far?",
              "answer": "far"}, {"id": "nf", "task": "counting"}, [1, 2]]
-    (tmp_path / "r.json").write_text(json.dumps(recs))
+    (tmp_path / "test.json").write_text(json.dumps(recs))
     reasons = [getattr(it, "reason", None) for it in load_records(tmp_path)]
     assert reasons == [None, "duplicate_id", "unknown_task", "bad_numeric_answer", "missing_field", "malformed_record"]
     assert set(reasons[1:]) <= set(REASONS)
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({"options": "2m/s"}, "bad_options"),  # a string is not split into characters
+    ({"options": ["1 m/s", None, "3 m/s"]}, "bad_options"),
+    ({"options": ["1 m/s", " ", "3 m/s"]}, "bad_options"),
+    ({"options": ["1 m/s"], "answer": "1 m/s"}, "bad_options"),  # one option is no choice
+    ({"options": ["1 m/s", "1 m/s", "3 m/s"], "answer": "3 m/s"}, "bad_options"),
+    ({"options": {"A": "1 m/s"}}, "bad_options"),
+    ({"options": [f"{v} m/s" for v in range(6)], "answer": "1 m/s"}, "too_many_options"),
+    ({"id": ["x"]}, "bad_field"), ({"id": 1.5}, "bad_field"), ({"id": True}, "bad_field"),
+    ({"question": 42}, "bad_field"), ({"video": ["a.mp4"]}, "bad_field"), ({"benchmark": 3}, "bad_field"),
+    ({"answer": True}, "bad_field"), ({"answer": ["2 m/s"]}, "bad_field"),
+    ({"answer": "7 m/s"}, "answer_not_in_options"), ({"question": ""}, "missing_field"),
+])
+def test_every_field_is_type_checked(tmp_path, changes, reason):
+    (tmp_path / "test.json").write_text(json.dumps([_record(0, "counting", **changes), _record(1, "counting")]))
+    first, second = load_records(tmp_path)
+    assert getattr(first, "reason", None) == reason and reason in REASONS and first.message
+    assert isinstance(second, R4DItem)  # the bad record never spoils the next
+
+
+def test_numbers_in_id_options_and_answer_are_taken_as_their_text(tmp_path):
+    # The released test.json mixes ints and strings (counting options are numbers); the official task str()s them.
+    (tmp_path / "test.json").write_text(json.dumps([_record(0, "counting", id=7, options=[0, 1, 2, 3], answer=2)]))
+    (item,) = load_records(tmp_path)
+    assert isinstance(item, R4DItem) and item.id == "7" and item.options == ["0", "1", "2", "3"]
+    assert item.truth == "C" and item.answer == "2"
+
+
+def test_record_files_by_name_or_given_file(tmp_path):
+    (tmp_path / "notes.json").write_text("{}")
+    with pytest.raises(DatasetError, match="notes.json.*test.json"):
+        load_records(tmp_path)
+    (tmp_path / "mine.json").write_text(json.dumps([_record(0, "counting")]))
+    (item,) = load_records(tmp_path / "mine.json")  # --data FILE reads that file, whatever its name
+    assert item.id == "item-0" and item.video == tmp_path / "videos/v0.mp4"

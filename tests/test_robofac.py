@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from rgpt4d_sdk.adapters.robofac import RoboFACDataset, decode_rle, load_region_file
+from rgpt4d_sdk.adapters.robofac.qa_types import classify_question
 from rgpt4d_sdk.adapters.robofac.regions import decode_rle_string
 from rgpt4d_sdk.errors import DatasetError, QueryError, RegionError
 from rgpt4d_sdk.eval.robofac import (
     JUDGE_TYPES, Prediction, canonical_type, containment_accuracy, containment_correct, prediction_from,
-    read_judge_scores, run_judge, summarize, write_judge_requests, write_judge_scores,
+    read_judge_scores, run_judge, strict_correct, summarize, write_judge_requests, write_judge_scores,
 )
 from rgpt4d_sdk.types import uniform_indices
 
@@ -63,7 +64,9 @@ def test_splits_items_and_roles(root):
     assert [i.id for i in train] == [f"{SIM_A}#0", f"{SIM_A}#1", f"{SIM_B}#0"]
     assert train[0].question == "What task is the robot performing?"  # "<video>\n" dropped
     assert (train[1].answer, train[2].answer) == ("Yes.", "Pushing the cube.")  # "gpt" and "assistant"
-    assert all(i.qa_type == "" for i in train)
+    # Training records carry no type: "Did the robot fail?" matches no test question here, so its wording types it.
+    assert [(i.qa_type, i.qa_type_source) for i in train] == [
+        ("Task identification", "pattern"), ("Failure detection", "pattern"), ("Task identification", "pattern")]
     sim = ds.items("test_sim")
     assert [(i.id, i.qa_type, i.task) for i in sim] == [
         (f"{SIM_A}#0", "Failure detection", "PickCube"), (f"{SIM_A}#1", "Failure explanation", "PickCube"),
@@ -213,15 +216,71 @@ def test_missing_video_names_the_places_looked_at(tmp_path):
 @pytest.mark.parametrize("content, words", [
     ("[{", "not valid JSON"),
     (json.dumps({"video": "a.mp4"}), "expected a list"),
-    (json.dumps([{"video": "a.mp4"}]), "'conversations'"),
-    (json.dumps([{"video": "a.mp4", "conversations": [turn("human", "Q?")]}]), "without an answer"),
-    (json.dumps([{"video": "a.mp4", "conversations": [turn("human", "Q?"), turn("bot", "A")]}]), "'gpt', 'assistant'"),
 ])
-def test_malformed_training_table(tmp_path, content, words):
+def test_malformed_training_file(tmp_path, content, words):
     (tmp_path / "training_qa.json").write_text(content)
     with pytest.raises(DatasetError) as e:
         RoboFACDataset(tmp_path).items("training")
     assert words in str(e.value) and "training_qa.json" in str(e.value)
+
+
+@pytest.mark.parametrize("record, words", [
+    ({"video": "a.mp4"}, "'conversations'"),
+    ({"video": 7, "conversations": []}, "'video' (a path)"),
+    ({"video": "a.mp4", "conversations": "Q? A."}, "'conversations' (a list of turns)"),
+    ({"video": "a.mp4", "conversations": [turn("human", "Q?")]}, "without an answer"),
+    ({"video": "a.mp4", "conversations": [turn("human", "Q?"), turn("bot", "A")]}, "'gpt', 'assistant'"),
+    ({"video": "a.mp4", "conversations": [turn("human", "Q?"), {"from": "gpt", "value": 3}]}, "'value': text"),
+    ({"video": "a.mp4", "conversations": [turn("human", "<video>\n "), turn("gpt", "A")]}, "empty question"),
+])
+def test_bad_training_records_become_error_items_and_the_rest_stays(tmp_path, record, words):
+    good = {"video": "b.mp4", "conversations": [turn("human", "Why did it fail?"), turn("gpt", "It slipped.")]}
+    write_json(tmp_path / "training_qa.json", [record, good])
+    items = RoboFACDataset(tmp_path).items("training")
+    assert len(items) == 2 and items[0].error[0] == "bad_record" and words in items[0].error[1]
+    assert "training_qa.json record 0" in items[0].error[1]
+    assert items[1].error is None and items[1].qa_type == "Failure explanation"
+
+
+def test_bad_test_records_become_error_items(tmp_path):
+    write_json(tmp_path / "test_qa_sim" / "annos_per_video_split0.json", {
+        "a": {"video": "a.mp4", "task": "Pick", "annos": {"Failure detection": "Yes"}},
+        "b": {"video": "b.mp4", "task": 3, "annos": {}},
+        "c": {"video": "c.mp4", "task": "Pick", "annos": {"Failure detection": qa("Is the task successful?", "No.")}},
+    })
+    items = RoboFACDataset(tmp_path).items("test_sim")
+    assert [i.error[0] if i.error else None for i in items] == ["bad_record", "bad_record", None]
+    assert "turns must be a list" in items[0].error[1] and "'task' must be a text" in items[1].error[1]
+
+
+# One question per RoboFAC type, worded as the type's definition asks it; each must get its own type.
+TYPE_EXAMPLES = [
+    ("What task is the robot performing in the video?", "Task identification"),
+    ("What are the steps the robot should follow to complete the task?", "Task planning"),
+    ("Is the task completed successfully?", "Failure detection"),
+    ("What type of failure occurred in this video?", "Failure identification"),
+    ("At which stage did the robot fail?", "Failure locating"),
+    ("Why did the robot fail?", "Failure explanation"),
+    ("What should the robot do to recover from the failure?", "High-level correction"),
+    ("In which direction and how far should the gripper move to recover?", "Low-level correction"),
+]
+
+
+@pytest.mark.parametrize("question, qa_type", TYPE_EXAMPLES)
+def test_training_questions_are_typed_by_their_wording(question, qa_type):
+    assert classify_question(question) == (qa_type, "pattern")
+
+
+def test_training_questions_take_the_type_of_the_same_test_question(tmp_path):
+    odd = "Tell me about the arm."  # no pattern matches this wording...
+    write_json(tmp_path / "test_qa_sim" / "annos_per_video_split0.json", {
+        "a": {"video": "a.mp4", "task": "Pick", "annos": {"Failure explanation": qa(odd, "It slipped.")}}})
+    write_json(tmp_path / "training_qa.json", [
+        {"video": "b.mp4", "conversations": qa("  tell me about the ARM ", "x") + qa("Hello there", "y")}])
+    train = RoboFACDataset(tmp_path).items("training")
+    assert classify_question(odd) == ("", "none")
+    # ...but the test table asks it as a failure explanation, so the training copy is typed so (case/space apart).
+    assert [(i.qa_type, i.qa_type_source) for i in train] == [("Failure explanation", "template"), ("", "none")]
 
 
 # ----------------------------------------------------------------------------------------------- scoring
@@ -234,11 +293,26 @@ def test_malformed_training_table(tmp_path, content, words):
     ("Yes!", "yes, it failed", False),
     ("the gripper", "The gripper closed too early.", True),
     ("It closed too early, then slipped.", "It closed too early.", False),  # the prediction must be inside the ref
-    ("", "No", False),  # empty answers are wrong (deliberate: "" is in every string)
+    ("", "No", True),  # official: "" is in every string, so an empty reply counts...
+    (" ", "No", False),  # ...but a blank is not inside "no"
+    ("n", "No", True),  # one character inside the reference: official counts it
     (None, "No", False),
 ])
 def test_containment_rule(pred, ref, ok):
     assert containment_correct(pred, ref) is ok
+
+
+@pytest.mark.parametrize("pred, ref, ok", [
+    ("Yes", "Yes, the task failed.", True),
+    ("", "No", False),  # strict: empty is wrong
+    ("   ", "No", False),  # whitespace only
+    ("n", "No", False),  # one character
+    (" n ", "No", False),  # one character after stripping
+    ("no", "No", True),
+    (None, "No", False),
+])
+def test_strict_rule(pred, ref, ok):
+    assert strict_correct(pred, ref) is ok
 
 
 def test_canonical_types():
@@ -255,9 +329,14 @@ def test_per_type_accuracy():
     preds = [pred(0, "Failure detection", "Yes", "yes"), pred(1, "Failure detection", "No", "yes"),
              pred(2, "Failure locating", "In the grasp stage.", "grasp"), pred(3, "Task planning", "x", "x")]
     acc = containment_accuracy(preds)
-    assert acc["Failure detection"] == {"n": 2, "correct": 1, "accuracy": 0.5}
-    assert acc["Failure locating"] == {"n": 1, "correct": 1, "accuracy": 1.0}
-    assert acc["Failure identification"] == {"n": 0, "correct": 0, "accuracy": None}
+    assert acc["Failure detection"] == {"n": 2, "correct": 1, "accuracy": 0.5, "strict_correct": 1,
+                                        "strict_accuracy": 0.5}
+    assert acc["Failure locating"] == {"n": 1, "correct": 1, "accuracy": 1.0, "strict_correct": 1,
+                                       "strict_accuracy": 1.0}
+    assert acc["Failure identification"] == {"n": 0, "correct": 0, "accuracy": None, "strict_correct": 0,
+                                             "strict_accuracy": None}
+    empty = containment_accuracy([pred(0, "Failure detection", "No", ""), pred(1, "Failure detection", "No", "n")])
+    assert empty["Failure detection"]["accuracy"] == 1.0 and empty["Failure detection"]["strict_accuracy"] == 0.0
 
 
 class OverlapJudge:

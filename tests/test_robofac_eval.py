@@ -9,10 +9,10 @@ from typer.testing import CliRunner
 
 from rgpt4d_sdk.cli import app
 from rgpt4d_sdk.errors import ConfigError
-from rgpt4d_sdk.eval.robofac import containment_correct
+from rgpt4d_sdk.eval.robofac import containment_correct, strict_correct
 from rgpt4d_sdk.eval.robofac_run import REASONS, run_robofac
 
-from robofac_data import SIM_A, SIM_B, make_robofac, qa, write_clip, write_json
+from robofac_data import SIM_A, SIM_B, make_robofac, qa, turn, write_clip, write_json
 
 FRAMES = 4
 GONE = "PickCube-v1/scene_5/gone.mp4"  # named by the QA table, not on disk
@@ -77,6 +77,7 @@ def test_eval_robofac_end_to_end_resume_and_judge_scores(data, tiny_ckpt_dir, tm
         assert r["status"] == "ok" and r["type"] == qa_type and isinstance(r["answer"], str)
         assert len(r["timestamps_s"]) == FRAMES and r["video"] == rid.split("#")[0]
         assert r["correct"] == (containment_correct(r["answer"], r["reference"]) if rid in CLOSED else None)
+        assert r["correct_strict"] == (strict_correct(r["answer"], r["reference"]) if rid in CLOSED else None)
     assert rows[f"{SIM_A}#0"]["reference"] == "No, the task failed."
     assert rows[f"{SIM_A}#0"]["question"] == "Is the task successful?"
 
@@ -85,7 +86,9 @@ def test_eval_robofac_end_to_end_resume_and_judge_scores(data, tiny_ckpt_dir, tm
     assert table["errors"] == {"bad_region_stamp": 1, "missing_video": 1, "unreadable_video": 1}
     fd = table["containment"]["Failure detection"]
     assert fd["n"] == 1 and fd["accuracy"] == 100.0 * rows[f"{SIM_A}#0"]["correct"]
-    assert table["containment"]["Failure identification"] == {"n": 0, "correct": 0, "accuracy": None}
+    assert fd["strict_accuracy"] == 100.0 * rows[f"{SIM_A}#0"]["correct_strict"]
+    assert table["containment"]["Failure identification"] == {"n": 0, "correct": 0, "accuracy": None,
+                                                              "strict_correct": 0, "strict_accuracy": None}
     assert table["judge"] is None and table["judge_requests"] == 2
     requests = _jsonl(out / "judge_requests.jsonl")
     assert [(r["id"], r["type"]) for r in requests] == list(OPEN.items())
@@ -137,3 +140,23 @@ def test_limit_and_bad_inputs(data, tiny_ckpt_dir, tmp_path):
     result = CliRunner().invoke(app, ["eval", "robofac", "--data", str(data), "--model", str(tiny_ckpt_dir),
                                       "--split", "validation", "--out", str(tmp_path / "c")])
     assert result.exit_code == 2 and "unknown" in result.output
+
+
+def test_training_split_bad_record_is_an_error_row_and_stray_json_is_listed_once(tiny_ckpt_dir, tmp_path):
+    root = make_robofac(tmp_path / "root")
+    records = json.loads((root / "training_qa.json").read_text())
+    records.insert(1, {"video": SIM_A, "conversations": [turn("human", "Q?"), {"from": "gpt", "value": None}]})
+    write_json(root / "training_qa.json", records)
+    write_json(root / "notes.json", {"note": "not a table"})
+    result = CliRunner().invoke(app, ["eval", "robofac", "--data", str(root), "--model", str(tiny_ckpt_dir),
+                                      "--split", "training", "--frames", str(FRAMES), "--out", str(tmp_path / "out"),
+                                      "--device", "cpu", "--dtype", "float32"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("notes.json") == 1 and "ignored 1 .json file" in result.output
+    rows = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    bad = [r for r in rows if r["status"] == "error"]
+    assert len(rows) == 4 and len(bad) == 1 and bad[0]["reason"] == "bad_record" and "'value': text" in \
+        bad[0]["message"]
+    assert {r["type"] for r in rows if r["status"] == "ok"} == {"Task identification", "Failure detection"}
+    assert "1 of 4 items are bad records" in result.output
+    assert "3/3 items: 3 answered, 0 errors" in result.output

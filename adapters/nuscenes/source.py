@@ -317,7 +317,10 @@ class NuScenesSource:
         ego = np.array([self.nusc.get("ego_pose", sd["ego_pose_token"])["translation"] for sd in sds], dtype=float)
         cam_centres = np.array([T.inverse().translation for T in cam_from_global], dtype=float)
         clip_tracks = ClipTracks(np.array(clip.timestamps, dtype=float), ego, cam_centres, tracks)
-        return ClipData(unit, clip, regions, clip_tracks, camera, info, int(sds[0]["timestamp"]))
+        # The offset applied to this camera's timestamps, per camera, so a row says which clock its times are on.
+        offsets = {unit.camera: self.clock.offset(unit.camera)}
+        return ClipData(unit, clip, regions, clip_tracks, camera, info, int(sds[0]["timestamp"]),
+                        row_fields={"clock_offset_s": offsets})
 
     def _cam_from_global(self, sd: dict) -> RigidTransform:
         global_from_ego = from_nuscenes_ego_pose(self.nusc.get("ego_pose", sd["ego_pose_token"]))

@@ -9,7 +9,12 @@ Tables per split (paths under the data-set root)::
 A turn is ``{"from": "human" | "gpt" | "assistant", "value": ...}``; the question's leading ``<video>`` tag is
 dropped. Each (question, answer) pair is one item, with id ``"<video>#<k>"``: k counts that video's pairs in the
 split, in file order, so ids are stable while the files are. ``annos`` keys are the QA types (e.g. "Failure
-detection"); training records carry no type (``qa_type == ""``).
+detection"); training records carry none, so their questions are typed by `qa_types.classify_question` (the test
+questions as templates, then each type's wording; ``qa_type_source`` says which, "" types stay unscored).
+
+Every field is type-checked. A file that is not JSON, or not the table's top-level form, is a `DatasetError`; a
+record or turn of the wrong form (no ``video`` path, turns that are not ``{"from", "value"}``, a question without
+an answer) becomes an item with ``error = (reason, message)``: the run records it as an error row and goes on.
 
 Video paths are relative; they resolve against the root, ``simulation_data/``, ``simulation_data/success_data/`` and
 ``realworld_data/`` (LeRobot layout, e.g. ``so100_<task>_error/videos/...mp4``), first existing file wins.
@@ -31,6 +36,7 @@ from rgpt4d_sdk.eval.robofac import canonical_type
 from rgpt4d_sdk.media import read_video
 from rgpt4d_sdk.types import RegionQuery
 
+from .qa_types import classify_question, template_map
 from .regions import RegionEntry, load_region_file, normalize_video_key, sample_from_stamp
 
 SPLITS = ("training", "test_sim", "test_realworld")
@@ -62,6 +68,8 @@ class RoboFACItem:
     task: str
     root: Path
     regions: Optional[RegionEntry] = None
+    error: Optional[Tuple[str, str]] = None  # (reason, message) of a record that cannot be asked
+    qa_type_source: str = "table"  # "table" (test splits) | "template" | "pattern" | "none" (training)
 
     @property
     def video_path(self) -> Path:
@@ -130,7 +138,8 @@ class RoboFACDataset:
         raise DatasetError(f"split {split!r} is unknown; choose one of {SPLITS}.")
 
     def items(self, split: str) -> List[RoboFACItem]:
-        """Every QA item of ``split`` in file order (parsed once, then cached)."""
+        """Every QA item of ``split`` in file order (parsed once, then cached); training items typed by
+        `qa_types.classify_question`."""
         if split not in self._cache:
             tables = self._tables(split)
             if not tables:
@@ -140,18 +149,40 @@ class RoboFACDataset:
             self._cache[split] = self._number(pairs, split)
         return list(self._cache[split])
 
+    def ignored_files(self) -> List[Path]:
+        """.json files under the root and test_qa_sim/ that no split reads (listed once by the run)."""
+        read = {p for s in SPLITS for p in self._tables(s)}
+        found = [*self.root.glob("*.json"), *(self.root / "test_qa_sim").glob("*.json")]
+        return sorted(p for p in found if p.is_file() and p not in read)
+
+    def _templates(self) -> Dict[str, str]:
+        """{normalised test question: QA type} from the test tables present (see `qa_types`)."""
+        pairs = []
+        for split in ("test_sim", "test_realworld"):
+            try:
+                pairs += [(q.question, q.qa_type) for q in self.items(split) if q.error is None]
+            except DatasetError:  # split absent or its file unreadable: no templates from it
+                continue
+        return template_map(pairs)
+
     def __iter__(self) -> Iterator[RoboFACItem]:
         for split in self.splits:
             yield from self.items(split)
 
-    def _number(self, pairs: List[Tuple[str, str, str, str, str]], split: str) -> List[RoboFACItem]:
+    def _number(self, pairs: List["_Pair"], split: str) -> List[RoboFACItem]:
         counts: Dict[str, int] = {}
+        templates = self._templates() if split == "training" else {}
         out = []
-        for video, question, answer, qa_type, task in pairs:
-            k = counts.get(video, 0)
-            counts[video] = k + 1
-            out.append(RoboFACItem(f"{video}#{k}", split, video, question, answer, qa_type, task, self.root,
-                                   self.regions.get(normalize_video_key(video))))
+        for pair in pairs:
+            key = pair.video or pair.where
+            k = counts.get(key, 0)
+            counts[key] = k + 1
+            qa_type, source = pair.qa_type, "table"
+            if split == "training" and pair.error is None:
+                qa_type, source = classify_question(pair.question, templates)
+            out.append(RoboFACItem(f"{key}#{k}", split, pair.video, pair.question, pair.answer, qa_type, pair.task,
+                                   self.root, self.regions.get(normalize_video_key(pair.video)), pair.error,
+                                   source))
         return out
 
 
@@ -160,8 +191,25 @@ def _table_name(split: str) -> str:
             "test_realworld": "test_qa_realworld/*.json"}[split]
 
 
-def _read_table(path: Path, split: str) -> List[Tuple[str, str, str, str, str]]:
-    """(video, question, answer, qa_type, task) of every QA pair in one table file."""
+@dataclass(frozen=True)
+class _Pair:
+    """One (question, answer) of a table, or the error that stands in for it."""
+
+    video: str
+    question: str
+    answer: str
+    qa_type: str
+    task: str
+    where: str
+    error: Optional[Tuple[str, str]] = None
+
+
+def _bad(where: str, message: str, video: str = "", qa_type: str = "", task: str = "") -> _Pair:
+    return _Pair(video, "", "", qa_type, task, where, ("bad_record", f"{where}: {message}"))
+
+
+def _read_table(path: Path, split: str) -> List[_Pair]:
+    """Every QA pair of one table file (bad records as error pairs)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -169,41 +217,60 @@ def _read_table(path: Path, split: str) -> List[Tuple[str, str, str, str, str]]:
     if split == "training":
         if not isinstance(data, list):
             raise DatasetError(f"{path}: expected a list of {{'video', 'conversations'}} records.")
-        return [p for i, rec in enumerate(data) for p in _training_pairs(rec, f"{path} record {i}")]
+        return [p for i, rec in enumerate(data) for p in _training_pairs(rec, f"{path.name} record {i}")]
     if not isinstance(data, dict):
         raise DatasetError(f"{path}: expected {{'<video_id>': {{'video', 'task', 'annos'}}}}.")
-    return [p for key, rec in data.items() for p in _test_pairs(rec, f"{path} record {key!r}")]
+    return [p for key, rec in data.items() for p in _test_pairs(rec, f"{path.name} record {key!r}")]
 
 
-def _training_pairs(rec: object, where: str) -> List[Tuple[str, str, str, str, str]]:
-    if not isinstance(rec, dict) or not isinstance(rec.get("video"), str) or "conversations" not in rec:
-        raise DatasetError(f"{where}: a record needs 'video' (a path) and 'conversations' (a list of turns).")
-    return [(rec["video"], q, a, "", "") for q, a in _pairs(rec["conversations"], where)]
+def _video_of(rec: object) -> str:
+    video = rec.get("video") if isinstance(rec, dict) else None
+    return video.strip() if isinstance(video, str) else ""
 
 
-def _test_pairs(rec: object, where: str) -> List[Tuple[str, str, str, str, str]]:
-    if not isinstance(rec, dict) or not isinstance(rec.get("video"), str) or not isinstance(rec.get("annos"), dict):
-        raise DatasetError(f"{where}: a record needs 'video' (a path) and 'annos' ({{QA type: [turns]}}).")
-    task = str(rec.get("task", ""))
+def _training_pairs(rec: object, where: str) -> List[_Pair]:
+    video = _video_of(rec)
+    if not video or not isinstance(rec.get("conversations"), list):
+        return [_bad(where, "a record needs 'video' (a path) and 'conversations' (a list of turns), got "
+                            f"{rec!r:.100}.", video)]
+    return [_Pair(video, q, a, "", "", where) if err is None else _bad(where, err, video)
+            for q, a, err in _pairs(rec["conversations"])]
+
+
+def _test_pairs(rec: object, where: str) -> List[_Pair]:
+    video = _video_of(rec)
+    if not video or not isinstance(rec.get("annos"), dict):
+        return [_bad(where, f"a record needs 'video' (a path) and 'annos' ({{QA type: [turns]}}), got {rec!r:.100}.",
+                     video)]
+    task = rec.get("task", "")
+    if not isinstance(task, str):
+        return [_bad(where, f"'task' must be a text, got {task!r:.60}.", video)]
     out = []
     for qa_type, turns in rec["annos"].items():
         kind = canonical_type(qa_type)
-        out += [(rec["video"], q, a, kind, task) for q, a in _pairs(turns, f"{where} {qa_type!r}")]
+        if not isinstance(turns, list):
+            out.append(_bad(f"{where} {qa_type!r}", f"turns must be a list of {{'from', 'value'}}, got {turns!r:.60}.",
+                            video, kind, task))
+            continue
+        out += [_Pair(video, q, a, kind, task, f"{where} {qa_type!r}") if err is None
+                else _bad(f"{where} {qa_type!r}", err, video, kind, task) for q, a, err in _pairs(turns)]
     return out
 
 
-def _pairs(turns: object, where: str) -> List[Tuple[str, str]]:
-    """(question, answer) pairs of a conversation: each question turn followed by one answer turn."""
-    if not isinstance(turns, list):
-        raise DatasetError(f"{where}: turns must be a list of {{'from', 'value'}}.")
-    out: List[Tuple[str, str]] = []
+def _pairs(turns: list) -> List[Tuple[str, str, Optional[str]]]:
+    """(question, answer, None) per question turn followed by one answer turn, or ("", "", problem)."""
+    out: List[Tuple[str, str, Optional[str]]] = []
     for i in range(0, len(turns), 2):
         q, a = turns[i], turns[i + 1] if i + 1 < len(turns) else None
         if a is None:
-            raise DatasetError(f"{where}: turn {i} is a question without an answer; the record is truncated.")
+            out.append(("", "", f"turn {i} is a question without an answer; the record is truncated."))
+            continue
+        problem = None
         for j, (turn, roles) in enumerate(((q, QUESTION_ROLES), (a, ANSWER_ROLES))):
             if not isinstance(turn, dict) or turn.get("from") not in roles or not isinstance(turn.get("value"), str):
-                raise DatasetError(f"{where}: turn {i + j} must be {{'from': one of {roles}, 'value': text}}, "
-                                   f"got {turn!r:.100}.")
-        out.append((_VIDEO_TAG.sub("", q["value"]).strip(), a["value"].strip()))
+                problem = f"turn {i + j} must be {{'from': one of {roles}, 'value': text}}, got {turn!r:.100}."
+                break
+        if problem is None and not _VIDEO_TAG.sub("", q["value"]).strip():
+            problem = f"turn {i} has an empty question."
+        out.append(("", "", problem) if problem else (_VIDEO_TAG.sub("", q["value"]).strip(), a["value"].strip(), None))
     return out

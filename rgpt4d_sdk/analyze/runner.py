@@ -26,8 +26,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..errors import ConfigError, RGPT4DError
 from ..eval.metrics import score_row, summarize
+from ..eval.scoring import match_choice
 from ..eval.questions import QuestionSpec, make_questions
-from ..prompt.parse import to_si
+from ..prompt.parse import parse_number, to_si
 from ..types import RegionQuery
 from .config import AnalyzeConfig, parse_shard, write_yaml
 from .sinks import write_clip_media, write_json, write_parquet
@@ -256,19 +257,27 @@ def _question_row(base: dict, unit_id: str, index: int, spec: QuestionSpec) -> d
                 task=spec.task, format=spec.format, question=spec.question, options=list(spec.options),
                 answer_type=spec.answer_type, mark_ids=list(spec.mark_ids), truth=spec.truth,
                 truth_text=spec.truth_text, truth_value=spec.truth_value, unit=spec.unit, answer_text=None,
-                answer_choice=None, answer_value=None, answer_unit=None, score=None, timings={})
+                answer_choice=None, matched_by=None, answer_value=None, answer_unit=None, score=None, timings={})
 
 
 def _fill_answer(row: dict, ans: Any, adapter_share_s: float) -> None:
     if isinstance(ans, Exception):
         row.update(status="error", error=f"{type(ans).__name__}: {ans}")
         return
-    value, unit = (None, None)
-    if ans.value is not None and math.isfinite(ans.value):
-        value, unit = to_si(ans.value, ans.unit)
+    value, unit, choice, matched_by = ans.value, ans.unit, ans.choice, None
+    if row.get("format") == "mc" or row.get("options"):
+        # Graded by the official rule (letter, or the whole option text), never by the engine's lenient reading.
+        choice, matched_by = match_choice(ans.text, row["options"])
+        number = parse_number(row["options"]["ABCDEFGHIJKLMNOPQRSTUVWXYZ".index(choice)]) if choice else None
+        value, unit = number if number else (None, None)
+    if value is not None and math.isfinite(value):
+        value, unit = to_si(value, unit)
         if not math.isfinite(value):  # "1e306 km" overflows: keep the text, drop the number
             value, unit = None, None
-    row.update(answer_text=ans.text, answer_choice=ans.choice, answer_value=value, answer_unit=unit,
+    else:
+        value, unit = None, None
+    row.update(answer_text=ans.text, answer_choice=choice, matched_by=matched_by, answer_value=value,
+               answer_unit=unit,
                timings=dict({k: round(v, 6) for k, v in ans.timings.items()}, adapter=round(adapter_share_s, 6)))
     row["score"] = score_row(row)
 

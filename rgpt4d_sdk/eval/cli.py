@@ -31,7 +31,8 @@ def _run_and_report(run, *extra_files: str) -> None:
 
 @eval_app.command("r4d-bench")
 def r4d_bench(
-    data: Path = typer.Option(..., help="R4D-Bench folder: annotation .json/.jsonl/.parquet + the files they name."),
+    data: Path = typer.Option(..., help="R4D-Bench folder (records in test.json/.jsonl/.parquet + the files they "
+                                        "name), or one record file."),
     model: str = typer.Option(..., help="Checkpoint folder in the released layout (or a hub id)."),
     frames: int = typer.Option(16, help="Frames sampled evenly from each video (the paper uses 16)."),
     out: Path = typer.Option(Path("r4d-bench-out"), help="Output folder; a re-run resumes from results.jsonl."),
@@ -40,7 +41,8 @@ def r4d_bench(
     dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16"),
     batch_size: int = typer.Option(1, help="Items answered per engine batch."),
 ) -> None:
-    """Answer every R4D-Bench item (letter or option text counts as right) and write the 12-column table."""
+    """Answer every R4D-Bench item (read by the official letter rule, or as the whole option text) and write the
+    12-column table with accuracy and the expected official score."""
     from .runner import run_r4d_bench
 
     _run_and_report(lambda: run_r4d_bench(data, model, out, num_frames=frames, limit=limit, device=device,
@@ -62,8 +64,8 @@ def robofac(
     dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16"),
     batch_size: int = typer.Option(1, help="Items answered per engine batch."),
 ) -> None:
-    """Answer every RoboFAC QA item of a split: containment accuracy for the three closed types, judge requests
-    (and, with --judge-scores, judge scores x 20) for the five open-ended ones."""
+    """Answer every RoboFAC QA item of a split: containment accuracy (official rule, and strict) for the three
+    closed types, judge requests (and, with --judge-scores, judge scores x 20) for the five open-ended ones."""
     from .robofac_run import run_robofac
 
     _run_and_report(lambda: run_robofac(data, model, out, split=split, num_frames=frames, regions=regions,

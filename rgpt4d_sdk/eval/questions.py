@@ -20,16 +20,30 @@ Families (per region unless said otherwise):
   columns); "nearer" compares ``norm(centers_cam[0])``. A sub-question whose two values are within 0.1 m is
   skipped with a reason. Pairs are taken in mark order (1,2), (1,3), (2,3), (1,4), (2,4), ... (all pairs of the
   first k marks before any pair with mark k+1), at most ``max_pairs`` of them.
-- **direction** (mc only; options always in the order of `DIRECTIONS`): an object whose world speed
-  ``norm((centers_global[-1] - centers_global[0])[:2]) / duration`` is below ``static_speed_mps`` is "static".
-  Otherwise the label describes motion *relative to the camera*: with the change of range
-  ``dr = norm(c_cam[-1]) - norm(c_cam[0])`` and the lateral change ``dx = c_cam[-1, 0] - c_cam[0, 0]``,
-  ``|dr| >= |dx|`` gives "approaching" (dr < 0) or "receding" (dr >= 0), else "crossing". So a car ahead that
-  is slower than the ego vehicle is "approaching", though it drives away from where it was.
-- **counting** (per clip): how many marked objects move, i.e. have a world speed (as for direction) >= ``static_speed_mps``.
-  Skipped with "no marked objects" when the clip has no tracks.
-- **ego_speed** (per clip): the camera's average speed,
-  ``norm(camera_centers_global[-1] - camera_centers_global[0]) / duration`` (3D), m/s.
+- **motion_state** (mc only; options ``MOTION_STATES``): "moving" when the object's *world* speed
+  ``norm((centers_global[-1] - centers_global[0])[:2]) / duration`` (m/s, horizontal) is at least
+  ``static_speed_mps`` (0.5 m/s by default), else "stationary". The camera's own motion plays no part: a parked
+  truck the camera drives toward is "stationary".
+- **radial_motion** (mc only; options ``RADIAL``): camera-relative motion along the line of sight, from the rate
+  of change of the camera-to-centre distance ``(norm(centers_cam[-1]) - norm(centers_cam[0])) / duration`` (m/s):
+  "getting closer" below ``-radial_dead_band_mps``, "moving away" above ``+radial_dead_band_mps``, else
+  "keeping its distance" (dead band 0.5 m/s by default). A parked truck the camera drives toward at 5 m/s is
+  "getting closer"; a car ahead at the camera's own speed is "keeping its distance".
+- **crossing** (mc only; options ``CROSSING``): the camera-frame lateral velocity
+  ``(centers_cam[-1, 0] - centers_cam[0, 0]) / duration`` (m/s, x to the right of the camera): "left to right"
+  above ``+lateral_dead_band_mps``, "right to left" below ``-lateral_dead_band_mps``, else "not sideways"
+  (0.5 m/s by default). It is measured in the camera's frame, so an object the camera turns away from moves too.
+- **counting** (per clip): how many marked objects move, i.e. have a world speed (as for motion_state) >=
+  ``static_speed_mps``. Skipped with "no marked objects" when the clip has no tracks.
+- **ego_speed** (per clip): the ego vehicle's average speed, the path length of its pose (vehicle frame, the
+  ``ego_pose`` of each frame) over the clip divided by the duration,
+  ``sum(norm(diff(ego_centers_global, axis=0), axis=1)) / duration``, m/s. On a turn this is the vehicle's speed
+  along its path, not the chord.
+- **camera_displacement** (per clip): how far the camera centre moved, the straight-line distance
+  ``norm(camera_centers_global[-1] - camera_centers_global[0])`` (3D), m.
+
+Every question's text states its definition (frame of reference, threshold, unit), so a reader of a results row
+knows what the truth means without this docstring.
 
 Formats: "numeric" has no options, ``truth`` is the SI value and ``truth_text`` ``"12.34 m"`` (counts: ``"3"``).
 "mc" has ``num_options`` options and ``truth`` is the letter of the correct one. Numeric multiple choice follows
@@ -59,12 +73,19 @@ from ..errors import ConfigError, QueryError, TimestampError
 from ..prompt.parse import letter
 from .tracks import ClipTracks, Track
 
-FAMILIES = ("distance", "speed", "displacement", "dimensions", "relative_position", "direction", "counting", "ego_speed")
+FAMILIES = ("distance", "speed", "displacement", "dimensions", "relative_position", "motion_state", "radial_motion",
+            "crossing", "counting", "ego_speed", "camera_displacement")
 FORMATS = ("mc", "numeric")
-DIRECTIONS = ("approaching", "receding", "crossing", "static")
+MOTION_STATES = ("moving", "stationary")
+RADIAL = ("getting closer", "moving away", "keeping its distance")
+CROSSING = ("left to right", "right to left", "not sideways")
+# Every family with its unit ("" for categories and counts), for docs and reports.
+UNITS = {"distance": "m", "speed": "m/s", "displacement": "m", "dimensions": "m", "relative_position": "",
+         "motion_state": "", "radial_motion": "", "crossing": "", "counting": "", "ego_speed": "m/s",
+         "camera_displacement": "m"}
 
 # Families whose answer is a category, asked only as multiple choice.
-_MC_ONLY = ("relative_position", "direction")
+_MC_ONLY = ("relative_position", "motion_state", "radial_motion", "crossing")
 # Two objects whose compared values differ by less than this are too close to call (metres).
 _TIE_M = 0.1
 _RATIO_RANGE = (1.6, 2.2)
@@ -105,6 +126,8 @@ class QuestionConfig:
     formats: tuple[str, ...] = FORMATS
     num_options: int = 4  # options of numeric multiple choice (and counting); categorical ones have their own
     static_speed_mps: float = 0.5  # world speed below which an object counts as not moving
+    radial_dead_band_mps: float = 0.5  # |rate of change of the camera distance| below which it "keeps its distance"
+    lateral_dead_band_mps: float = 0.5  # |camera-frame lateral velocity| below which it does "not" move sideways
     max_pairs: int = 3  # relative_position uses at most this many region pairs
     seed: int = 0
 
@@ -114,10 +137,11 @@ class QuestionConfig:
         self.num_options = _int_in(self.num_options, 2, 5, "num_options")
         self.max_pairs = _int_in(self.max_pairs, 0, None, "max_pairs")
         self.seed = _int_in(self.seed, 0, None, "seed")
-        s = self.static_speed_mps
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s < 0:
-            raise ConfigError(f"static_speed_mps must be a finite number >= 0 (m/s), got {s!r}.")
-        self.static_speed_mps = float(s)
+        for name in ("static_speed_mps", "radial_dead_band_mps", "lateral_dead_band_mps"):
+            s = getattr(self, name)
+            if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s < 0:
+                raise ConfigError(f"{name} must be a finite number >= 0 (m/s), got {s!r}.")
+            setattr(self, name, float(s))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> QuestionConfig:
@@ -185,6 +209,7 @@ def _check_clip(tracks: ClipTracks) -> tuple[float, list[Track]]:
         raise TimestampError("timestamps_s must be finite and strictly increasing.")
     n = t.size
     _array(tracks.camera_centers_global, (n, 3), "camera_centers_global")
+    _array(tracks.ego_centers_global, (n, 3), "ego_centers_global")
     checked, seen = [], set()
     for tr in tracks.tracks:
         mid = tr.mark_id
@@ -379,32 +404,54 @@ def _relative_position(clip: _Clip) -> list[QuestionSpec]:
     return out
 
 
-def _direction_label(clip: _Clip, tr: Track) -> str:
-    """The `direction` truth of one track (see the module docstring)."""
-    if clip.world_speed(tr) < clip.cfg.static_speed_mps:
-        return "static"
-    c_cam = tr.centers_cam  # (T, 3) camera frame of each frame (the camera moves with the clip)
-    dr = float(np.linalg.norm(c_cam[-1]) - np.linalg.norm(c_cam[0]))
-    dx = float(c_cam[-1, 0] - c_cam[0, 0])
-    if abs(dr) >= abs(dx):
-        return "approaching" if dr < 0 else "receding"
-    return "crossing"
-
-
-def _direction(clip: _Clip) -> list[QuestionSpec]:
+def _per_track_choice(clip: _Clip, family: str, question: str, options: tuple[str, ...],
+                      label) -> list[QuestionSpec]:
+    """One categorical mc question per track; ``label(track)`` is the correct option (tracks that leave the
+    annotated range before the end are skipped with a reason)."""
     out = []
     for tr in clip.tracks:
-        o = _obj(tr.mark_id)
-        q = (f"Relative to the camera, is {o} approaching the camera, receding from it, crossing its view, "
-             "or static (not moving) during the video?")
+        q, key, ids = question.format(o=_obj(tr.mark_id)), f"{family}/{tr.mark_id}/mc", [tr.mark_id]
         if not _complete(tr):
-            out.append(_choice_spec(f"direction/{tr.mark_id}/mc", "direction", q, list(DIRECTIONS), None,
-                                    [tr.mark_id], f"direction unknown: {_INCOMPLETE}."))
+            out.append(_choice_spec(key, family, q, list(options), None, ids, f"{family} unknown: {_INCOMPLETE}."))
             continue
-        label = _direction_label(clip, tr)
-        out.append(_choice_spec(f"direction/{tr.mark_id}/mc", "direction", q, list(DIRECTIONS),
-                                DIRECTIONS.index(label), [tr.mark_id]))
+        out.append(_choice_spec(key, family, q, list(options), options.index(label(tr)), ids))
     return out
+
+
+def _banded(rate: float, band: float, below: str, above: str, inside: str) -> str:
+    return below if rate < -band else above if rate > band else inside
+
+
+def _motion_state(clip: _Clip) -> list[QuestionSpec]:
+    v = clip.cfg.static_speed_mps
+    q = (f"Is {{o}} moving or stationary in the world during the video (moving: its ground speed is at least "
+         f"{v:g} m/s, whatever the camera does)?")
+    return _per_track_choice(clip, "motion_state", q, MOTION_STATES,
+                             lambda tr: "moving" if clip.world_speed(tr) >= v else "stationary")
+
+
+def _radial_motion(clip: _Clip) -> list[QuestionSpec]:
+    band = clip.cfg.radial_dead_band_mps
+    q = (f"Is {{o}} getting closer to the camera, moving away, or keeping its distance during the video (its "
+         f"distance to the camera changing by more than {band:g} m/s counts as getting closer or moving away)?")
+
+    def label(tr: Track) -> str:
+        rate = float(np.linalg.norm(tr.centers_cam[-1]) - np.linalg.norm(tr.centers_cam[0])) / clip.duration_s
+        return _banded(rate, band, RADIAL[0], RADIAL[1], RADIAL[2])
+
+    return _per_track_choice(clip, "radial_motion", q, RADIAL, label)
+
+
+def _crossing(clip: _Clip) -> list[QuestionSpec]:
+    band = clip.cfg.lateral_dead_band_mps
+    q = (f"Seen from the camera, does {{o}} move from left to right, from right to left, or not sideways during "
+         f"the video (sideways speed in the camera's frame of more than {band:g} m/s)?")
+
+    def label(tr: Track) -> str:
+        rate = float(tr.centers_cam[-1, 0] - tr.centers_cam[0, 0]) / clip.duration_s
+        return _banded(rate, band, CROSSING[1], CROSSING[0], CROSSING[2])
+
+    return _per_track_choice(clip, "crossing", q, CROSSING, label)
 
 
 def _counting(clip: _Clip) -> list[QuestionSpec]:
@@ -412,7 +459,8 @@ def _counting(clip: _Clip) -> list[QuestionSpec]:
     if not marks:
         q = "How many of the marked objects are moving during the video?"
         return _numeric_specs(clip, "counting", "counting", q, None, None, [], "no marked objects")
-    q = f"How many of the marked objects ({', '.join(_obj(m) for m in marks)}) are moving during the video?"
+    q = (f"How many of the marked objects ({', '.join(_obj(m) for m in marks)}) are moving in the world during the "
+         f"video (ground speed at least {clip.cfg.static_speed_mps:g} m/s)?")
     partial = [_obj(tr.mark_id) for tr in clip.tracks if not _complete(tr)]
     if partial:
         return _numeric_specs(clip, "counting", "counting", q, None, None, marks,
@@ -421,15 +469,23 @@ def _counting(clip: _Clip) -> list[QuestionSpec]:
     return _numeric_specs(clip, "counting", "counting", q, float(moving), None, marks)
 
 
-def _ego_speed(clip: _Clip, camera_centers: np.ndarray) -> list[QuestionSpec]:
-    q = "What is the average speed of the camera over the video (in meters per second)?"
-    value = float(np.linalg.norm(camera_centers[-1] - camera_centers[0]) / clip.duration_s)
+def _ego_speed(clip: _Clip, ego_centers: np.ndarray) -> list[QuestionSpec]:
+    q = ("What is the average speed of the ego vehicle over the video, the length of its path divided by the "
+         "duration (in meters per second)?")
+    value = float(np.linalg.norm(np.diff(ego_centers, axis=0), axis=1).sum() / clip.duration_s)
     return _numeric_specs(clip, "ego_speed", "ego_speed", q, value, "m/s", [])
+
+
+def _camera_displacement(clip: _Clip, camera_centers: np.ndarray) -> list[QuestionSpec]:
+    q = "How far did the camera move between the start and the end of the video (straight-line distance, in meters)?"
+    value = float(np.linalg.norm(camera_centers[-1] - camera_centers[0]))
+    return _numeric_specs(clip, "camera_displacement", "camera_displacement", q, value, "m", [])
 
 
 _PER_REGION = {
     "distance": _distance, "speed": _speed, "displacement": _displacement, "dimensions": _dimensions,
-    "relative_position": _relative_position, "direction": _direction, "counting": _counting,
+    "relative_position": _relative_position, "motion_state": _motion_state, "radial_motion": _radial_motion,
+    "crossing": _crossing, "counting": _counting,
 }
 
 
@@ -438,7 +494,7 @@ def make_questions(tracks: ClipTracks, cfg: QuestionConfig | None = None, seed_k
 
     tracks: the clip's 3D ground truth (T >= 2 frames, strictly increasing timestamps; QueryError otherwise).
     seed_key: pass the clip id, so that clips get different option layouts while each stays reproducible.
-    Families that cannot be asked in the configured formats (relative_position, direction without "mc") are left out.
+    Families that cannot be asked in the configured formats (the categorical ones without "mc") are left out.
     """
     cfg = QuestionConfig() if cfg is None else cfg
     if not isinstance(cfg, QuestionConfig):
@@ -452,7 +508,9 @@ def make_questions(tracks: ClipTracks, cfg: QuestionConfig | None = None, seed_k
         if family not in cfg.families or (family in _MC_ONLY and "mc" not in cfg.formats):
             continue
         if family == "ego_speed":
-            out += _ego_speed(clip, np.asarray(tracks.camera_centers_global, dtype=np.float64))
+            out += _ego_speed(clip, np.asarray(tracks.ego_centers_global, dtype=np.float64))
+        elif family == "camera_displacement":
+            out += _camera_displacement(clip, np.asarray(tracks.camera_centers_global, dtype=np.float64))
         elif clip.tracks or family == "counting":
             out += _PER_REGION[family](clip)
     return out

@@ -1,8 +1,10 @@
 """Scoring R4D-Bench replies and the 12-column results table.
 
-Multiple choice: a reply is correct when it names the right option by its letter *or* by its text ("B", "(b).",
-"4 m/s", "B) 4 m/s"); `prompt.parse.parse_choice` reads it, so the model's habit of answering with the option text
-is not scored as wrong (letter-only scoring read 20.3 where the true figure was 47.5).
+Multiple choice follows the official rule (`scoring`: the R4D-Bench lmms-eval task of NVlabs/4D-RGPT): the first
+"(X)" or standalone capital X of the reply's letters, else an exact match of the whole normalised reply with one
+option's text; a reply that only *contains* an option's text picks nothing. Each row records ``matched_by``
+("letter" | "option_text" | "none"). Where the official code would draw a random letter (nothing matched) the item
+scores 0 here; the table also gives the *expected* official score, in which such items count 1/N.
 Numeric (VSTI-Bench style): the first quantity of the reply against the true value with `metrics.mra`. Both are
 brought to SI units first (cm -> m, km/h -> m/s, ...); a reply without a unit is taken in the truth's unit, and a
 reply in a unit of another kind (seconds for a length) scores 0. A true value of 0 has no relative error: the
@@ -16,20 +18,20 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from ..prompt.parse import letter, parse_choice, parse_number, to_si
+from ..prompt.parse import parse_number, to_si
 from .metrics import mra
+from .scoring import expected_official, match_choice
 
 STATIC_DYNAMIC = ("static", "dynamic")
 
 
 def reply_choice(reply: str, options: Sequence[str]) -> Optional[str]:
-    """The option letter a reply picks (by letter or by option text), or None when it picks none clearly."""
-    index = parse_choice(reply or "", options)
-    return None if index is None else letter(index)
+    """The option letter a reply picks by the official rule (see `scoring.match_choice`), or None."""
+    return match_choice(reply or "", options)[0]
 
 
 def choice_correct(reply: str, options: Sequence[str], truth_letter: str) -> bool:
-    """True when ``reply`` picks option ``truth_letter`` by its letter or its text (case and punctuation ignored)."""
+    """True when ``reply`` picks option ``truth_letter`` (by the official letter rule or the exact option text)."""
     picked = reply_choice(reply, options)
     return picked is not None and picked == str(truth_letter).strip().upper()
 
@@ -66,16 +68,28 @@ def _percent(scores: List[float]) -> Optional[float]:
     return round(100.0 * sum(scores) / len(scores), 2) if scores else None
 
 
+def _expected(row: Mapping[str, Any], score: float) -> float:
+    """The row's expected score under the official rule (random letter where nothing matched)."""
+    _, by = match_choice(row.get("reply", "") or "", row.get("options", []))
+    return expected_official(score == 1.0, by, len(row.get("options", [])))
+
+
 def build_table(rows: Iterable[Mapping[str, Any]], task_names: Sequence[str], *, zero_tol: float = 0.05) -> dict:
     """The results of a run as a JSON-serialisable dict.
 
     ``{"columns": [overall, static, dynamic, *task_names], "accuracy": {column: percent | None},
-    "n": {column: scored items}, "numeric": {"n", "mra" (percent), "by_task": {task: {"n", "mra"}}},
+    "expected_official": {column: percent | None}, "n": {column: scored items},
+    "matched_by": {"letter": n, "option_text": n, "none": n},
+    "numeric": {"n", "mra" (percent), "by_task": {task: {"n", "mra"}}},
     "errors": {reason: count}, "counts": {"items", "ok", "error", "mc", "numeric"}}``.
+    ``accuracy`` scores an unmatched reply 0; ``expected_official`` scores it 1/N, the mean of the official
+    code's random letter (see `scoring`).
     """
     rows = list(rows)
     columns = ["overall", *STATIC_DYNAMIC, *task_names]
     groups: Dict[str, List[float]] = {c: [] for c in columns}
+    expected: Dict[str, List[float]] = {c: [] for c in columns}
+    matched = {"letter": 0, "option_text": 0, "none": 0}
     numeric: Dict[str, List[float]] = {}
     for row in rows:
         score = score_row(row, zero_tol=zero_tol)
@@ -84,15 +98,19 @@ def build_table(rows: Iterable[Mapping[str, Any]], task_names: Sequence[str], *,
         if row.get("format") == "numeric":
             numeric.setdefault(str(row.get("task") or "unknown"), []).append(score)
             continue
+        matched[match_choice(row.get("reply", "") or "", row.get("options", []))[1]] += 1
         for column in ("overall", row.get("category"), row.get("task")):
             if column in groups:
                 groups[column].append(score)
+                expected[column].append(_expected(row, score))
     all_numeric = [s for scores in numeric.values() for s in scores]
     errors = Counter(str(r.get("reason")) for r in rows if r.get("status") != "ok")
     return {
         "columns": columns,
         "accuracy": {c: _percent(groups[c]) for c in columns},
+        "expected_official": {c: _percent(expected[c]) for c in columns},
         "n": {c: len(groups[c]) for c in columns},
+        "matched_by": matched,
         "numeric": {
             "n": len(all_numeric), "mra": _percent(all_numeric),
             "by_task": {t: {"n": len(s), "mra": _percent(s)} for t, s in sorted(numeric.items())},
@@ -115,7 +133,12 @@ def table_markdown(table: Mapping[str, Any], title: str = "R4D-Bench") -> str:
     cols = table["columns"]
     lines = [f"## {title}", "", "| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|",
              "| accuracy (%) | " + " | ".join(_cell(table["accuracy"][c]) for c in cols) + " |",
+             "| expected official (%) | " + " | ".join(_cell(table["expected_official"][c]) for c in cols) + " |",
              "| items | " + " | ".join(str(table["n"][c]) for c in cols) + " |"]
+    m = table["matched_by"]
+    lines += ["", f"Replies read by letter: {m['letter']}, by exact option text: {m['option_text']}, unmatched: "
+                  f"{m['none']} (0 in accuracy; 1/N in the expected official score, whose code draws a random "
+                  "letter for them)."]
     num = table["numeric"]
     if num["n"]:
         lines += ["", "### Numeric items (MRA, %)", "", "| task | items | MRA |", "|---|---|---|"]

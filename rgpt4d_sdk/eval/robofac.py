@@ -1,9 +1,11 @@
 """RoboFAC scoring: the official containment rule for three QA types, an LLM judge for the other five.
 
-Failure detection, failure identification and failure locating are scored as in RoboFAC's ``eval.py``:
-correct when ``prediction.lower() in reference.lower()`` (case-insensitive containment of the model's answer in the
-reference; punctuation and spaces count). One deliberate difference: an empty prediction is wrong, because the empty
-string is contained in every reference and would make a model that says nothing score 100 %.
+Failure detection, failure identification and failure locating are scored as in RoboFAC's official
+``evaluation/eval.py`` (MINT-SJTU/RoboFAC, commit feb60e3): correct when ``pred.lower() in ref.lower()``
+(case-insensitive containment of the model's answer in the reference; punctuation and spaces count). That rule is
+the default, for comparability with published numbers, including its weak spot: the empty string is contained in
+every reference, and so is a one-letter reply like "n". The **strict** score is reported beside it: the same rule,
+except that an empty, whitespace-only or one-character prediction is wrong.
 
 Task identification, task planning, failure explanation, high-level and low-level correction are open-ended and
 scored by a judge on a 0-5 scale; RoboFAC reports them as mean score × 20 (0-100). No judge is built in: write the
@@ -45,10 +47,18 @@ def canonical_type(name: str) -> str:
 
 
 def containment_correct(prediction: Optional[str], reference: str) -> bool:
-    """The official rule: ``prediction.lower() in reference.lower()``; an empty or missing prediction is wrong."""
-    if not isinstance(prediction, str) or not prediction:
+    """The official rule, exactly: ``prediction.lower() in reference.lower()`` (so "" is correct everywhere); a
+    missing (non-string) prediction is wrong."""
+    if not isinstance(prediction, str):
         return False
     return prediction.lower() in str(reference).lower()
+
+
+def strict_correct(prediction: Optional[str], reference: str) -> bool:
+    """The official rule, but an empty, whitespace-only or one-character prediction is wrong."""
+    if not isinstance(prediction, str) or len(prediction.strip()) <= 1:
+        return False
+    return containment_correct(prediction, reference)
 
 
 @dataclass(frozen=True)
@@ -141,14 +151,18 @@ def _write_jsonl(path: Union[str, Path], rows: List[Dict[str, Any]]) -> None:
 
 
 def containment_accuracy(predictions: Iterable[Prediction]) -> Dict[str, Dict[str, Any]]:
-    """Per containment type: n, correct and accuracy (fraction 0..1, None when n is 0)."""
-    out = {t: {"n": 0, "correct": 0, "accuracy": None} for t in CONTAINMENT_TYPES}
+    """Per containment type: n, correct and accuracy by the official rule (fraction 0..1, None when n is 0), and
+    strict_correct / strict_accuracy by `strict_correct`."""
+    out = {t: {"n": 0, "correct": 0, "accuracy": None, "strict_correct": 0, "strict_accuracy": None}
+           for t in CONTAINMENT_TYPES}
     for p in predictions:
         if p.qa_type in out:
             out[p.qa_type]["n"] += 1
             out[p.qa_type]["correct"] += int(containment_correct(p.prediction, p.reference))
+            out[p.qa_type]["strict_correct"] += int(strict_correct(p.prediction, p.reference))
     for row in out.values():
         row["accuracy"] = row["correct"] / row["n"] if row["n"] else None
+        row["strict_accuracy"] = row["strict_correct"] / row["n"] if row["n"] else None
     return out
 
 

@@ -5,8 +5,9 @@ per item; see `runner.run_items`), ``judge_requests.jsonl`` (the open-ended item
 run from all answered rows), ``table.json`` and ``table.md``.
 
 Rows: ``id``, ``video``, ``type`` (QA type, "" in training), ``task``, ``question``, ``reference``, ``status``
-("ok" | "error"), ``answer`` (the reply, None on error), ``correct`` (containment rule for failure detection /
-identification / locating, else None), and on errors ``reason`` (`REASONS`) and ``message``.
+("ok" | "error"), ``answer`` (the reply, None on error), ``correct`` (the official containment rule for failure
+detection / identification / locating, else None), ``correct_strict`` (the same with empty, blank and one-character
+replies wrong; see `robofac`), and on errors ``reason`` (`REASONS`) and ``message``.
 Judge scores (``--judge-scores``, JSONL ``{"id", "score": 0-5}``) are read back into the table: overall and per
 type mean × 20; open-ended items without a score are listed as missing, never counted as 0.
 """
@@ -20,10 +21,12 @@ from ..adapters.robofac import RoboFACDataset, RoboFACItem, StampError
 from ..errors import DatasetError, MediaError, QueryError, RegionError, RGPT4DError, TimestampError
 from ..types import Answer, RegionQuery
 from .robofac import CONTAINMENT_TYPES, JUDGE_TYPES, Prediction, containment_correct, read_judge_scores, summarize
+from .robofac import strict_correct
 from .robofac import write_judge_requests
 from .runner import EvalStats, ItemSpec, check_run_options, run_items, start_run, write_table
 
 REASONS = (
+    "bad_record",  # the QA record has a field of the wrong form (see adapters/robofac/dataset.py)
     "missing_video",  # the QA record's video is in none of the places looked at
     "unreadable_video",  # decoding failed, or the video's timestamps are unusable
     "bad_region_stamp",  # the region file's stamp picks no usable frame of the video
@@ -62,19 +65,22 @@ def build_query(item: RoboFACItem, num_frames: int) -> RegionQuery:
 
 def _base_row(item: RoboFACItem) -> Dict[str, Any]:
     return {"id": item.id, "unit_id": item.id, "unit_rows": 1, "split": item.split, "video": item.video,
-            "type": item.qa_type, "task": item.task, "question": item.question, "reference": item.answer}
+            "type": item.qa_type, "type_source": item.qa_type_source, "task": item.task, "question": item.question,
+            "reference": item.answer}
 
 
 def error_row(item: RoboFACItem, reason: str, message: str) -> Dict[str, Any]:
     """The results row of an item that was not answered."""
     return {**_base_row(item), "status": "error", "reason": reason, "message": message, "answer": None,
-            "correct": None}
+            "correct": None, "correct_strict": None}
 
 
 def answer_row(item: RoboFACItem, answer: Answer) -> Dict[str, Any]:
     """The results row of an answered item: the reply and, for the containment types, whether it is right."""
-    correct = containment_correct(answer.text, item.answer) if item.qa_type in CONTAINMENT_TYPES else None
-    return {**_base_row(item), "status": "ok", "answer": answer.text, "correct": correct,
+    scored = item.qa_type in CONTAINMENT_TYPES
+    correct = containment_correct(answer.text, item.answer) if scored else None
+    strict = strict_correct(answer.text, item.answer) if scored else None
+    return {**_base_row(item), "status": "ok", "answer": answer.text, "correct": correct, "correct_strict": strict,
             "timestamps_s": list(answer.timestamps_s), "prompt_tokens": answer.prompt_tokens,
             "finish_reason": answer.finish_reason, "timings_s": dict(answer.timings)}
 
@@ -90,7 +96,8 @@ def build_table(rows: List[Mapping[str, Any]], split: str, scores: Optional[Dict
     the open-ended items sent to the judge, and the items not evaluated by reason."""
     preds = predictions(rows)
     report = summarize(preds, scores)
-    containment = {t: {**g, "accuracy": None if g["accuracy"] is None else 100.0 * g["accuracy"]}
+    containment = {t: {**g, "accuracy": None if g["accuracy"] is None else 100.0 * g["accuracy"],
+                       "strict_accuracy": None if g["strict_accuracy"] is None else 100.0 * g["strict_accuracy"]}
                    for t, g in report["containment"].items()}
     errors: Dict[str, int] = {}
     for r in rows:
@@ -114,9 +121,13 @@ def _cell(value: Optional[float]) -> str:
 def table_markdown(table: Mapping[str, Any]) -> str:
     """The table of `build_table` as Markdown."""
     lines = [f"## RoboFAC ({table['split']})", "", "### Containment accuracy (%)", "",
-             "| type | items | correct | accuracy (%) |", "|---|---|---|---|"]
-    lines += [f"| {t} | {g['n']} | {g['correct']} | {_cell(g['accuracy'])} |"
+             "| type | items | correct | accuracy (%) | strict correct | strict accuracy (%) |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {t} | {g['n']} | {g['correct']} | {_cell(g['accuracy'])} | {g['strict_correct']} | "
+              f"{_cell(g['strict_accuracy'])} |"
               for t, g in table["containment"].items()]
+    lines += ["", "accuracy: the official rule (`reply.lower() in reference.lower()`, so an empty reply counts); "
+                  "strict: the same, with empty, blank and one-character replies wrong."]
     judge = table["judge"]
     lines += ["", "### Judge (mean score x 20)", ""]
     if judge is None:
@@ -163,12 +174,18 @@ def run_robofac(
     ``engine``); write results.jsonl, judge_requests.jsonl, table.json and table.md under ``out``."""
     check_run_options(num_frames, batch_size, limit)
     scores = read_judge_scores(judge_scores) if judge_scores is not None else None
-    items = RoboFACDataset(data, region_file=regions).items(split)[:limit]
+    dataset = RoboFACDataset(data, region_file=regions)
+    items = dataset.items(split)[:limit]
+    given = Path(regions).resolve() if regions is not None else None
+    ignored = [p for p in dataset.ignored_files() if p.resolve() != given]
+    if echo and ignored:
+        echo(f"ignored {len(ignored)} .json file(s) that are no RoboFAC table by name: "
+             + ", ".join(str(p.relative_to(dataset.root)) for p in ignored))
     settings = {"model": str(model), "frames": int(num_frames), "split": split,
                 "regions": None if regions is None else str(Path(regions).resolve())}
     out_dir = start_run(out, settings)
     spec = ItemSpec(item_id=lambda it: it.id, build_query=lambda it: build_query(it, num_frames),
-                    answer_row=answer_row, error_row=error_row)
+                    answer_row=answer_row, error_row=error_row, known_error=lambda it: it.error)
     stats, rows = run_items(items, out_dir, spec, model=model, engine=engine, batch_size=batch_size, echo=echo,
                             engine_options={"device": device, "dtype": dtype, "max_frames": max(num_frames, 16)})
     write_judge_requests(predictions(rows), out_dir / "judge_requests.jsonl")

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from ..adapters.r4d_bench import TASK_NAMES, ItemError, R4DItem, build_query, load_records
+from ..adapters.r4d_bench import TASK_NAMES, ItemError, R4DItem, build_query, find_record_files, load_records
 from ..analyze.sinks import write_json
 from ..analyze.store import ResultStore, atomic_write_text
 from ..errors import ConfigError, RGPT4DError
 from ..types import Answer, RegionQuery
-from .r4d import build_table, numeric_score, reply_choice, table_markdown
+from .r4d import build_table, numeric_score, table_markdown
+from .scoring import match_choice
 
 Item = Union[R4DItem, ItemError]
 
@@ -61,8 +62,8 @@ def answer_row(item: R4DItem, answer: Answer) -> Dict[str, Any]:
            "prompt_tokens": answer.prompt_tokens, "finish_reason": answer.finish_reason,
            "timings_s": dict(answer.timings)}
     if item.format == "mc":
-        choice = reply_choice(answer.text, item.options)
-        row.update(answer_choice=choice, score=1.0 if choice == item.truth else 0.0)
+        choice, matched_by = match_choice(answer.text, item.options)
+        row.update(answer_choice=choice, matched_by=matched_by, score=1.0 if choice == item.truth else 0.0)
     else:
         score, value, unit = numeric_score(answer.text, float(item.truth), item.unit)
         row.update(answer_value=value, answer_unit=unit, score=score)
@@ -130,6 +131,11 @@ def _answer_chunk(chunk: Sequence[Any], spec: ItemSpec, lazy: _LazyEngine, batch
     return [rows[spec.item_id(item)] for item in chunk]
 
 
+def progress_line(done: int, total: int, answered: int, errors: int) -> str:
+    """ "9/10 items: 8 answered, 1 error": what happened to the items handled so far, counted from their rows."""
+    return f"{done}/{total} items: {answered} answered, {errors} error{'' if errors == 1 else 's'}"
+
+
 def _answer_one(engine, query: RegionQuery) -> Union[Answer, str]:
     try:
         return engine.answer(query)
@@ -186,13 +192,20 @@ def run_items(
     stats = EvalStats(out_dir, items=len(items), done_before=sum(1 for i in ids if i in done))
     pending = [it for it, i in zip(items, ids) if i not in done]
     known = [(it, spec.known_error(it)) for it in pending]
-    store.append(spec.error_row(it, *err) for it, err in known if err is not None)
+    bad = [spec.error_row(it, *err) for it, err in known if err is not None]
+    store.append(bad)
+    if echo and bad:
+        echo(f"{len(bad)} of {len(pending)} items are bad records (error rows written, see results.jsonl)")
     todo = [it for it, err in known if err is None]
     lazy = _LazyEngine(model, engine_options, engine)
+    answered = errors = 0
     for start in range(0, len(todo), batch_size):
-        store.append(_answer_chunk(todo[start:start + batch_size], spec, lazy, batch_size))
+        chunk_rows = _answer_chunk(todo[start:start + batch_size], spec, lazy, batch_size)
+        store.append(chunk_rows)
+        answered += sum(1 for r in chunk_rows if r.get("status") == "ok")
+        errors += sum(1 for r in chunk_rows if r.get("status") != "ok")
         if echo:
-            echo(f"{min(start + batch_size, len(todo))}/{len(todo)} items answered")
+            echo(progress_line(answered + errors, len(todo), answered, errors))
     rows_by_id = store.load()
     final = [rows_by_id[i] for i in ids if i in rows_by_id]
     stats.answered = sum(1 for it in pending if rows_by_id.get(spec.item_id(it), {}).get("status") == "ok")
@@ -224,6 +237,12 @@ def run_r4d_bench(
     ``num_frames`` frames per video; write results.jsonl, table.json and table.md under ``out``."""
     check_run_options(num_frames, batch_size, limit)
     out_dir = start_run(out, {"model": str(model), "frames": int(num_frames)})
+    files, ignored = find_record_files(Path(data))
+    if echo:
+        echo("records: " + ", ".join(str(f) for f in files))
+        if ignored:
+            echo(f"ignored {len(ignored)} other .json file(s), not record files by name: "
+                 + ", ".join(p.name for p in ignored))
     items = load_records(Path(data))[:limit]
     spec = ItemSpec(
         item_id=lambda it: it.id,
