@@ -1,0 +1,70 @@
+"""The fine-tuning demo's numbers: `rgpt4d-sdk demo train` (full size) on the CPU, written to bench/results/.
+
+    python bench/demo_train.py --out runs/demo-train     # runs (or reuses) the demo in --out, then writes
+                                                         # bench/results/demo_train-cpu-tiny.json
+
+The demo is cached in --out: a finished run is reused as it is (its step timings come from --out/timings.json, written
+when the steps ran). The JSON holds, per question family, the held-out scores of the untrained, SFT and SFT + P4D
+models with 95 % intervals next to the constant baselines, the training losses, and wall/CPU time per step group
+with the machine's load (the shared 2-core machine this was measured on was busy with other jobs: CPU seconds are
+the comparable measure, wall seconds depend on the load).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import List, Optional
+
+from _common import RESULTS_DIR, ensure_importable, format_table, git_info, machine_info, versions, write_json
+
+ensure_importable()
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=Path("rgpt4d-demo-train"), help="the demo's folder (cached)")
+    p.add_argument("--size", default="full", help="demo size (full or ci)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, default=None, help="output JSON (default bench/results/demo_train-cpu-tiny.json)")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    from rgpt4d_sdk.demo_train import run_demo_train
+
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    metrics = run_demo_train(args.out, size=args.size, seed=args.seed, echo=print)
+    timings = metrics.get("timings", {})
+    rows = [[name, t["wall_s"], t["cpu_s"]] for name, t in timings.items()]
+    rows.append(["total", round(sum(t["wall_s"] for t in timings.values()), 1),
+                 round(sum(t["cpu_s"] for t in timings.values()), 1)])
+    print(format_table(["step(s)", "wall s", "cpu s"], rows))
+    fam_rows = []
+    for key, e in sorted(metrics["families"].items(), key=lambda kv: (kv[1]["format"], kv[0])):
+        m = e["models"]
+        fam_rows.append([key, e["n"], *[f"{100 * m[k]['score']:.1f} [{100 * m[k]['interval'][0]:.1f}, "
+                                        f"{100 * m[k]['interval'][1]:.1f}]" for k in ("base", "sft", "sft_p4d")],
+                         f"{100 * e['best_constant']['score']:.1f} ({e['best_constant']['name']})"])
+    print(format_table(["family", "n", "untrained", "SFT", "SFT + P4D", "best constant"], fam_rows))
+    result = {
+        "benchmark": "demo_train",
+        "what": metrics["what"],
+        "command": f"rgpt4d-sdk demo train --size {args.size} --seed {args.seed}",
+        "machine": machine_info("cpu"), "versions": versions(), "git": git_info(),
+        "load_average_at_write": list(os.getloadavg()),
+        "timings": timings,
+        "this_call_s": round(time.perf_counter() - t0, 1),
+        **{k: metrics[k] for k in ("size", "seed", "demo", "scenes", "summary", "families", "training")},
+    }
+    path = args.json or RESULTS_DIR / "demo_train-cpu-tiny.json"
+    write_json(path, result)
+    print(f"wrote {path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
