@@ -28,7 +28,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("rgpt4d-demo-train"), help="the demo's folder (cached)")
     p.add_argument("--size", default="full", help="demo size (full or ci)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", type=Path, default=None, help="output JSON (default bench/results/demo_train-cpu-tiny.json)")
+    p.add_argument("--json", type=Path, default=None,
+                   help="output JSON (default: bench/results/demo_train-cpu-tiny.json)")
     return p.parse_args(argv)
 
 

@@ -216,3 +216,40 @@ def test_shipped_finetuned_checkpoint_answers_identically_on_onnxruntime(tmp_pat
     fp16 = export_onnx(FINETUNED, tmp_path / "fp16", dtype="float16", max_frames=8)
     report = verify_cli(str(FINETUNED), onnx=fp16, queries=4, log=lambda m: None)
     assert report["precision"] == "fp16" and report["passed"], report["failed"]
+
+
+def test_steps_are_cached_until_an_earlier_step_runs_again(tmp_path):
+    from rgpt4d_sdk.demo_train.pipeline import DemoError, _Steps
+
+    def cmd(tag: str, code: str = "pass") -> list:
+        return [sys.executable, "-c", code, tag]  # the cache key is everything after the first three items
+
+    def chain(first: str, out_b: Path, fail: bool = False) -> list:
+        lines: list = []
+        steps = _Steps(tmp_path, lines.append, total=3, jobs=2)
+        steps.run("a", cmd(first))
+        write_b = f"import os; os.makedirs({str(out_b)!r}, exist_ok=True); open({str(out_b / 'x')!r}, 'w')"
+        steps.run_group([("b", cmd("b", write_b), out_b, None, True),
+                         ("c", cmd("c", "raise SystemExit(3)" if fail else "pass"), None, None, False)])
+        return lines
+
+    out_b = tmp_path / "b-out"
+    out_b.mkdir()
+    (out_b / "stale").write_text("old")
+    first = chain("v1", out_b)
+    assert not any(": cached" in line for line in first) and not (out_b / "stale").exists()  # a ran: b from scratch
+    assert all(line.endswith(": cached") for line in chain("v1", out_b) if line.startswith("["))
+    (out_b / "stale").write_text("partial")
+    done = json.loads((tmp_path / "steps.json").read_text())
+    del done["b"]  # b was interrupted: it resumes in its folder
+    (tmp_path / "steps.json").write_text(json.dumps(done))
+    resumed = chain("v1", out_b)
+    assert [line.rsplit(": ", 1)[-1] for line in resumed if line.startswith("[")] == ["cached", "rgpt4d-sdk b",
+                                                                                       "cached"]
+    assert (out_b / "stale").exists()
+    again = chain("v2", out_b)  # a changed: b and c run again, b's folder is cleared first
+    assert not any(": cached" in line for line in again) and not (out_b / "stale").exists()
+    with pytest.raises(DemoError, match="step 'c' failed"):
+        chain("v3", out_b, fail=True)
+    timings = json.loads((tmp_path / "timings.json").read_text())
+    assert set(timings) == {"a", "b", "b + c"}  # wall and CPU seconds of each group of steps that ran

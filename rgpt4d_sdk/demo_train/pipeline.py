@@ -68,26 +68,31 @@ class _Steps:
         self.file = out / "steps.json"
         self.done: Dict[str, List[str]] = json.loads(self.file.read_text()) if self.file.is_file() else {}
         self.lock = threading.Lock()
+        self.rerun = False  # once a step runs, every later step runs too: its inputs may have changed
 
-    def run(self, name: str, cmd: List[str], clear: Optional[Path] = None,
-            watch: Optional[Callable[[], Optional[str]]] = None) -> None:
-        """Run ``cmd`` unless it finished before with the same arguments; ``clear`` is removed before a (re)run
-        of a command that refuses an existing output."""
-        self.run_group([(name, cmd, clear, watch)])
+    def run(self, name: str, cmd: List[str], output: Optional[Path] = None,
+            resume: bool = False) -> None:
+        """Run ``cmd`` unless it finished before with the same arguments and no earlier step ran again."""
+        self.run_group([(name, cmd, output, None, resume)])
 
     def run_group(self, steps: List[tuple]) -> None:
-        """Independent steps, ``jobs`` at a time; the first failure is raised once all have ended."""
+        """Independent steps ``(name, cmd, output, watch, resume)``, ``jobs`` at a time; the first failure is raised
+        once all have ended. ``output`` (a folder the command writes) is removed before the command runs, unless
+        ``resume`` and the step only resumes: it did not finish before and nothing before it ran again (training and
+        analyze continue from what they wrote)."""
         todo = []
-        for name, cmd, clear, watch in steps:
+        for name, cmd, output, watch, resume in steps:
             self.index += 1
             shown = " ".join(["rgpt4d-sdk"] + cmd[3:])
-            if self.done.get(name) == cmd[3:]:
+            if self.done.get(name) == cmd[3:] and not self.rerun:
                 self.echo(f"[{self.index}/{self.total}] {name}: cached")
                 continue
             self.echo(f"[{self.index}/{self.total}] {name}: {shown}")
-            if clear is not None and clear.exists():
-                shutil.rmtree(clear)
+            resumable = resume and name not in self.done and not self.rerun
+            if output is not None and output.exists() and not resumable:
+                shutil.rmtree(output)
             todo.append((name, cmd, shown, watch))
+        self.rerun = self.rerun or bool(todo)
         errors: List[str] = []
         pending = list(todo)
         cpu0, wall0 = _children_cpu_s(), time.perf_counter()
@@ -197,14 +202,14 @@ def run_demo_train(out="rgpt4d-demo-train", size: str = "full", seed: int = 0, e
     steps = _Steps(out, echo, total=10, jobs=jobs)
     t0 = time.perf_counter()
     steps.run("sample log", _cli("data", "sample-log", "--out", data, "--train-scenes", s.train_scenes,
-                                 "--heldout-scenes", s.heldout_scenes, "--seed", seed, "--width", s.width))
+                                 "--heldout-scenes", s.heldout_scenes, "--seed", seed, "--width", s.width), data)
     steps.run("export conversations", _cli("data", "export-conversations", "--source", "nuscenes", "--data",
                                            data / "train", "--out", conv, "--frames", s.num_frames))
-    steps.run("base checkpoint", _cli("checkpoint", "make-tiny", models / "base", "--seed", seed),
-              clear=models / "base")
+    steps.run("base checkpoint", _cli("checkpoint", "make-tiny", models / "base", "--seed", seed), models / "base")
     from ..training.config import example_configs
 
-    common = ["--config", example_configs()["demo_tiny"], "--set", f"model={models / 'base'}", "--set", f"data.train={conv}",
+    common = ["--config", example_configs()["demo_tiny"], "--set", f"model={models / 'base'}",
+              "--set", f"data.train={conv}",
               "--set", f"data.num_frames={s.num_frames}", "--set", f"run.max_steps={s.steps}",
               "--set", f"run.seed={seed}", "--set", f"batch.global_batch={s.global_batch}",
               "--set", f"batch.micro_batch={s.global_batch}"]
@@ -213,14 +218,14 @@ def run_demo_train(out="rgpt4d-demo-train", size: str = "full", seed: int = 0, e
     teacher = json.dumps({"dataroot": str(data / "train"), "version": "v1.0-mini"})
     variants = {"sft": ["--set", "teacher.kind=none"],
                 "sft_p4d": ["--set", "teacher.kind=sensor", "--set", f"teacher.options={teacher}"]}
-    steps.run_group([(f"train {name}", _cli("train", *common, *extra, "--set", f"run.out={runs / name}"), None,
-                      _train_progress(runs / name, s.steps)) for name, extra in variants.items()])
+    steps.run_group([(f"train {name}", _cli("train", *common, *extra, "--set", f"run.out={runs / name}"),
+                      runs / name, _train_progress(runs / name, s.steps), True) for name, extra in variants.items()])
     steps.run_group([(f"export {name}", _cli("train", "export", runs / name, "--out", models / name), models / name,
-                      None) for name in variants])
+                      None, False) for name in variants])
     steps.run_group([(f"analyze held-out ({name})", _cli(
         "analyze", "nuscenes", "--dataroot", data / "heldout", "--version", "v1.0-mini", "--model", models / name,
         "--out", held / name, "--device", "cpu", "--dtype", "float32", "--num-frames", s.num_frames,
-        "--no-progress"), None, None) for name in MODELS])
+        "--no-progress"), held / name, None, True) for name in MODELS])
     rows = B.all_rows({m: held / m / "results.jsonl" for m in MODELS})
     table = B.family_table(rows, B.training_priors(conv), seed=seed)
     metrics = {

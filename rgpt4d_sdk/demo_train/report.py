@@ -64,3 +64,28 @@ def write_report(path: Path, metrics: Mapping[str, Any]) -> Path:
                      f"{t['last'].get('sft', 0):.3f})")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def readme_table(results: Mapping[str, Any]) -> list:
+    """The README's table of the committed demo run (bench/results/demo_train-cpu-tiny.json): multiple-choice
+    families, accuracy % with 95 % intervals; a test checks that the README quotes exactly these lines."""
+    lines = ["| family (mc) | n | untrained | SFT | SFT + P4D | best constant |", "|---|---|---|---|---|---|"]
+    for key in sorted(k for k, e in results["families"].items() if e["format"] == "mc"):
+        e = results["families"][key]
+        m, best = e["models"], e["best_constant"]
+        name = {"always_A": "always A", "most_frequent_training_letter": f"always {e.get('training_letter')}"}.get(
+            best["name"], best["name"])
+        lines.append(f"| {e['family']} | {e['n']} | {_pct(m['base']['score'])} | {_score(m['sft'])} | "
+                     f"{_score(m['sft_p4d'])} | {_pct(best['score'])} ({name}) |")
+    return lines
+
+
+def readme_summary(results: Mapping[str, Any]) -> str:
+    """The README's sentence on parse rates and families above the best constant, from the same file."""
+    s = results["summary"]
+    return (f"Held-out replies that parse as an option or a number: untrained {_pct(s['base']['parse_rate'])} %, "
+            f"SFT {_pct(s['sft']['parse_rate'])} %, SFT + P4D {_pct(s['sft_p4d']['parse_rate'])} %. Multiple-choice "
+            f"families above the best constant baseline: SFT {s['sft']['mc_families_above_best_constant']} of "
+            f"{s['sft']['mc_families']} ({s['sft']['mc_families_interval_above_best_constant']} with the whole "
+            f"interval above it), SFT + P4D {s['sft_p4d']['mc_families_above_best_constant']} of "
+            f"{s['sft_p4d']['mc_families']} ({s['sft_p4d']['mc_families_interval_above_best_constant']}).")
