@@ -28,6 +28,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("rgpt4d-demo-train"), help="the demo's folder (cached)")
     p.add_argument("--size", default="full", help="demo size (full or ci)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--docs", type=Path, default=None, help="also write the per-family tables as Markdown here "
+                                                          "(docs/demo_train.md)")
     p.add_argument("--json", type=Path, default=None,
                    help="output JSON (default: bench/results/demo_train-cpu-tiny.json)")
     return p.parse_args(argv)
@@ -59,11 +61,16 @@ def main(argv: Optional[List[str]] = None) -> dict:
         "load_average_at_write": list(os.getloadavg()),
         "timings": timings,
         "this_call_s": round(time.perf_counter() - t0, 1),
-        **{k: metrics[k] for k in ("size", "seed", "demo", "scenes", "summary", "families", "training")},
+        **{k: metrics[k] for k in ("size", "seed", "demo", "scenes", "models", "summary", "families", "training")},
     }
     path = args.json or RESULTS_DIR / "demo_train-cpu-tiny.json"
     write_json(path, result)
     print(f"wrote {path}")
+    if args.docs:
+        from rgpt4d_sdk.demo_train.report import write_report
+
+        write_report(args.docs, result, source=f"bench/results/{path.name}")
+        print(f"wrote {args.docs}")
     return result
 
 

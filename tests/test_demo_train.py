@@ -253,3 +253,15 @@ def test_steps_are_cached_until_an_earlier_step_runs_again(tmp_path):
         chain("v3", out_b, fail=True)
     timings = json.loads((tmp_path / "timings.json").read_text())
     assert set(timings) == {"a", "b", "b + c"}  # wall and CPU seconds of each group of steps that ran
+
+
+def test_readme_quotes_the_committed_demo_run():
+    """The README's demo numbers are exactly those of bench/results/demo_train-cpu-tiny.json."""
+    from rgpt4d_sdk.demo_train.report import readme_summary, readme_table
+
+    results = json.loads((ROOT / "bench" / "results" / "demo_train-cpu-tiny.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert readme_summary(results) in " ".join(readme.split())
+    for line in readme_table(results):
+        assert line in readme, line
+    assert results["size"] == "full" and results["summary"]["sft"]["mc_families"] >= 6

@@ -6,9 +6,11 @@
 
 Every step is the `rgpt4d-sdk` command a user would type, run as a child process (``python -m rgpt4d_sdk.cli``), so
 the demo is also an integration test of the chain. Steps are cached in ``OUT``: a step whose command line is the one
-recorded in ``OUT/steps.json`` after it last finished is skipped; an interrupted step is redone (training and
-analyze resume from what they wrote). Everything is seeded by ``seed``: the scene seeds, the base weights, the data
-order and the question layouts, so a second run with the same arguments gives the same numbers.
+recorded in ``OUT/steps.json`` after it last finished is skipped, as long as no earlier step ran again (then it runs
+from a clean folder: its inputs may have changed); an interrupted training or analysis resumes from what it wrote.
+Wall and CPU seconds of each step group go to ``OUT/timings.json``. Everything is seeded by ``seed``: the scene
+seeds, the base weights, the data order and the question layouts, so a second run with the same arguments on the
+same machine gives the same numbers.
 """
 from __future__ import annotations
 

@@ -39,15 +39,34 @@ def family_lines(families: Mapping[str, Any], models: Sequence[str]) -> list:
     return lines
 
 
-def write_report(path: Path, metrics: Mapping[str, Any]) -> Path:
+def ablation_lines(families: Mapping[str, Any]) -> list:
+    """P4D ablation: per family, SFT + P4D minus SFT (same data, steps and seed), in points."""
+    lines = ["## P4D ablation (SFT + P4D minus SFT, same data, steps and seed)", "",
+             "| family | format | SFT | SFT + P4D | difference (points) | intervals overlap |",
+             "|---|---|---|---|---|---|"]
+    for key in sorted(families, key=lambda k: (families[k]["format"], k)):
+        e = families[key]
+        a, b = e["models"].get("sft"), e["models"].get("sft_p4d")
+        if not a or not b or a["score"] is None or b["score"] is None:
+            continue
+        overlap = a["interval"][0] <= b["interval"][1] and b["interval"][0] <= a["interval"][1]
+        lines.append(f"| {e['family']} | {e['format']} | {_pct(a['score'])} | {_pct(b['score'])} | "
+                     f"{100 * (b['score'] - a['score']):+.1f} | {'yes' if overlap else 'no'} |")
+    return lines
+
+
+def write_report(path: Path, metrics: Mapping[str, Any], source: Optional[str] = None) -> Path:
+    """Markdown: what the model is, the summary, the per-family table and the training losses."""
     models = list(metrics["models"])
-    lines = ["# `rgpt4d-sdk demo train`: fine-tuning a tiny model on synthetic driving scenes", "", f"> {NOTICE}", "",
-             f"Size `{metrics['size']}`, seed {metrics['seed']}: {len(metrics['scenes']['train'])} training scenes, "
-             f"{len(metrics['scenes']['heldout'])} held-out scenes (disjoint seeds), "
-             f"{metrics['demo']['steps']} optimizer steps of {metrics['demo']['global_batch']} questions.", "",
-             "Models: " + "; ".join(f"`{m}` = {metrics['models'][m]['title']}" for m in models) + ".", "",
-             "## Summary", "", "| model | replies parsed | mc families above the best constant "
-             "(point / whole interval) |", "|---|---|---|"]
+    lines = ["# `rgpt4d-sdk demo train`: fine-tuning a tiny model on synthetic driving scenes", "", f"> {NOTICE}", ""]
+    if source:
+        lines += [f"Numbers from `{source}` (written by `python bench/demo_train.py`).", ""]
+    lines += [f"Size `{metrics['size']}`, seed {metrics['seed']}: {len(metrics['scenes']['train'])} training scenes, "
+              f"{len(metrics['scenes']['heldout'])} held-out scenes (disjoint seeds), "
+              f"{metrics['demo']['steps']} optimizer steps of {metrics['demo']['global_batch']} questions.", "",
+              "Models: " + "; ".join(f"`{m}` = {metrics['models'][m]['title']}" for m in models) + ".", "",
+              "## Summary", "", "| model | replies parsed | mc families above the best constant "
+              "(point / whole interval) |", "|---|---|---|"]
     for m in models:
         s = metrics["summary"][m]
         lines.append(f"| {m} | {_pct(s['parse_rate'])} % | {s['mc_families_above_best_constant']} / "
@@ -57,11 +76,17 @@ def write_report(path: Path, metrics: Mapping[str, Any]) -> Path:
               "Intervals: 95 % percentile bootstrap over held-out clips. Constant baselines: always A; the letter most "
               "often correct for the family in the training conversations; for numeric questions the median of the "
               "family's training answers. Parse rate: replies that read as a valid option letter or a number.", "",
-              "## Training", ""]
+              *ablation_lines(metrics["families"]), "", "## Training", ""]
     for name, t in metrics["training"].items():
         lines.append(f"- `{name}`: {t['steps']} steps in {t['seconds']} s; loss {t['first'].get('loss', 0):.3f} -> "
                      f"{t['last'].get('loss', 0):.3f} (SFT term {t['first'].get('sft', 0):.3f} -> "
                      f"{t['last'].get('sft', 0):.3f})")
+    timings = metrics.get("timings") or {}
+    if timings:
+        lines += ["", "## Time", "", "| step(s) | wall s | CPU s (all child processes) |", "|---|---|---|"]
+        lines += [f"| {k} | {v['wall_s']} | {v['cpu_s']} |" for k, v in timings.items()]
+        lines.append(f"| total | {sum(v['wall_s'] for v in timings.values()):.1f} | "
+                     f"{sum(v['cpu_s'] for v in timings.values()):.1f} |")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
