@@ -28,6 +28,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("rgpt4d-demo-train"), help="the demo's folder (cached)")
     p.add_argument("--size", default="full", help="demo size (full or ci)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--gnu-time", type=Path, default=None,
+                   help="output of `/usr/bin/time -v` around the run that did the work: its CPU seconds and peak "
+                        "memory go into the JSON")
     p.add_argument("--docs", type=Path, default=None, help="also write the per-family tables as Markdown here "
                                                           "(docs/demo_train.md)")
     p.add_argument("--json", type=Path, default=None,
@@ -42,9 +45,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
     t0 = time.perf_counter()
     metrics = run_demo_train(args.out, size=args.size, seed=args.seed, echo=print)
     timings = metrics.get("timings", {})
-    rows = [[name, t["wall_s"], t["cpu_s"]] for name, t in timings.items()]
+    rows = [[name, t["wall_s"], t.get("cpu_s")] for name, t in timings.items()]
+    cpu = [t["cpu_s"] for t in timings.values() if t.get("cpu_s") is not None]
     rows.append(["total", round(sum(t["wall_s"] for t in timings.values()), 1),
-                 round(sum(t["cpu_s"] for t in timings.values()), 1)])
+                 round(sum(cpu), 1) if len(cpu) == len(timings) else None])
     print(format_table(["step(s)", "wall s", "cpu s"], rows))
     fam_rows = []
     for key, e in sorted(metrics["families"].items(), key=lambda kv: (kv[1]["format"], kv[0])):
@@ -60,6 +64,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         "machine": machine_info("cpu"), "versions": versions(), "git": git_info(),
         "load_average_at_write": list(os.getloadavg()),
         "timings": timings,
+        "gnu_time": _gnu_time(args.gnu_time) if args.gnu_time else None,
         "this_call_s": round(time.perf_counter() - t0, 1),
         **{k: metrics[k] for k in ("size", "seed", "demo", "scenes", "models", "summary", "families", "training")},
     }
@@ -72,6 +77,19 @@ def main(argv: Optional[List[str]] = None) -> dict:
         write_report(args.docs, result, source=f"bench/results/{path.name}")
         print(f"wrote {args.docs}")
     return result
+
+
+def _gnu_time(path: Path) -> dict:
+    """CPU seconds (user + system, the process and its children), wall and peak RSS from `/usr/bin/time -v`."""
+    fields = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.strip().rpartition(": ")
+        fields[key] = value
+    wall = [float(x) for x in fields.get("Elapsed (wall clock) time (h:mm:ss or m:ss)", "0").split(":")]
+    return {"cpu_s": round(float(fields["User time (seconds)"]) + float(fields["System time (seconds)"]), 1),
+            "wall_s": round(sum(v * 60 ** i for i, v in enumerate(reversed(wall))), 1),
+            "cpu_percent": fields.get("Percent of CPU this job got"),
+            "max_rss_mb": round(int(fields["Maximum resident set size (kbytes)"]) / 1024, 1)}
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The embedded default run: a generated nuScenes-format sample log and the tiny fine-tuned demo checkpoint.
 
 The log is made once and cached (``$RGPT4D_CACHE``, else ``~/.cache/rgpt4d-sdk``). The checkpoint is the tiny model
-(about 0.4 M parameters, 1.7 MB) that `rgpt4d-sdk demo train` fine-tuned on synthetic street scenes, shipped in
+(about 0.4 M parameters, 1.8 MB) that `rgpt4d-sdk demo train` fine-tuned on synthetic street scenes, shipped in
 ``rgpt4d_sdk/assets/tiny-finetuned`` (its held-out scores: bench/results/demo_train-cpu-tiny.json). It has learned
 the question families of the synthetic log, so the report shows real hits and misses, but it is not 4D-RGPT. Where the
 shipped copy is missing, a tiny random checkpoint is written to the cache instead (and the notice says so).

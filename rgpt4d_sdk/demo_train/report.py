@@ -84,9 +84,14 @@ def write_report(path: Path, metrics: Mapping[str, Any], source: Optional[str] =
     timings = metrics.get("timings") or {}
     if timings:
         lines += ["", "## Time", "", "| step(s) | wall s | CPU s (all child processes) |", "|---|---|---|"]
-        lines += [f"| {k} | {v['wall_s']} | {v['cpu_s']} |" for k, v in timings.items()]
-        lines.append(f"| total | {sum(v['wall_s'] for v in timings.values()):.1f} | "
-                     f"{sum(v['cpu_s'] for v in timings.values()):.1f} |")
+        lines += [f"| {k} | {v['wall_s']} | {'-' if v.get('cpu_s') is None else v['cpu_s']} |"
+                  for k, v in timings.items()]
+        cpu = [v["cpu_s"] for v in timings.values() if v.get("cpu_s") is not None]
+        total_cpu = f"{sum(cpu):.1f}" if len(cpu) == len(timings) else "-"
+        gnu = metrics.get("gnu_time")
+        if gnu:
+            total_cpu = f"{gnu['cpu_s']} (`/usr/bin/time`; peak memory {gnu['max_rss_mb']} MB)"
+        lines.append(f"| total | {sum(v['wall_s'] for v in timings.values()):.1f} | {total_cpu} |")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
