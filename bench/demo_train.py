@@ -12,7 +12,6 @@ the comparable measure, wall seconds depend on the load).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
