@@ -7,7 +7,7 @@ from setuptools import setup
 
 CORE = [
     "rgpt4d_sdk", "rgpt4d_sdk.model", "rgpt4d_sdk.engine", "rgpt4d_sdk.prompt", "rgpt4d_sdk.eval", "rgpt4d_sdk.analyze",
-    "rgpt4d_sdk.live", "rgpt4d_sdk.ros", "rgpt4d_sdk.compiled",
+    "rgpt4d_sdk.live", "rgpt4d_sdk.ros", "rgpt4d_sdk.compiled", "rgpt4d_sdk.demo_train",
 ]
 MAPPED = {
     "rgpt4d_sdk.adapters": "adapters",
@@ -63,7 +63,7 @@ setup(
     packages=CORE + list(MAPPED),
     package_dir={"": ".", **MAPPED},
     package_data={
-        "rgpt4d_sdk": ["configs/*.yaml"],
+        "rgpt4d_sdk": ["configs/*.yaml", "assets/tiny-finetuned/*", "assets/tiny-finetuned/*/*"],
         "rgpt4d_sdk.training": ["configs/*.yaml"],
         "rgpt4d_sdk.ros2_nodes": ["rgpt4d_interfaces/*.*", "rgpt4d_interfaces/*/*", "rgpt4d_ros/*.*", "rgpt4d_ros/*/*"],
     },

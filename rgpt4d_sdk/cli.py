@@ -106,11 +106,18 @@ def query(
         typer.echo("timings: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in ans.timings.items()))
 
 
-@app.command()
+demo_app = typer.Typer(help="Demos: one region query end to end (no sub-command), or `demo train`.")
+app.add_typer(demo_app, name="demo")
+
+
+@demo_app.callback(invoke_without_command=True)
 def demo(
+    ctx: typer.Context,
     out: Path = typer.Option(Path.home() / ".cache" / "rgpt4d-sdk" / "demo", help="Where the demo files go."),
 ) -> None:
     """Run a region query end to end on an embedded sample (tiny random checkpoint + a synthetic video)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from .demo import run_demo
 
     try:
@@ -121,6 +128,29 @@ def demo(
     typer.echo(f"checkpoint: {result['checkpoint']}\nvideo: {result['video']}")
     typer.echo(f"question: {result['question']}\noptions: {result['options']}")
     typer.echo(f"answer: {result['answer']['text']!r} (choice: {result['answer']['choice']})")
+
+
+@demo_app.command("train")
+def demo_train(
+    out: Path = typer.Option(Path("rgpt4d-demo-train"), help="Folder for the log, models, runs and results (cached: "
+                                                             "finished steps are skipped on a rerun)."),
+    size: str = typer.Option("full", help="full (the committed run: 60 training / 40 held-out scenes) or ci (the "
+                                          "smallest chain, for tests)."),
+    seed: int = typer.Option(0, help="Seeds the scenes, the base weights, the data order and the questions."),
+) -> None:
+    """Fine-tune a tiny model on a synthetic log (SFT, and SFT + P4D) and score it on held-out scenes against
+    baselines, through the public commands (data sample-log, data export-conversations, train, train export,
+    analyze)."""
+    from .demo_train import run_demo_train
+
+    try:
+        metrics = run_demo_train(out, size=size, seed=seed, echo=lambda m: typer.echo(m, err=True))
+    except RGPT4DError as e:
+        _fail(e)
+    for name, s in metrics["summary"].items():
+        typer.echo(f"{name}: replies parsed {100 * (s['parse_rate'] or 0):.1f} %, above the best constant baseline "
+                   f"on {s['mc_families_above_best_constant']} of {s['mc_families']} multiple-choice families")
+    typer.echo(f"report: {Path(out) / 'report.md'}")
 
 
 def _print_run(stats) -> None:
@@ -149,14 +179,14 @@ def analyze_default(
             _fail(QueryError(f"options given before '{ctx.invoked_subcommand}' belong to the default run; put them "
                              f"after it: rgpt4d-sdk analyze {ctx.invoked_subcommand} --out DIR ..."))
         return
-    from .analyze.default import DEMO_NOTICE, run_default
+    from .analyze.default import default_notice, run_default
 
     try:
         stats = run_default(out, progress=progress, echo=lambda m: typer.echo(m, err=True),
                             executor={"kind": executor, "address": address, "num_workers": num_workers})
     except RGPT4DError as e:
         _fail(e)
-    typer.echo("NOTE: " + DEMO_NOTICE)
+    typer.echo("NOTE: " + default_notice())
     _print_run(stats)
 
 

@@ -55,3 +55,26 @@ def export_conversations_cmd(
     skipped = ", ".join(f"{k} {v}" for k, v in sorted(stats.skipped.items())) or "none"
     typer.echo(f"records: {stats.records}; skipped: {stats.skipped_total} ({skipped}); out: {out}")
     typer.echo(json.dumps(stats.to_dict()))
+
+
+@data_app.command("sample-log")
+def sample_log_cmd(
+    out: Path = typer.Option(..., help="Folder for the two logs: OUT/train and OUT/heldout (+ OUT/scenes.json)."),
+    train_scenes: int = typer.Option(40, help="Training scenes (each drawn from its own seed)."),
+    heldout_scenes: int = typer.Option(40, help="Held-out scenes (seeds never shared with a training scene)."),
+    seed: int = typer.Option(0, help="Split seed: scene seeds are seed*100000 + i (train), + 50000 + i (held out)."),
+    width: int = typer.Option(640, help="Camera image width in pixels (height: 9/16 of it)."),
+    lidar: bool = typer.Option(True, "--lidar/--no-lidar", help="Write LIDAR_TOP sweeps into the training log "
+                                                                "(the sensor teacher reads them)."),
+) -> None:
+    """Write a random synthetic street log in nuScenes format, split into training and held-out scenes."""
+    from .adapters.nuscenes.random_scenes import write_split_logs
+
+    try:
+        roots = write_split_logs(out, train_scenes, heldout_scenes, seed=seed, image_size=(width, width * 9 // 16),
+                                 lidar=lidar)
+    except RGPT4DError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(code=2)
+    typer.echo(f"train: {roots['train']} ({train_scenes} scenes); heldout: {roots['heldout']} ({heldout_scenes} "
+               f"scenes); seeds in {Path(out) / 'scenes.json'}")

@@ -390,10 +390,11 @@ def test_analyze_with_no_arguments(tmp_path):
     proc = _cli("analyze", cwd=tmp_path, env=env)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
-    assert "untrained demo model" in out and "rgpt4d-out/report.html" in out
+    # the shipped fine-tuned tiny model answers, and both the summary and the report say what it is
+    assert "not 4D-RGPT" in out and "synthetic" in out and "rgpt4d-out/report.html" in out
     report = tmp_path / "rgpt4d-out" / "report.html"
     html = report.read_text()
-    assert "untrained demo model" in html
+    assert "tiny model" in html and "not 4D-RGPT" in html
     media = referenced_media(html)
     assert len(media) >= 10 and all((report.parent / m).is_file() for m in media)
     for name in ("results.jsonl", "results.parquet", "metrics.json", "config.yaml"):

@@ -26,6 +26,10 @@ def test_wheel_maps_folders_into_the_package(tmp_path):
         assert f"rgpt4d_sdk/{pkg}/__init__.py" in names
     assert "rgpt4d_sdk/adapters/nuscenes/source.py" in names and "rgpt4d_sdk/calib/boxes.py" in names
     assert "rgpt4d_sdk/configs/analyze_nuscenes.yaml" in names
+    assert "rgpt4d_sdk/training/configs/demo_tiny.yaml" in names and "rgpt4d_sdk/demo_train/pipeline.py" in names
+    shipped = "rgpt4d_sdk/assets/tiny-finetuned/"  # the embedded default's fine-tuned tiny model
+    for name in ("config.json", "llm/tokenizer.json", "mm_projector/model.safetensors"):
+        assert shipped + name in names
     assert not any(n.split("/")[0] in ("adapters", "calib", "training", "tests", "bench") for n in names)
     entry = [n for n in names if n.endswith("entry_points.txt")]
     assert entry and "rgpt4d-sdk = rgpt4d_sdk.cli:main" in zipfile.ZipFile(wheel).read(entry[0]).decode()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -66,10 +67,16 @@ def clip_of(record: Dict[str, Any]) -> TrainClip:
 
 
 class ConversationDataset(torch.utils.data.Dataset):
-    def __init__(self, records: Sequence[Dict[str, Any]], spec: ModelSpec, tokenizer, num_frames: Optional[int] = None
-                 ) -> None:
+    """Records as `TrainSample`s. Image files (nuScenes frames, SoM images) are decoded and preprocessed once and
+    kept, up to ``cache_mb`` of pixel tensors (least recently used out first): the many questions about one clip
+    share its frames, so an epoch decodes each clip once instead of once per question. Same tensors either way."""
+
+    def __init__(self, records: Sequence[Dict[str, Any]], spec: ModelSpec, tokenizer, num_frames: Optional[int] = None,
+                 cache_mb: float = 512.0) -> None:
         self.records, self.spec, self.tokenizer = list(records), spec, tokenizer
         self.num_frames = num_frames
+        self._cache: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+        self._cache_bytes, self._cache_limit = 0, int(cache_mb * 2 ** 20)
         for r in self.records:
             n = len(r["timestamps_s"])
             if n < 2:
@@ -94,25 +101,50 @@ class ConversationDataset(torch.utils.data.Dataset):
             raise DatasetError(f"record {record['id']!r}: timestamps do not name distinct frames of {video}.")
         return [f.image for f in read_video_frames(video, idx).frames]
 
+    def _file_pixels(self, path: str) -> torch.Tensor:
+        """(3, S, S) pixels of one image file, through the cache."""
+        hit = self._cache.get(path)
+        if hit is not None:
+            self._cache.move_to_end(path)
+            return hit
+        pixels = preprocess_images([load_image(path)], self.spec)[0]
+        size = pixels.numel() * pixels.element_size()
+        if size <= self._cache_limit:
+            self._cache[path] = pixels
+            self._cache_bytes += size
+            while self._cache_bytes > self._cache_limit:
+                self._cache_bytes -= self._cache.popitem(last=False)[1].numel() * pixels.element_size()
+        return pixels
+
+    def pixels(self, record: Dict[str, Any], som: bool) -> torch.Tensor:
+        """(N, 3, S, S): the SoM image first when ``som``, then the record's frames."""
+        video = record["video"]
+        head = [self._file_pixels(str(record["som_image"]))] if som else []
+        if isinstance(video, list):
+            return torch.stack(head + [self._file_pixels(str(p)) for p in video])
+        frames = preprocess_images(self.frames(record), self.spec)
+        return torch.cat([torch.stack(head), frames]) if head else frames
+
     def __getitem__(self, i: int) -> TrainSample:
         r = self.records[i]
-        try:
-            frames = self.frames(r)
-        except RGPT4DError as e:
-            raise DatasetError(f"record {r['id']!r}: {e}") from e
-        times = relative_times(r["timestamps_s"], self.spec.tpe.origin)
         human = r["conversations"][0]["value"]
         text = _MEDIA.sub("", human, count=1)
         r4d = r.get("prompt_mode") == "r4d" or human.startswith("<image>\n")
-        images = frames
+        if r4d and not r.get("som_image"):
+            raise DatasetError(f"record {r['id']!r} is a region query without som_image.")
+        try:
+            pixels = self.pixels(r, r4d)
+        except RGPT4DError as e:
+            raise DatasetError(f"record {r['id']!r}: {e}") from e
+        times = relative_times(r["timestamps_s"], self.spec.tpe.origin)
+        n_images = len(times)
         if r4d:
-            if not r.get("som_image"):
-                raise DatasetError(f"record {r['id']!r} is a region query without som_image.")
-            images, times = [load_image(r["som_image"])] + frames, with_som_time(times, self.spec.tpe.som)
-        prompt = chat_prompt(self.tokenizer, user_content(len(images), text))
+            times = with_som_time(times, self.spec.tpe.som)
+            n_images += 1
+        prompt = chat_prompt(self.tokenizer, user_content(n_images, text))
         prompt_ids = self.tokenizer.encode(prompt, add_special_tokens=False)
         answer_ids = self.tokenizer.encode(r["conversations"][1]["value"], add_special_tokens=False) + [self.stop]
-        return TrainSample(str(r["id"]), preprocess_images(images, self.spec), times, prompt_ids + answer_ids,
+        return TrainSample(str(r["id"]), pixels, times, prompt_ids + answer_ids,
                            len(answer_ids), 1 if r4d else 0, clip_of(r))
 
 

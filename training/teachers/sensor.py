@@ -27,6 +27,7 @@ from __future__ import annotations
 import bisect
 import json
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -48,6 +49,7 @@ TABLES = ("sensor", "calibrated_sensor", "ego_pose", "sample", "sample_data", "s
 MIN_DEPTH_M = 0.1  # points (and back-projected cells) closer to the image plane are dropped
 MAX_VELOCITY_GAP_S = 1.5  # as nuscenes-devkit box_velocity: no velocity across larger annotation gaps
 MAX_ANNOTATION_GAP_S = 0.5  # a frame uses keyframe annotations at most this far away in time (one keyframe period)
+_CACHED_CLIPS = 256  # targets of this many clips are kept (a few KB each on the P4D grid)
 LIDAR_POINT_FIELDS = 5  # x, y, z, intensity, ring (float32) in a nuScenes .pcd.bin
 
 
@@ -99,6 +101,8 @@ class SensorTeacher:
                                f"teacher needs {list(TABLES)}: point dataroot/version at a complete nuScenes "
                                "release (with its LiDAR and annotation tables).")
         self._index: Optional[Dict[str, Any]] = None
+        # Targets depend only on the clip's frames and the grid; the many questions about one clip reuse them.
+        self._targets: "OrderedDict[tuple, TeacherTargets]" = OrderedDict()
 
     # --- tables ---------------------------------------------------------------------------------------------------
     def _table(self, name: str) -> List[dict]:
@@ -220,6 +224,17 @@ class SensorTeacher:
             raise ConfigError(f"sensor teacher: grid must be two positive ints (h, w), got {grid!r}.")
         if not clip.frames:
             raise DatasetError(f"clip {clip.id}: no frames.")
+        key = (tuple(clip.frames), h, w)
+        if key in self._targets:
+            self._targets.move_to_end(key)
+            return self._targets[key]
+        out = self._compute(clip, h, w)
+        self._targets[key] = out
+        while len(self._targets) > _CACHED_CLIPS:
+            self._targets.popitem(last=False)
+        return out
+
+    def _compute(self, clip: TrainClip, h: int, w: int) -> TeacherTargets:
         frames = [self._frame(f) for f in clip.frames]
         n = len(frames)
         depth = np.zeros((n, h, w), np.float32)
