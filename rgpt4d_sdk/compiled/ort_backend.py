@@ -4,8 +4,10 @@ onnxruntime-gpu).
     Engine.from_pretrained(MODEL, backend="onnxruntime", compiled=ONNX_DIR, provider="cpu")
 
 Inputs and outputs are bound to torch tensors (I/O binding), so on CUDA the key/value cache never leaves the GPU and
-on the CPU no copies are made. Options for the TensorRT provider (engine cache folder, fp16, timing cache, shape
-profiles for frame count and sequence length) are built by `provider_options` from the export's shape profile.
+on the CPU no copies are made; on CUDA each run first waits for torch's queued work (ONNX Runtime runs on its own
+stream). Options for the TensorRT provider (engine and timing cache folders, one shape profile per graph over its
+real inputs, fp16 for fp32 exports only) are built by `provider_options` from the export's shape profile, and a
+session whose requested provider did not start is refused (`check_providers`) rather than run on a fallback.
 """
 from __future__ import annotations
 

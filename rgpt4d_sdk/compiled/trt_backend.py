@@ -74,12 +74,9 @@ class TrtRunner(GraphRunner):
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
         self.engines: Dict[str, Any] = {}
-        contexts: Dict[str, List[Any]] = {}
         torch.cuda.set_device(device)
         # One stream for every run: contexts share one activation buffer, so their runs must be ordered on it
         self.stream = torch.cuda.Stream(device)
-        strategy = getattr(trt, "ExecutionContextAllocationStrategy", None)
-        self.context_memory: Dict[str, List[int]] = {}
         for graph, meta in info["graphs"].items():
             path = folder / meta["file"]
             engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
@@ -87,27 +84,29 @@ class TrtRunner(GraphRunner):
                 raise CompiledModelError(f"TensorRT cannot deserialize {path}; rebuild it: rgpt4d-sdk export tensorrt "
                                          f"--onnx {info.get('onnx_dir', 'ONNX_DIR')} --out {folder} --replace")
             self.engines[graph] = engine
+        # USER_MANAGED contexts do not each allocate activation memory for the worst shapes of their profile (~6.6 GB
+        # of fp32 attention scores at the 8B decoder's prefill maximum); all of them share one buffer, sized for the
+        # largest, since runs are serialised (pool lock) and ordered (one stream)
+        strategy = getattr(trt, "ExecutionContextAllocationStrategy", None)
+        self.context_memory: Dict[str, List[int]] = {
+            g: [context_memory_bytes(e, k) if strategy is not None else 0 for k in range(e.num_optimization_profiles)]
+            for g, e in self.engines.items()}
+        self.activation_bytes = max((b for sizes in self.context_memory.values() for b in sizes), default=0)
+        self.activations = torch.empty(max(self.activation_bytes, 1), dtype=torch.uint8, device=device)
+        contexts: Dict[str, List[Any]] = {}
+        for graph, engine in self.engines.items():
             contexts[graph] = []
-            self.context_memory[graph] = []
             for k in range(engine.num_optimization_profiles):
-                # USER_MANAGED: the context does not allocate its own activation memory for the worst shapes of
-                # its profile (each would: ~6.6 GB of fp32 attention scores at the 8B decoder's prefill maximum)
                 ctx = (engine.create_execution_context(strategy.USER_MANAGED) if strategy is not None
                        else engine.create_execution_context())
                 if ctx is None:
-                    raise CompiledModelError(f"TensorRT could not create an execution context for {path} (out of GPU "
+                    raise CompiledModelError(f"TensorRT could not create an execution context for {graph} (out of GPU "
                                              "memory?); free memory or rebuild with a smaller shape profile.")
+                if strategy is not None:
+                    _bind_memory(ctx, self.activations.data_ptr(), self.activations.numel())
                 if not ctx.set_optimization_profile_async(k, self.stream.cuda_stream):
-                    raise CompiledModelError(f"TensorRT refused optimisation profile {k} of {path}; rebuild it.")
+                    raise CompiledModelError(f"TensorRT refused optimisation profile {k} of {graph}; rebuild it.")
                 contexts[graph].append(ctx)
-                self.context_memory[graph].append(context_memory_bytes(engine, k) if strategy is not None else 0)
-        # one buffer for all contexts, sized for the largest (runs are serialised by the pool and the stream)
-        self.activation_bytes = max((b for sizes in self.context_memory.values() for b in sizes), default=0)
-        if strategy is not None:
-            self.activations = torch.empty(max(self.activation_bytes, 1), dtype=torch.uint8, device=device)
-            for ctxs in contexts.values():
-                for ctx in ctxs:
-                    _bind_memory(ctx, self.activations.data_ptr(), self.activation_bytes)
         self.pool = ContextPool(contexts)
         self.scratch = torch.empty(256, dtype=torch.uint8, device=device)  # an address for zero-size tensors
         llm = info["llm"]
