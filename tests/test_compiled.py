@@ -286,14 +286,14 @@ def test_tensorrt_provider_options_expose_caches_fp16_and_profiles(onnx_dir, tmp
     assert opts["trt_fp16_enable"] and opts["trt_engine_cache_path"] == str(tmp_path / "decoder")
     assert opts["trt_timing_cache_enable"]
     hidden, seq = manifest["llm"]["hidden_size"], profile.max_seq
-    # two profiles: a prefill of up to max_seq positions, and decode steps over a cache of up to max_seq
-    assert opts["trt_profile_max_shapes"].count("inputs_embeds:") == 2
+    # one profile (the provider runs profile 0): up to max_seq new positions over a cache of up to max_seq
+    assert opts["trt_profile_max_shapes"].count("inputs_embeds:") == 1
     assert f"inputs_embeds:{profile.max_batch}x{seq}x{hidden}" in opts["trt_profile_max_shapes"]
     assert f"past.0.key:{profile.max_batch}x" in opts["trt_profile_max_shapes"]
     vision = provider_options("tensorrt", profile, manifest, "vision", cache_dir=str(tmp_path))[0][1]
     size = manifest["spec"]["image_size"]
     assert vision["trt_profile_max_shapes"].startswith(f"pixel_values:{profile.max_images}x3x{size}x{size}")
-    assert vision["trt_fp16_enable"] is False  # an fp32 export stays fp32 unless asked
+    assert "trt_fp16_enable" not in vision  # an fp32 export stays fp32 unless asked
     with pytest.raises(ConfigError, match="ort_cache_dir"):
         provider_options("tensorrt", profile, manifest, "vision")
 
@@ -317,7 +317,7 @@ def test_int8_export_runs_and_is_judged_by_the_gate(tiny_ckpt_dir, torch_engine,
     folder = export_onnx(tiny_ckpt_dir, tmp_path / "int8", quantize="int8", max_frames=8)
     decoder = onnx.load(str(folder / "decoder.onnx"), load_external_data=False)
     ops = [n.op_type for n in decoder.graph.node]
-    assert ops.count("QuantizeLinear") >= 14 and "DequantizeLinear" in ops
+    assert ops.count("DequantizeLinear") >= 20 and "QuantizeLinear" in ops
     assert json.loads((folder / "manifest.json").read_text())["precision"] == "int8"
     report = _gate(tiny_ckpt_dir, folder, torch_engine, count=4)
     m = report["metrics"]

@@ -137,6 +137,7 @@ KEY_HELP = {
     "compute_capability": "the GPU compute capability",
     "onnx": "the ONNX export it was built from",
     "format_version": "the rgpt4d-sdk compiled format",
+    "tf32": "TF32 math in fp32 layers (engines are built with it off)",
 }
 
 

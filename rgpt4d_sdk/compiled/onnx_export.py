@@ -14,7 +14,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -61,35 +61,49 @@ class ShapeProfile:
     def to_dict(self) -> Dict[str, int]:
         return dict(self.__dict__)
 
-    def profiles(self, manifest: Dict[str, Any], graph: str) -> List[Dict[str, Tuple[Tuple[int, ...], ...]]]:
+    def profiles(self, manifest: Dict[str, Any], graph: str, inputs: Optional[Iterable[str]] = None,
+                 split_decoder: bool = True) -> List[Dict[str, Tuple[Tuple[int, ...], ...]]]:
         """Optimisation profiles of one graph: [{input: (min, opt, max) shape}] for TensorRT and the ORT
         TensorRT provider.
 
-        The decoder gets two, so that neither is sized for the worst of both: "prefill" (up to max_seq new positions,
-        empty cache) and "decode" (one new position, up to max_seq cached)."""
+        ``inputs``: the graph's actual input names; inputs the exporter dropped (``times_s`` / ``time_mask`` when
+        the checkpoint has no TPE) are left out, since a profile may only name the network's inputs.
+
+        ``split_decoder`` (the tensorrt backend, one execution context per profile): the decoder gets two, so that
+        neither is sized for the worst of both: "prefill" (up to max_seq new positions, empty cache) and "decode"
+        (one new position, up to max_seq cached). Otherwise (the ORT TensorRT provider, whose execution context
+        stays on profile 0) one profile covers both: 1..max_seq new positions over 0..max_seq cached, tuned for
+        decode steps."""
         size = int(manifest["spec"]["image_size"])
         llm = manifest["llm"]
         b, seq = self.max_batch, self.max_seq
         if graph == "vision":
             counts = (1, self.opt_images, self.max_images)
-            return [{"pixel_values": tuple((n, 3, size, size) for n in counts),
-                     "times_s": tuple((n,) for n in counts), "time_mask": tuple((n,) for n in counts)}]
-        if graph == "embed":
-            return [{"input_ids": ((1, 1), (1, self.opt_seq), (b, seq))}]
-        if graph != "decoder":
+            out = [{"pixel_values": tuple((n, 3, size, size) for n in counts),
+                    "times_s": tuple((n,) for n in counts), "time_mask": tuple((n,) for n in counts)}]
+        elif graph == "embed":
+            out = [{"input_ids": ((1, 1), (1, self.opt_seq), (b, seq))}]
+        elif graph == "decoder":
+            kv, hd, hidden = llm["num_kv_heads"], llm["head_dim"], llm["hidden_size"]
+            # (batch, new positions, cached positions) at min / opt / max; each point is a consistent set of shapes
+            # (the mask spans cached + new positions), so TensorRT can check the graph at all three
+            prefill = ((1, 1, 0), (1, self.opt_seq, 0), (b, seq, 0))
+            decode = ((1, 1, 0), (1, 1, self.opt_seq), (b, 1, seq))
+            both = ((1, 1, 0), (1, 1, self.opt_seq), (b, seq, seq))
+            out = []
+            for cases in ((prefill, decode) if split_decoder else (both,)):
+                prof = {"inputs_embeds": tuple((bb, q, hidden) for bb, q, _ in cases),
+                        "attention_mask": tuple((bb, q + p) for bb, q, p in cases),
+                        "position_ids": tuple((bb, q) for bb, q, _ in cases)}
+                for i in range(llm["num_layers"]):
+                    for kv_name in ("key", "value"):
+                        prof[f"past.{i}.{kv_name}"] = tuple((bb, kv, p, hd) for bb, _, p in cases)
+                out.append(prof)
+        else:
             raise ConfigError(f"graph {graph!r} is unknown; graphs are {GRAPHS}.")
-        kv, hd, hidden = llm["num_kv_heads"], llm["head_dim"], llm["hidden_size"]
-        out = []
-        # (batch, new positions, cached positions) at min / opt / max
-        for cases in (((1, 1, 0), (1, self.opt_seq, 0), (b, seq, 0)),
-                      ((1, 1, 0), (1, 1, self.opt_seq), (b, 1, seq))):
-            prof = {"inputs_embeds": tuple((bb, q, hidden) for bb, q, _ in cases),
-                    "attention_mask": tuple((bb, q + p) for bb, q, p in cases),
-                    "position_ids": tuple((bb, q) for bb, q, _ in cases)}
-            for i in range(llm["num_layers"]):
-                for kv_name in ("key", "value"):
-                    prof[f"past.{i}.{kv_name}"] = tuple((bb, kv, p, hd) for bb, _, p in cases)
-            out.append(prof)
+        if inputs is not None:
+            keep = set(inputs)
+            out = [{name: shapes for name, shapes in prof.items() if name in keep} for prof in out]
         return out
 
     @classmethod
@@ -140,6 +154,7 @@ def export_onnx(
         "num_layers": int(cfg.num_hidden_layers), "num_kv_heads": int(cfg.num_key_value_heads),
         "head_dim": int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads),
         "hidden_size": int(cfg.hidden_size), "vocab_size": int(model.llm.lm_head.out_features),
+        "num_heads": int(cfg.num_attention_heads), "intermediate_size": int(cfg.intermediate_size),
         "context_length": context,
     }
     work = out / ".float" if quantize != "none" else out
@@ -168,6 +183,18 @@ def export_onnx(
     write_json(out / "manifest.json", manifest)
     say(f"wrote {out} in {time.perf_counter() - t0:.1f} s")
     return out
+
+
+def onnx_inputs(path) -> List[str]:
+    """The input names of an ONNX graph as written (initializers excluded; external weights are not read)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # onnx raises DecodeError and friends
+        raise ExportError(f"{path} is not a readable ONNX file ({type(e).__name__}: {e}); re-export it.") from e
+    inits = {i.name for i in model.graph.initializer}
+    return [i.name for i in model.graph.input if i.name not in inits]
 
 
 def _versions() -> Dict[str, str]:

@@ -4,8 +4,10 @@ onnxruntime-gpu).
     Engine.from_pretrained(MODEL, backend="onnxruntime", compiled=ONNX_DIR, provider="cpu")
 
 Inputs and outputs are bound to torch tensors (I/O binding), so on CUDA the key/value cache never leaves the GPU and
-on the CPU no copies are made. Options for the TensorRT provider (engine cache folder, fp16, timing cache, shape
-profiles for frame count and sequence length) are built by `provider_options` from the export's shape profile.
+on the CPU no copies are made; on CUDA each run first waits for torch's queued work (ONNX Runtime runs on its own
+stream). Options for the TensorRT provider (engine and timing cache folders, one shape profile per graph over its
+real inputs, fp16 for fp32 exports only) are built by `provider_options` from the export's shape profile, and a
+session whose requested provider did not start is refused (`check_providers`) rather than run on a fallback.
 """
 from __future__ import annotations
 
@@ -16,9 +18,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from ..errors import CompiledModelError, ConfigError, RuntimeMissingError
+from ..errors import BackendError, CompiledModelError, ConfigError, RuntimeMissingError
 from ..optional import need
-from .onnx_export import ShapeProfile
+from .onnx_export import ShapeProfile, onnx_inputs
 from .runtime import CompiledEngine, GraphRunner, load_manifest
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
@@ -28,10 +30,16 @@ _TORCH = {"tensor(float)": torch.float32, "tensor(float16)": torch.float16, "ten
 
 def provider_options(provider: str, profile: ShapeProfile, manifest: Dict[str, Any], graph: str, device_id: int = 0,
                      cache_dir: Optional[str] = None, fp16: Optional[bool] = None,
-                     extra: Optional[Dict[str, Any]] = None) -> List[Any]:
+                     extra: Optional[Dict[str, Any]] = None, inputs: Optional[List[str]] = None) -> List[Any]:
     """The provider list for one graph's session. For "tensorrt": engine and timing caches under ``cache_dir``
-    (one sub-folder per graph), fp16 (default: on unless the export is fp32) and min/opt/max shapes from the
-    export's profile, then CUDA and CPU as fallbacks for nodes TensorRT does not take."""
+    (one sub-folder per graph, created here: the provider creates only the last level of a path and otherwise
+    drops out of the session), min/opt/max shapes from the export's profile for the graph's actual ``inputs``,
+    then CUDA and CPU as fallbacks for nodes TensorRT does not take.
+
+    Precision is the export's: the provider parses the graph as a strongly typed network unless fp16 or int8 is
+    enabled (onnxruntime tensorrt_execution_provider.cc: kSTRONGLY_TYPED only when neither trt_fp16_enable nor
+    trt_int8_enable is set), so ``fp16=True`` (TensorRT may then run fp32 layers in fp16) is accepted for fp32
+    exports only, and never passed otherwise."""
     if provider not in PROVIDERS:
         raise ConfigError(f"provider {provider!r} is unknown; choose one of {sorted(PROVIDERS)}.")
     if provider == "cpu":
@@ -41,27 +49,66 @@ def provider_options(provider: str, profile: ShapeProfile, manifest: Dict[str, A
         return [cuda, "CPUExecutionProvider"]
     if not cache_dir:
         raise ConfigError("the TensorRT provider needs ort_cache_dir= (where its engines and timing cache are kept).")
-    shapes = profile_shapes(profile, manifest, graph)
+    relaxing = [k for k in ("trt_fp16_enable", "trt_int8_enable", "trt_bf16_enable") if _truthy((extra or {}).get(k))]
+    if fp16:
+        relaxing.insert(0, "fp16=True")
+    if relaxing and manifest["precision"] != "fp32":
+        raise ConfigError(
+            f"{', '.join(relaxing)} would make ONNX Runtime's TensorRT provider drop the strong typing of this "
+            f"{manifest['precision']} export (its precision is already in the graph); leave it out, or pass it "
+            "with an fp32 export only."
+        )
+    shapes = profile_shapes(profile, manifest, graph, inputs)
     folder = os.path.join(cache_dir, graph)
-    opts = {
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"ort_cache_dir: cannot create {folder} ({e}); choose a writable folder.") from e
+    opts: Dict[str, Any] = {
         "device_id": device_id,
-        "trt_fp16_enable": bool(manifest["precision"] != "fp32" if fp16 is None else fp16),
         "trt_engine_cache_enable": True, "trt_engine_cache_path": folder,
         "trt_timing_cache_enable": True, "trt_timing_cache_path": folder,
         "trt_profile_min_shapes": shapes["min"], "trt_profile_opt_shapes": shapes["opt"],
         "trt_profile_max_shapes": shapes["max"],
     }
+    if fp16:
+        opts["trt_fp16_enable"] = True
     opts.update(extra or {})
     return [("TensorrtExecutionProvider", opts), cuda, "CPUExecutionProvider"]
 
 
-def profile_shapes(profile: ShapeProfile, manifest: Dict[str, Any], graph: str) -> Dict[str, str]:
-    """min / opt / max shapes of one graph's inputs in the provider's "name:AxBxC,..." form; an input listed twice
-    means two optimisation profiles."""
-    profs = profile.profiles(manifest, graph)
-    return {which: ",".join(f"{name}:{'x'.join(str(d) for d in shapes[k])}"
-                            for prof in profs for name, shapes in prof.items())
+def _truthy(value: Any) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def profile_shapes(profile: ShapeProfile, manifest: Dict[str, Any], graph: str,
+                   inputs: Optional[List[str]] = None) -> Dict[str, str]:
+    """min / opt / max shapes of one graph's ``inputs`` in the provider's "name:AxBxC,..." form, one optimisation
+    profile per graph. (The provider builds one profile per repeated name but runs on profile 0 only, so the decoder
+    gets one profile spanning prefill and decode rather than the tensorrt backend's two.)"""
+    prof = profile.profiles(manifest, graph, inputs, split_decoder=False)[0]
+    return {which: ",".join(f"{name}:{'x'.join(str(d) for d in shapes[k])}" for name, shapes in prof.items())
             for k, which in enumerate(("min", "opt", "max"))}
+
+
+def check_providers(session, provider: str, path: Path) -> None:
+    """ONNX Runtime quietly drops a provider that fails to start (missing TensorRT or cuDNN libraries, an unusable
+    cache folder) and runs on the next one; an engine reporting "onnxruntime:tensorrt" must not run on CUDA or CPU."""
+    wanted = PROVIDERS[provider]
+    active = list(session.get_providers())
+    if not active or active[0] != wanted:
+        raise BackendError(
+            f"ONNX Runtime did not start {wanted} for {path} and fell back to {active}; the usual causes are "
+            "TensorRT/CUDA/cuDNN libraries that onnxruntime-gpu cannot load (check LD_LIBRARY_PATH and the version "
+            "matrix in docs/compiled.md) or an unwritable ort_cache_dir. Run `rgpt4d-sdk doctor`, or choose "
+            "another provider."
+        )
+
+
+def device_sync(device: torch.device) -> None:
+    """Wait for the work queued on torch's current stream of ``device`` (the hook the I/O binding calls before
+    ONNX Runtime reads torch tensors)."""
+    torch.cuda.current_stream(device).synchronize()
 
 
 class OrtRunner(GraphRunner):
@@ -96,7 +143,9 @@ class OrtRunner(GraphRunner):
         self.sessions = {}
         for graph in ("vision", "embed", "decoder"):
             path = folder / manifest["graphs"][graph]["file"]
-            providers = provider_options(provider, profile, manifest, graph, device_id, cache_dir, fp16, provider_extra)
+            inputs = onnx_inputs(path) if provider == "tensorrt" else None
+            providers = provider_options(provider, profile, manifest, graph, device_id, cache_dir, fp16, provider_extra,
+                                         inputs)
             try:
                 self.sessions[graph] = ort.InferenceSession(str(path), opts, providers=providers)
             except Exception as e:  # ORT raises its own Fail / InvalidGraph / RuntimeException types
@@ -105,6 +154,7 @@ class OrtRunner(GraphRunner):
                     f"was written by an incompatible exporter. Re-export it: rgpt4d-sdk export onnx --model MODEL "
                     f"--out {folder}"
                 ) from e
+            check_providers(self.sessions[graph], provider, path)
         self.out_types = {g: {o.name: _TORCH[o.type] for o in s.get_outputs()} for g, s in self.sessions.items()}
         self.in_names = {g: {i.name for i in s.get_inputs()} for g, s in self.sessions.items()}
 
@@ -125,7 +175,14 @@ class OrtRunner(GraphRunner):
             o = torch.empty(shape, dtype=self.out_types[graph][name], device=self.device)
             binding.bind_output(name, kind, dev_id, _NP[o.dtype], list(shape), o.data_ptr())
             outs[name] = o
+        if kind == "cuda":
+            # ONNX Runtime runs on its own stream and does not wait for torch's: the inputs torch has queued (and
+            # the blocks the outputs were carved from, which queued torch work may still use) must be complete
+            # before ORT starts (onnxruntime issue 11875).
+            device_sync(self.device)
         sess.run_with_iobinding(binding)
+        if kind == "cuda":
+            binding.synchronize_outputs()  # ORT's writes are complete before torch reads them
         return outs
 
     def vision(self, pixels, times_s, time_mask):

@@ -1,8 +1,9 @@
 """int8 / fp8 explicit quantization of the exported graphs, calibrated on sample clips.
 
-QuantizeLinear/DequantizeLinear pairs go on the weight matrix products of the vision and decoder graphs (symmetric,
-per-channel weights; per-tensor activations from min/max over the calibration inputs), through ONNX Runtime's
-quantization tool. Attention products between activations, norms, softmax and the embedding table stay in the base
+QuantizeLinear/DequantizeLinear pairs go on the inputs of the weight matrix products of the vision and decoder graphs
+(symmetric, per-channel weights; per-tensor activations from min/max over the calibration inputs), through ONNX
+Runtime's quantization tool; the products' outputs stay in the float type and every scale has the graph's float type
+(checked after quantizing, `qdq_problems`). Attention products between activations, norms, softmax and the embedding table stay in the base
 float type. The result is a strongly typed Q/DQ graph that ONNX Runtime runs as is and TensorRT builds without
 calibrators (the only int8/fp8 path TensorRT 11 keeps).
 """
@@ -32,6 +33,39 @@ def weight_matmuls(path: Path) -> List[str]:
     return [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and any(i in inits for i in n.input)]
 
 
+def qdq_problems(path: Path, float_type: int) -> List[str]:
+    """What is wrong with a quantized graph's Q/DQ placement and types ([] when nothing).
+
+    Wanted: every weight product's inputs (activation and weight) come through DequantizeLinear, no product's
+    output is quantized again (the matrix products stay in the float type), and every scale has the graph's float
+    type (``float_type``: onnx.TensorProto.FLOAT or FLOAT16): under strong typing a DequantizeLinear outputs its
+    scale's type, so an fp32 scale in an fp16 graph would turn the product into an fp32 one or break the graph."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    inits = {i.name: i for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consumers: Dict[str, List] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    problems = []
+    for n in model.graph.node:
+        if n.op_type in ("MatMul", "Gemm"):
+            fed = [producer.get(i) for i in n.input[:2]]
+            if any(f is not None and f.op_type == "DequantizeLinear" for f in fed) and not all(
+                    f is not None and f.op_type == "DequantizeLinear" for f in fed):
+                problems.append(f"{n.name}: only one input is dequantized")
+            if any(c.op_type == "QuantizeLinear" for o in n.output for c in consumers.get(o, [])):
+                problems.append(f"{n.name}: its output is quantized")
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.input[1] in inits:
+            dt = inits[n.input[1]].data_type
+            if dt != float_type:
+                problems.append(f"{n.name}: scale of type {onnx.TensorProto.DataType.Name(dt)}, graph is "
+                                f"{onnx.TensorProto.DataType.Name(float_type)}")
+    return problems
+
+
 def calibration_feeds(model, queries: Sequence[RegionQuery]) -> Dict[str, List[Dict[str, np.ndarray]]]:
     """Inputs of the vision graph and of a decoder prefill for each calibration query (computed with the torch model
     the export was traced from)."""
@@ -59,6 +93,12 @@ def calibration_feeds(model, queries: Sequence[RegionQuery]) -> Dict[str, List[D
                 feeds[f"past.{i}.{name}"] = np.zeros((1, kv, 0, hd), dtype=_np_dtype(model.dtype))
         decoder.append(feeds)
     return {"vision": vision, "decoder": decoder}
+
+
+def _onnx_float(dtype: torch.dtype) -> int:
+    import onnx
+
+    return onnx.TensorProto.FLOAT16 if dtype == torch.float16 else onnx.TensorProto.FLOAT
 
 
 def _np_dtype(dtype: torch.dtype):
@@ -102,11 +142,18 @@ def quantize_graphs(model, src: Path, out: Path, kind: str, queries: Optional[Se
                             quant_format=QuantFormat.QDQ, per_channel=kind == "int8", activation_type=qtype,
                             weight_type=qtype, nodes_to_quantize=nodes, use_external_data_format=True,
                             calibrate_method=method,
-                            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+                            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                           # Q/DQ at the products' inputs only: their outputs stay in the float
+                                           # type (the tool otherwise re-quantizes every product's output)
+                                           "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"]})
         except Exception as e:
             raise ExportError(f"{kind} quantization of {graph} failed ({type(e).__name__}: {e})") from e
         finally:
             logging.disable(logging.NOTSET)
+        problems = qdq_problems(out / f"{graph}.onnx", _onnx_float(model.dtype))
+        if problems:
+            raise ExportError(f"{kind} quantization of {graph} placed Q/DQ nodes the typed graph cannot use: "
+                              f"{'; '.join(problems[:5])}; report this with your onnxruntime version.")
     for name in ("embed.onnx", "embed.onnx.data"):
         if (src / name).exists():
             shutil.copy2(src / name, out / name)

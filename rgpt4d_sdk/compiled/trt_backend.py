@@ -4,16 +4,19 @@
 
 Loading compares the engine key (weights, TensorRT version, GPU compute capability, precision, shape profile) with
 this machine and checkpoint, and refuses a mismatch with the part that differs and the rebuild command; it never
-builds. The decoder engine has two optimisation profiles (prefill, decode), each with its own execution context.
+builds. The decoder engine has two optimisation profiles (prefill, decode), each with its own execution context;
+all contexts share one activation buffer (user-managed, sized for the largest profile) and run one at a time.
 """
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Iterator, List
 
 import torch
 
-from ..errors import BackendError, CompiledModelError, ConfigError
+from ..errors import BackendError, CompiledModelError, ConfigError, ShapeProfileError
 from ..model.checkpoint import read_checkpoint
 from ..optional import need
 from .artifacts import FORMAT_VERSION, check_files, checkpoint_fingerprint, read_json, require_key
@@ -30,6 +33,39 @@ def _torch_dtype(trt, dt) -> torch.dtype:
     return table[dt]
 
 
+class ContextPool:
+    """The execution contexts of a runner, used by one caller at a time.
+
+    TensorRT execution contexts are not thread-safe (input shapes and tensor addresses are state of the context),
+    the runner has one per graph and profile, and they share one activation buffer; so a whole run (shapes,
+    addresses, enqueue) holds the pool's lock."""
+
+    def __init__(self, contexts: Dict[str, List[Any]]) -> None:
+        self.contexts = contexts
+        self.lock = threading.Lock()
+
+    @contextmanager
+    def use(self, graph: str, profile: int = 0) -> Iterator[Any]:
+        with self.lock:
+            yield self.contexts[graph][profile]
+
+
+def context_memory_bytes(engine, profile: int) -> int:
+    """Activation memory one execution context needs on ``profile`` (the worst shapes of that profile)."""
+    getter = getattr(engine, "get_device_memory_size_for_profile_v2", None)  # TensorRT >= 10.1
+    if getter is None:
+        getter = engine.get_device_memory_size_for_profile
+    return int(getter(profile))
+
+
+def _bind_memory(ctx, address: int, size: int) -> None:
+    setter = getattr(ctx, "set_device_memory", None)  # set_device_memory(memory, size): TensorRT >= 10.1
+    if setter is not None:
+        setter(address, size)
+    else:
+        ctx.device_memory = address
+
+
 class TrtRunner(GraphRunner):
     def __init__(self, folder: Path, info: Dict[str, Any], device: torch.device) -> None:
         trt = need("tensorrt", "tensorrt")
@@ -37,8 +73,10 @@ class TrtRunner(GraphRunner):
         self.dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(info["dtype"], torch.float32)
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
-        self.engines, self.contexts = {}, {}
+        self.engines: Dict[str, Any] = {}
         torch.cuda.set_device(device)
+        # One stream for every run: contexts share one activation buffer, so their runs must be ordered on it
+        self.stream = torch.cuda.Stream(device)
         for graph, meta in info["graphs"].items():
             path = folder / meta["file"]
             engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
@@ -46,39 +84,65 @@ class TrtRunner(GraphRunner):
                 raise CompiledModelError(f"TensorRT cannot deserialize {path}; rebuild it: rgpt4d-sdk export tensorrt "
                                          f"--onnx {info.get('onnx_dir', 'ONNX_DIR')} --out {folder} --replace")
             self.engines[graph] = engine
-            contexts = []
+        # USER_MANAGED contexts do not each allocate activation memory for the worst shapes of their profile (~6.6 GB
+        # of fp32 attention scores at the 8B decoder's prefill maximum); all of them share one buffer, sized for the
+        # largest, since runs are serialised (pool lock) and ordered (one stream)
+        strategy = getattr(trt, "ExecutionContextAllocationStrategy", None)
+        self.context_memory: Dict[str, List[int]] = {
+            g: [context_memory_bytes(e, k) if strategy is not None else 0 for k in range(e.num_optimization_profiles)]
+            for g, e in self.engines.items()}
+        self.activation_bytes = max((b for sizes in self.context_memory.values() for b in sizes), default=0)
+        self.activations = torch.empty(max(self.activation_bytes, 1), dtype=torch.uint8, device=device)
+        contexts: Dict[str, List[Any]] = {}
+        for graph, engine in self.engines.items():
+            contexts[graph] = []
             for k in range(engine.num_optimization_profiles):
-                ctx = engine.create_execution_context()
-                ctx.set_optimization_profile_async(k, torch.cuda.current_stream(device).cuda_stream)
-                contexts.append(ctx)
-            self.contexts[graph] = contexts
+                ctx = (engine.create_execution_context(strategy.USER_MANAGED) if strategy is not None
+                       else engine.create_execution_context())
+                if ctx is None:
+                    raise CompiledModelError(f"TensorRT could not create an execution context for {graph} (out of GPU "
+                                             "memory?); free memory or rebuild with a smaller shape profile.")
+                if strategy is not None:
+                    _bind_memory(ctx, self.activations.data_ptr(), self.activations.numel())
+                if not ctx.set_optimization_profile_async(k, self.stream.cuda_stream):
+                    raise CompiledModelError(f"TensorRT refused optimisation profile {k} of {graph}; rebuild it.")
+                contexts[graph].append(ctx)
+        self.pool = ContextPool(contexts)
         self.scratch = torch.empty(256, dtype=torch.uint8, device=device)  # an address for zero-size tensors
         llm = info["llm"]
         self.num_layers = llm["num_layers"]
 
     def run(self, graph: str, feeds: Dict[str, torch.Tensor], profile: int = 0) -> Dict[str, torch.Tensor]:
+        """Run one graph on ``profile`` with the caller's tensors; outputs are ready in the caller's stream order."""
         trt, engine = self.trt, self.engines[graph]
-        ctx = self.contexts[graph][profile]
         keep = []
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        for name in names:
-            if engine.get_tensor_mode(name) != trt.TensorIOMode.INPUT:
-                continue
-            t = feeds[name].to(self.device, _torch_dtype(trt, engine.get_tensor_dtype(name))).contiguous()
-            keep.append(t)
-            ctx.set_input_shape(name, tuple(t.shape))
-            ctx.set_tensor_address(name, t.data_ptr() if t.numel() else self.scratch.data_ptr())
-        outs = {}
-        for name in names:
-            if engine.get_tensor_mode(name) != trt.TensorIOMode.OUTPUT:
-                continue
-            shape = tuple(ctx.get_tensor_shape(name))
-            o = torch.empty(shape, dtype=_torch_dtype(trt, engine.get_tensor_dtype(name)), device=self.device)
-            ctx.set_tensor_address(name, o.data_ptr() if o.numel() else self.scratch.data_ptr())
-            outs[name] = o
-        stream = torch.cuda.current_stream(self.device)
-        if not ctx.execute_async_v3(stream.cuda_stream):
-            raise BackendError(f"TensorRT failed to run {graph}; see the messages above.")
+        caller = torch.cuda.current_stream(self.device)
+        with self.pool.use(graph, profile) as ctx:
+            for name in names:
+                if engine.get_tensor_mode(name) != trt.TensorIOMode.INPUT:
+                    continue
+                t = feeds[name].to(self.device, _torch_dtype(trt, engine.get_tensor_dtype(name))).contiguous()
+                keep.append(t)
+                if not ctx.set_input_shape(name, tuple(t.shape)):
+                    lo, _, hi = engine.get_tensor_profile_shape(name, profile)
+                    raise ShapeProfileError(
+                        f"{graph}: input {name} of shape {tuple(t.shape)} is outside the engine's profile {profile} "
+                        f"({tuple(lo)} .. {tuple(hi)}); re-export and rebuild with a larger profile."
+                    )
+                ctx.set_tensor_address(name, t.data_ptr() if t.numel() else self.scratch.data_ptr())
+            outs = {}
+            for name in names:
+                if engine.get_tensor_mode(name) != trt.TensorIOMode.OUTPUT:
+                    continue
+                shape = tuple(ctx.get_tensor_shape(name))
+                o = torch.empty(shape, dtype=_torch_dtype(trt, engine.get_tensor_dtype(name)), device=self.device)
+                ctx.set_tensor_address(name, o.data_ptr() if o.numel() else self.scratch.data_ptr())
+                outs[name] = o
+            self.stream.wait_stream(caller)  # inputs written, output blocks free, in the caller's order
+            if not ctx.execute_async_v3(self.stream.cuda_stream):
+                raise BackendError(f"TensorRT failed to run {graph}; see the messages above.")
+            caller.wait_stream(self.stream)  # the caller's later work sees the outputs (and may reuse the inputs)
         return outs
 
     def vision(self, pixels, times_s, time_mask):
@@ -124,11 +188,11 @@ class TensorRTEngine(CompiledEngine):
         found = info["key"]
         cc = torch.cuda.get_device_capability(dev)
         here = dict(found, format_version=FORMAT_VERSION, precision=info["precision"], profile=info["profile"],
-                    tensorrt=str(trt.__version__), compute_capability=f"{cc[0]}.{cc[1]}")  # the onnx part: recorded
+                    tensorrt=str(trt.__version__), compute_capability=f"{cc[0]}.{cc[1]}",
+                    tf32=False)  # the onnx part: recorded
         if check_weights:
             here["weights"] = checkpoint_fingerprint(read_checkpoint(path))
         require_key(folder, here, found, rebuild)
         runner = TrtRunner(folder, info, dev)
         verify_cmd = f"rgpt4d-sdk export verify --model {path} --engine {folder}"
         return cls(path, folder, info, runner, force=force, verify_cmd=verify_cmd, **options)
-

@@ -2,8 +2,8 @@
 
 Networks are parsed as *strongly typed*: the precision is the one the ONNX export chose (fp32 / fp16 / bf16 graphs,
 or int8 / fp8 Q/DQ quantization). That is the only mode TensorRT 11 has, and TensorRT 10 (JetPack 6) builds it too,
-so one engine recipe serves data-centre GPUs and Jetson alike. fp8 is refused below compute capability 8.9, bf16
-below 8.0 (Jetson Orin is 8.7: fp16, bf16 and int8, no fp8).
+so one engine recipe serves data-centre GPUs and Jetson alike. TF32 is switched off (see `configure_build`). fp8 is
+refused below compute capability 8.9, bf16 below 8.0 (Jetson Orin is 8.7: fp16, bf16 and int8, no fp8).
 
 The engine folder's ``engine.json`` carries the key — checkpoint weights, ONNX export, TensorRT version, GPU compute
 capability, precision, shape profile — and the loader (`trt_backend`) compares it part by part. Loading never builds.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from ..errors import ExportError
 from ..optional import need
@@ -25,7 +25,8 @@ MIN_CAPABILITY = {"fp8": (8, 9), "bf16": (8, 0), "int8": (6, 1), "fp16": (5, 3),
 
 
 def engine_key(manifest: Dict[str, Any], trt_version: str, capability) -> Dict[str, Any]:
-    """What an engine is valid for. Every part must match at load time."""
+    """What an engine is valid for. Every part must match at load time. ``tf32``: always False (engines are built
+    with TF32 off; one built before that rule has no such part and is refused)."""
     return {
         "format_version": FORMAT_VERSION,
         "weights": manifest["source"]["weights"],
@@ -34,7 +35,43 @@ def engine_key(manifest: Dict[str, Any], trt_version: str, capability) -> Dict[s
         "profile": manifest["profile"],
         "tensorrt": str(trt_version),
         "compute_capability": f"{capability[0]}.{capability[1]}",
+        "tf32": False,
     }
+
+
+def configure_build(trt, builder, config, profiles: List[Dict[str, Any]], inputs: List[str], workspace_gb: float,
+                    opt_level: int, cache_bytes: bytes, cache_path: Path) -> None:
+    """Everything our build sets on a TensorRT builder config, each call's result checked.
+
+    - TF32 off: ``BuilderFlag.TF32`` is on by default (NvInfer.h, TensorRT 10.x and 11.x: "Enabled by default"); it
+      lets fp32 matrix products round their inputs to 10-bit mantissas on compute capability >= 8.0 (Orin
+      included), so fp32 engines would miss the fp32 parity gate and the fp32 parts of fp16 graphs (softmax, norms)
+      would lose precision. The graph's types are the precision; nothing is allowed to lower them.
+    - the timing cache, refused when it does not fit (``set_timing_cache`` returns False for a cache from another
+      GPU or TensorRT version when mismatches are not ignored);
+    - one optimisation profile per entry of ``profiles``, which must cover the network's ``inputs`` exactly."""
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    config.builder_optimization_level = int(opt_level)
+    if hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)
+        if config.get_flag(trt.BuilderFlag.TF32):
+            raise ExportError("TensorRT kept TF32 on after clear_flag; refusing to build an engine whose fp32 layers "
+                              "would compute in TF32.")
+    cache = config.create_timing_cache(cache_bytes)
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise ExportError(f"TensorRT refused the timing cache {cache_path} (written for another GPU or TensorRT "
+                          "version); delete it, or pass --timing-cache with a new path.")
+    covered = set().union(*(prof.keys() for prof in profiles)) if profiles else set()
+    missing = [name for name in inputs if name not in covered]
+    if missing:
+        raise ExportError(f"the shape profile does not cover the network inputs {missing}; re-export the ONNX "
+                          "folder with this SDK version.")
+    for prof in profiles:
+        p = builder.create_optimization_profile()
+        for name, (lo, opt, hi) in prof.items():
+            p.set_shape(name, lo, opt, hi)
+        if config.add_optimization_profile(p) < 0:
+            raise ExportError(f"TensorRT rejected the optimisation profile {prof}; re-export with a valid profile.")
 
 
 def check_precision(precision: str, capability, device_name: str = "this GPU") -> None:
@@ -80,18 +117,13 @@ def build_engines(onnx_dir, out, workspace_gb: float = 8.0, timing_cache: Option
         if not parser.parse_from_file(str(src)):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise ExportError(f"TensorRT cannot parse {src}: {errors}")
+        inputs = [network.get_input(i).name for i in range(network.num_inputs)]
         config = builder.create_builder_config()
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-        config.builder_optimization_level = int(opt_level)
-        cache = config.create_timing_cache(cache_bytes)
-        config.set_timing_cache(cache, ignore_mismatch=False)
+        configure_build(trt, builder, config, profile.profiles(manifest, graph, inputs), inputs, workspace_gb,
+                        opt_level, cache_bytes, cache_path)
         config.progress_monitor = _progress_monitor(trt, graph, log)
-        for prof in profile.profiles(manifest, graph):
-            p = builder.create_optimization_profile()
-            for name, (lo, opt, hi) in prof.items():
-                p.set_shape(name, lo, opt, hi)
-            config.add_optimization_profile(p)
-        log(f"building {graph} ({manifest['precision']}, {gpu}, sm_{capability[0]}{capability[1]}) ...")
+        log(f"building {graph} ({manifest['precision']}, strongly typed, TF32 off, {gpu}, "
+            f"sm_{capability[0]}{capability[1]}) ...")
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise ExportError(f"TensorRT could not build {graph}; see the builder messages above (a larger "
@@ -110,7 +142,7 @@ def build_engines(onnx_dir, out, workspace_gb: float = 8.0, timing_cache: Option
         "graphs": {g: {**manifest["graphs"][g], "file": plans[g]} for g in GRAPHS},
         **{k: manifest[k] for k in ("source", "precision", "dtype", "quantize", "profile", "spec", "llm")},
         "files": describe_files(out, plans.values()),
-        "build": {"workspace_gb": workspace_gb, "opt_level": opt_level,
+        "build": {"workspace_gb": workspace_gb, "opt_level": opt_level, "strongly_typed": True, "tf32": False,
                   "seconds": round(time.perf_counter() - t_all, 1)},
     }
     write_json(out / "engine.json", info)

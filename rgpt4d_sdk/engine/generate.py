@@ -40,6 +40,12 @@ def sync_device(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def to_host(t: torch.Tensor) -> List[int]:
+    """A (B,) tensor of token ids as Python ints: the decode loop's only device -> host read (one sync per step on
+    CUDA, whatever the batch size; reading rows one by one would cost a sync each)."""
+    return t.tolist()
+
+
 def cache_tensors(cache) -> List[Tuple[torch.Tensor, torch.Tensor]]:
     """[(keys, values)] per layer of a `transformers` cache (5.x ``layers``, or 4.x key_cache/value_cache lists)."""
     if hasattr(cache, "layers"):
@@ -116,18 +122,18 @@ def greedy_decode(
     t_prefill = time.perf_counter() - t0
 
     first = logits.clone()
-    stop = torch.tensor(list(stop_ids), device=device)
+    stops = set(int(s) for s in stop_ids)
     tokens: List[List[int]] = [[] for _ in range(b)]
-    done = torch.zeros(b, dtype=torch.bool, device=device)
+    done = [False] * b
     last_pos = positions[:, -1]
     t1 = time.perf_counter()
     for i_step in range(max_new_tokens):
-        nxt = logits.argmax(-1)  # (B,)
-        for i in range(b):
+        nxt = logits.argmax(-1)  # (B,), stays on the device as the next step's input
+        for i, token in enumerate(to_host(nxt)):  # the step's one device -> host read
             if not done[i]:
-                tokens[i].append(int(nxt[i]))
-        done |= torch.isin(nxt, stop)
-        if bool(done.all()) or i_step == max_new_tokens - 1:
+                tokens[i].append(token)
+                done[i] = token in stops
+        if all(done) or i_step == max_new_tokens - 1:
             break
         mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1)
         last_pos = last_pos + 1
@@ -135,7 +141,7 @@ def greedy_decode(
     sync_device(device)
     t_decode = time.perf_counter() - t1
 
-    stops = set(int(s) for s in stop_ids)
+    first = first.cpu()  # one copy for all rows
     results = []
     for i in range(b):
         ids = tokens[i]
@@ -144,7 +150,7 @@ def greedy_decode(
             Generation(
                 token_ids=ids[:-1] if stopped else ids,
                 finish_reason="stop" if stopped else "length",
-                first_logits=first[i].cpu(),
+                first_logits=first[i],
                 timings={"prefill": t_prefill / b, "decode": t_decode / b},
             )
         )

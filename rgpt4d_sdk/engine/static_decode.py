@@ -8,7 +8,8 @@ reads its inputs from two small tensors, so on CUDA it is captured once as a CUD
 of every later query (``cuda_graph=False``, or the CPU, runs the same step eagerly).
 
 The prefill stays on the `transformers` model (one call over the whole prompt); its cache is copied into the
-buffers. The step is the shared Qwen2 layer (`model.qwen2_layer`) with SDPA over a longer, masked key range.
+buffers. The step is the shared Qwen2 layer (`model.qwen2_layer`) with SDPA over a longer, masked key range; the
+query heads of each key/value group are folded into the query axis, so the cache is never copied per head.
 """
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ import time
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
-from ..model.qwen2_layer import attention_dims, decoder_layer, repeat_kv
+from ..model.qwen2_layer import attention_dims, decoder_layer, grouped_query_attention
 from .generate import Generation, cache_tensors, hf_step, sync_device
+
+CAPTURE_ERROR_MODE = "thread_local"  # see StaticDecoder._capture
 
 
 class StaticDecoder:
@@ -51,27 +53,32 @@ class StaticDecoder:
         cos, sin = model.rotary_emb(h, self.pos.view(1, 1))
         cos, sin = cos[:, None], sin[:, None]
         visible = (self.slots <= self.pos).view(1, 1, 1, self.max_len)
-        rep = self.dims[0] // self.dims[1]
         for i, layer in enumerate(self.layers):
             def attend(q, k, v, i=i):
                 self.keys[i].index_copy_(2, self.pos, k)
                 self.values[i].index_copy_(2, self.pos, v)
-                return F.scaled_dot_product_attention(q, repeat_kv(self.keys[i], rep), repeat_kv(self.values[i], rep),
-                                                      attn_mask=visible)
+                return grouped_query_attention(q, self.keys[i], self.values[i], visible)  # no copy of the cache
 
             h = decoder_layer(layer, h, cos, sin, self.dims, attend)
         return self.llm.lm_head(model.norm(h))[:, -1].float()
 
     def _capture(self) -> None:
-        stream = torch.cuda.Stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream):
-            for _ in range(2):  # warm up kernels and allocator outside the graph
-                self._step()
-        torch.cuda.current_stream(self.device).wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.graph_logits = self._step()
+        """Capture one step as a CUDA graph on this decoder's device (not the thread's current device).
+
+        ``capture_error_mode="thread_local"``: the default ("global") makes CUDA calls that other threads issue while
+        this thread captures (a ROS callback encoding frames, another engine) an error; "thread_local" only forbids
+        unsafe calls from this thread (torch.cuda.graph, CUDA's cudaStreamCaptureModeThreadLocal)."""
+        with torch.cuda.device(self.device):
+            stream = torch.cuda.Stream(self.device)
+            stream.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(stream):
+                for _ in range(2):  # warm up kernels and allocator outside the graph
+                    self._step()
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, capture_error_mode=CAPTURE_ERROR_MODE):
+                self.graph_logits = self._step()
+            self.graph = graph
 
     def step(self, token: int, position: int) -> torch.Tensor:
         self.token.fill_(int(token))
@@ -80,7 +87,8 @@ class StaticDecoder:
             return self._step()
         if self.graph is None:
             self._capture()
-        self.graph.replay()
+        with torch.cuda.device(self.device):  # replay launches on the current device's current stream
+            self.graph.replay()
         return self.graph_logits
 
     # ------------------------------------------------------------------------------------------------ generate

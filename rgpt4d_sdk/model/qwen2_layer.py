@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Callable, Tuple
 
 import torch
+import torch.nn.functional as F
 
 # attend(q (B, H, L, hd), k (B, KV, L, hd), v (B, KV, L, hd)) -> (B, H, L, hd): stores k/v, attends over the cache.
 Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -31,6 +32,27 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
         return x
     b, kv, s, hd = x.shape
     return x[:, :, None].expand(b, kv, n_rep, s, hd).reshape(b, kv * n_rep, s, hd)
+
+
+def grouped_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """SDPA of q (B, H, L, hd) over k/v (B, KV, S, hd) with a boolean mask (B or 1, 1, L, S), without copying k/v.
+
+    Equal to ``sdpa(q, repeat_kv(k), repeat_kv(v))``: the H / KV query heads that share a key/value head are folded
+    into the query-length axis (head ``g * rep + r`` becomes query row ``r * L + l`` of group ``g``), so each group
+    attends over its own key/value head as stored. ``repeat_kv`` would copy the whole cache per layer and step
+    (about 1 GB per token for the 8B model's static cache); SDPA's own ``enable_gqa`` (torch >= 2.5) falls back to
+    that copy in its math kernel whenever a mask rules out the flash kernel, which a static cache always needs."""
+    b, heads, length, hd = q.shape
+    kv = k.shape[1]
+    rep = heads // kv
+    if rep == 1:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    qg = q.reshape(b, kv, rep * length, hd)
+    if length > 1:  # one mask row per folded query row (a single row broadcasts as is)
+        mask = mask[:, :, None].expand(mask.shape[0], 1, rep, length, mask.shape[-1]).reshape(
+            mask.shape[0], 1, rep * length, mask.shape[-1])
+    out = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask)
+    return out.reshape(b, heads, length, hd)
 
 
 def decoder_layer(layer, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, dims: Tuple[int, int, int],
