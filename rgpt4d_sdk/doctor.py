@@ -197,7 +197,7 @@ def diagnose(model: Optional[str] = None, compiled: Optional[str] = None, device
     else:
         checks.append(_check("jetson", "info", "not a Jetson (no /etc/nv_tegra_release)", **jet))
     checks.append(_transformers_check())
-    checks += _runtime_checks(bool(gpus))
+    checks += _runtime_checks(bool(gpus), jet["is_jetson"])
     ros = ros_facts()
     if ros["rclpy"] is None:
         checks.append(_check("rclpy", "missing", "ROS 2 is not importable",
@@ -241,7 +241,7 @@ def _transformers_check() -> Dict[str, Any]:
     return _check("transformers", "ok", f"{v} ({where})", version=v, tested=spec)
 
 
-def _runtime_checks(have_gpu: bool) -> List[Dict[str, Any]]:
+def _runtime_checks(have_gpu: bool, jetson: bool = False) -> List[Dict[str, Any]]:
     out = []
     if importlib.util.find_spec("onnxruntime") is None:
         out.append(_check("onnxruntime", "missing", "not installed",
@@ -269,7 +269,28 @@ def _runtime_checks(have_gpu: bool) -> List[Dict[str, Any]]:
         why += "" if tested else "; TensorRT 11 is untested here and not available on JetPack"
         fix = None if status == "ok" else "run TensorRT engines on a machine with an NVIDIA GPU (TensorRT 10.x)"
         out.append(_check("tensorrt", status, f"{v or 'import failed'}{why}", fix, version=v))
+    stack = _stack_check(out, jetson)
+    if stack:
+        out.append(stack)
     return out
+
+
+def _stack_check(runtime: List[Dict[str, Any]], jetson: bool) -> Optional[Dict[str, Any]]:
+    """The TensorRT / ONNX Runtime pair against the tested version matrix (compiled.versions.check_stack)."""
+    from .compiled.versions import check_stack
+
+    by = {c["name"]: c for c in runtime}
+    trt, ort = by["tensorrt"].get("version"), by["onnxruntime"].get("version")
+    if trt is None and ort is None:
+        return None
+    lines = check_stack(trt, ort, by["onnxruntime"].get("providers") or (), jetson)
+    if not lines:
+        return None
+    worst = "error" if any(lv == "error" for lv, _ in lines) else "warn" if any(lv == "warn" for lv, _ in lines) else "ok"
+    status = {"error": "incompatible", "warn": "info", "ok": "ok"}[worst]
+    detail = "; ".join(msg for _, msg in lines)
+    fix = None if worst == "ok" else "install a TensorRT / ONNX Runtime pair from the matrix in docs/compiled.md"
+    return _check("compiled stack", status, detail, fix, lines=[list(x) for x in lines])
 
 
 def _model_check(model: str) -> Dict[str, Any]:

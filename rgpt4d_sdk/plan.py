@@ -274,11 +274,16 @@ def vision_activation_bytes(a: Arch, images: int, precision: str, attn: str = "s
     return pixels + persistent + block
 
 
-def trt_activation_bytes(a: Arch, max_seq: int, max_batch: int = 8) -> int:
-    """Activation memory a TensorRT decoder context reserves for its largest profile: the float32 attention scores
-    of ``max_batch`` rows of ``max_seq`` positions (~6.6 GB for the 8B model at 16 frames, batch 8). The plan counts
-    one such buffer (the contexts share it)."""
-    return 4 * max_batch * a.heads * max_seq * max_seq
+def trt_activation_bytes(a: Arch, max_seq: int, max_batch: int = 8, precision: str = "fp16") -> int:
+    """Activation memory a TensorRT decoder context reserves for its largest profile, from
+    `compiled.memory.decoder_activation_bytes` (float32 attention scores and softmax output of one layer, the MLP and
+    a few hidden-size tensors: ~16 GB for the 8B model at 16 frames, batch 8, of which the scores are ~6.6 GB). The
+    plan counts one such buffer: the runner's contexts share it. Conservative on purpose (the engine's own figure,
+    ``TrtRunner.activation_bytes``, is known only once built)."""
+    from .compiled.memory import decoder_activation_bytes
+
+    dtype = {"fp32": "float32", "bf16": "bfloat16"}.get(precision, "float16")
+    return decoder_activation_bytes(a.heads, a.hidden, a.intermediate, max_batch, max_seq, dtype).total
 
 
 def static_len(a: Arch, max_frames: int) -> int:
@@ -391,7 +396,7 @@ def plan_memory(a: Arch, device: Device, precision: str = "bf16", num_frames: in
     if backend != "torch":
         b["vision_cache"] = 0  # the compiled engines have none
     if backend == "tensorrt":
-        b["workspace"] += trt_activation_bytes(a, static_len(a, engine_frames), max(8, batch))
+        b["workspace"] += trt_activation_bytes(a, static_len(a, engine_frames), max(8, batch), precision)
     resident = b["weights"] + b["vision_cache"] + b["static_kv"] + b["workspace"]
     stages = {
         "vision": resident + b["vision_activations"],

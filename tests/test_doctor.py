@@ -120,3 +120,15 @@ def test_doctor_cli_prints_every_check_and_a_recommendation():
     assert format_report(data).splitlines()[-1].startswith("recommendation")
     r = runner.invoke(app, ["doctor", "--device", "TPU-v5"])
     assert r.exit_code == 0 and "recommendation: unavailable" in r.output
+
+
+def test_stack_check_uses_the_tested_version_matrix():
+    from rgpt4d_sdk.doctor import _stack_check
+
+    ort = {"name": "onnxruntime", "version": "1.20.1", "providers": ["TensorrtExecutionProvider", "CPUExecutionProvider"]}
+    mismatch = _stack_check([ort, {"name": "tensorrt", "version": "11.1"}], jetson=False)
+    assert mismatch["status"] == "incompatible" and "built against TensorRT 10.4" in mismatch["detail"]
+    assert _stack_check([dict(ort, providers=["CPUExecutionProvider"]), {"name": "tensorrt", "version": None}],
+                        jetson=False) is None
+    jetson = _stack_check([dict(ort, providers=[]), {"name": "tensorrt", "version": "11.0"}], jetson=True)
+    assert jetson["status"] == "info" and "JetPack" in jetson["detail"]

@@ -132,9 +132,12 @@ def test_plan_fits_and_largest_frame_count_are_consistent():
     assert not a100.fits and "fp8" in a100.problems[0] and "8.9" in a100.problems[0]
     assert plan.weight_bytes(a8, "int8") < plan.weight_bytes(a8, "bf16") / 1.7
     trt = plan.plan_memory(a8, h100, "bf16", 16, 1, backend="tensorrt")
-    scores = plan.trt_activation_bytes(a8, plan.static_len(a8, 16), 8)
-    assert 6.0e9 < scores < 7.0e9  # float32 scores of the decoder's largest profile (batch 8, 2,714 positions)
-    assert trt.bytes["workspace"] == p.bytes["workspace"] + scores and trt.bytes["static_kv"] == 0
+    from rgpt4d_sdk.compiled.memory import decoder_activation_bytes
+
+    act = decoder_activation_bytes(a8.heads, a8.hidden, a8.intermediate, 8, plan.static_len(a8, 16), "bfloat16")
+    assert 6.0e9 < act.scores < 7.0e9  # float32 scores of the decoder's largest profile (batch 8, 2,714 positions)
+    assert plan.trt_activation_bytes(a8, plan.static_len(a8, 16), 8, "bf16") == act.total > act.scores
+    assert trt.bytes["workspace"] == p.bytes["workspace"] + act.total and trt.bytes["static_kv"] == 0
 
 
 def test_device_table_and_names():
