@@ -177,7 +177,24 @@ def open_devkit(dataroot: Path, version: str):
     try:
         return NuScenes(version=version, dataroot=str(dataroot), verbose=False)
     except (AssertionError, KeyError, ValueError, OSError, TypeError) as e:
+        broken = _broken_table(Path(dataroot) / version) if isinstance(e, ValueError) else None
+        if broken:
+            raise DatasetError(f"nuScenes table {broken[0]} is not valid JSON ({broken[1]}); re-extract the metadata "
+                               "archive.") from e
         raise DatasetError(f"the nuScenes devkit cannot load {dataroot}/{version}: {type(e).__name__}: {e}.") from e
+
+
+def _broken_table(table_root: Path) -> "Tuple[Path, str] | None":
+    """(path, reason) of the first table file that is not valid JSON (read only after the devkit failed)."""
+    for name in TABLES:
+        path = table_root / f"{name}.json"
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            return path, str(e)
+        except OSError:
+            continue
+    return None
 
 
 class NuScenesSource:

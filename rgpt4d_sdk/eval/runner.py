@@ -141,7 +141,14 @@ def _check_resume(out_dir: Path, settings: Dict[str, Any]) -> None:
     """Write ``run.json`` on the first run; refuse to resume a folder whose answers came from other settings."""
     path = out_dir / "run.json"
     if path.exists():
-        before = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            before = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            before = e
+        if not isinstance(before, dict):
+            why = f"not valid JSON ({before})" if isinstance(before, Exception) else "not a JSON object"
+            raise ConfigError(f"{path} is {why}; it records the settings a resume must match, so the folder cannot "
+                              "be resumed safely: restore the file, or give a new --out folder.")
         changed = sorted(k for k in settings if before.get(k) != settings[k])
         if changed:
             was = {k: before.get(k) for k in changed}
