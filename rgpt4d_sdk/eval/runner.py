@@ -167,8 +167,9 @@ def check_run_options(num_frames: int, batch_size: int, limit: Optional[int]) ->
 
 def start_run(out: "str | os.PathLike", settings: Dict[str, Any]) -> Path:
     """Create the output folder and write (or check, on a resume) its ``run.json``."""
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from ..outdir import ensure_output_dir
+
+    out_dir = ensure_output_dir(out, "--out")
     _check_resume(out_dir, settings)
     return out_dir
 
