@@ -40,6 +40,7 @@ class Ws:
     video: Path
     frames: Path
     times: Path
+    nus: Path
 
     def p(self, name: str) -> str:
         return str(self.root / name)
@@ -316,6 +317,10 @@ CONFIGS: Dict[str, Case] = {
                                          ["cfg.yaml", "rosbag.tolerance_ms", "'one'"]),
 }
 
+if NO_CUDA:
+    CONFIGS["analyze-device-cuda-without-cuda"] = lambda ws: (_nus_run(ws, str(ws.nus), "--device", "cuda"), 2,
+                                                              ["engine.device", "'cuda'", "not available"])
+
 # -------------------------------------------------------------------------------------- data sets via the CLI
 DATASETS: Dict[str, Case] = {
     "rosbag-garbage-metadata": lambda ws: (ws.bag_args(_garbage_bag(ws)), 2, ["bag", "metadata.yaml", "UTF-8"]),
@@ -334,6 +339,15 @@ DATASETS: Dict[str, Case] = {
                                   ["q.yaml", "UTF-8"]),
     "queries-truth-letter": lambda ws: (ws.bag_args(_garbage_bag(ws), ws.yaml("q.yaml", {"queries": [
         {"id": "a", "question": "q?", "options": ["x", "y"], "truth": "E"}]})), 2, ["q.yaml", "'E'"]),
+    "nuscenes-broken-scene-table": lambda ws: (_nus_run(ws, _broken_table(ws, "scene")), 2,
+                                               ["scene.json", "not valid JSON"]),
+    "nuscenes-broken-sample-data-table": lambda ws: (_nus_run(ws, _broken_table(ws, "sample_data")), 2,
+                                                     ["sample_data.json", "not valid JSON"]),
+    "nuscenes-unknown-scene": lambda ws: (_nus_run(ws, str(ws.nus), "--scenes", "scene-9999"), 2, ["scene-9999"]),
+    "nuscenes-unknown-camera": lambda ws: (_nus_run(ws, str(ws.nus), "--cameras", "CAM_TOP"), 2, ["CAM_TOP"]),
+    "nuscenes-unknown-version": lambda ws: (_nus_run(ws, str(ws.nus), "--version", "v9.9"), 2, ["v9.9"]),
+    "nuscenes-missing-table": lambda ws: (_nus_run(ws, _broken_table(ws, "sample_annotation", remove=True)), 2,
+                                          ["sample_annotation"]),
     "r4d-missing-data": lambda ws: (_r4d(ws, ws.p("nodata")), 2, ["nodata"]),
     "r4d-frames-1": lambda ws: (_r4d(ws, ws.p("nodata"), "--frames", "1"), 2, ["frames must be >= 2"]),
     "r4d-corrupt-run-json": lambda ws: (_r4d(ws, ws.p("nodata"), out=_out_with(ws, "run.json", "{broken")), 2,
@@ -344,6 +358,22 @@ DATASETS: Dict[str, Case] = {
     "r4d-broken-json-records": lambda ws: (_r4d(ws, ws.write("data/records.json", "{\"a\": 1,\n")), 2,
                                            ["records.json"]),
 }
+
+
+def _nus_run(ws: Ws, dataroot: str, *extra: str) -> List[str]:
+    args = ["analyze", "nuscenes", "--dataroot", dataroot, "--version", "v1.0-mini", "--model", str(ws.ckpt),
+            "--out", ws.p("out"), "--device", "cpu", "--no-progress", *extra]
+    if "--version" in extra:
+        del args[4:6]
+    return args
+
+
+def _broken_table(ws: Ws, table: str, remove: bool = False) -> str:
+    root = ws.root / "nus"
+    shutil.copytree(ws.nus, root)
+    path = root / "v1.0-mini" / f"{table}.json"
+    path.unlink() if remove else path.write_text('[{"token": "x", "name": "unterminated')
+    return str(root)
 
 
 def _mkdir(path: Path) -> Path:
@@ -438,6 +468,7 @@ ALL: Dict[str, Case] = {
 # ------------------------------------------------------------------------------------------------ the test
 @pytest.fixture(scope="session")
 def media(tmp_path_factory, tiny_ckpt_dir):
+    from rgpt4d_sdk.adapters.nuscenes import sample as S
     from rgpt4d_sdk.demo import write_demo_video
 
     root = tmp_path_factory.mktemp("bad_inputs_media")
@@ -446,7 +477,8 @@ def media(tmp_path_factory, tiny_ckpt_dir):
         _png(root / "frames" / f"f_{i}.png", value=40 * i)
     times = root / "times.txt"
     times.write_text("".join(f"{0.1 * i:.1f}\n" for i in range(5)))
-    return tiny_ckpt_dir, video, root / "frames", times
+    nus = S.write_sample_log(root / "nus", image_size=(160, 90))
+    return tiny_ckpt_dir, video, root / "frames", times, nus
 
 
 def snapshot(*roots: Path) -> Dict[str, str]:
@@ -473,9 +505,9 @@ def check_result(res, code: int, fragments: Sequence[str]) -> str:
 
 @pytest.mark.parametrize("name", sorted(ALL))
 def test_bad_input_cli(name, media, tmp_path, monkeypatch):
-    ckpt, video, frames, times = media
+    ckpt, video, frames, times, nus = media
     monkeypatch.chdir(tmp_path)
-    ws = Ws(tmp_path / "ws", ckpt, video, frames, times)
+    ws = Ws(tmp_path / "ws", ckpt, video, frames, times, nus)
     ws.root.mkdir()
     args, code, fragments = ALL[name](ws)
     before = snapshot(ws.root, ckpt, video.parent)
