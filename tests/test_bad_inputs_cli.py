@@ -302,6 +302,8 @@ CONFIGS: Dict[str, Case] = {
                                           ws.write("outfile", "keep me")], 2, ["outfile", "is a file"]),
     "analyze-out-under-a-file": lambda ws: (["analyze", "nuscenes", "--config", ws.nus_cfg(), "--out",
                                              ws.write("outfile", "keep me") + "/sub"], 2, ["outfile", "is a file"]),
+    "analyze-default-out-is-a-file": lambda ws: (["analyze", "--out", ws.write("outfile", "keep me"),
+                                                  "--no-progress"], 2, ["outfile", "is a file"]),
     "demo-out-is-a-file": lambda ws: (["demo", "--out", ws.write("outfile", "keep me")], 2, ["outfile", "--out"]),
     "options-before-subcommand": lambda ws: (["analyze", "--out", ws.p("o"), "rosbag"], 2,
                                              ["analyze rosbag --out"]),
@@ -626,7 +628,7 @@ def test_read_only_out_folder_is_a_typed_error(tmp_path, monkeypatch):
     def read_only(folder):
         raise OSError(errno.EROFS, "Read-only file system", str(folder))
 
-    monkeypatch.setattr(outdir, "_probe", read_only)
+    monkeypatch.setattr(outdir, "_check_writable", read_only)
     for args in (["demo", "--out", str(tmp_path / "ro")],
                  ["analyze", "nuscenes", "--dataroot", str(tmp_path), "--out", str(tmp_path / "ro2")]):
         res = runner.invoke(app, args)

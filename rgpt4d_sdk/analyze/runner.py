@@ -104,7 +104,7 @@ def run_analysis(cfg: AnalyzeConfig, engine=None, echo: Optional[Echo] = None) -
     start = time.perf_counter()
     index, count = parse_shard(cfg.shard)
     out = Path(cfg.out) / (f"shard-{index}-of-{count}" if count > 1 else "")
-    ensure_output_dir(out, "out (--out)")  # a file or a read-only folder fails before any data is read
+    ensure_output_dir(out, "out (--out)", create=False)  # a file or a read-only folder fails before any data is read
     if engine is None and cfg.executor.kind == "local":  # Ray workers check their own devices
         check_device(cfg.engine.device, "engine.device (--device)")
     source = open_source(cfg)
