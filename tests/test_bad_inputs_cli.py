@@ -529,7 +529,9 @@ def _leaf_calls():
     return {
         "query": ["query", "--model", "m", "--question", "q"], "demo": ["demo"], "analyze": ["analyze"],
         "analyze nuscenes": ["analyze", "nuscenes"], "analyze merge": ["analyze", "merge", "x"],
-        "checkpoint inspect": ["checkpoint", "inspect", "x"], "ros serve": ["ros", "serve"],
+        "analyze rosbag": ["analyze", "rosbag"], "checkpoint make-tiny": ["checkpoint", "make-tiny", "x"],
+        "checkpoint inspect": ["checkpoint", "inspect", "x"], "export tensorrt": ["export", "tensorrt", "--onnx",
+                                                                                "o", "--out", "e"], "ros serve": ["ros", "serve"],
         "ros build-interfaces": ["ros", "build-interfaces"],
         "eval r4d-bench": ["eval", "r4d-bench", "--data", "d", "--model", "m"],
         "eval robofac": ["eval", "robofac", "--data", "d", "--model", "m"],
@@ -545,6 +547,20 @@ def _find(cmd, path: List[str]):
     for part in path:
         cmd = cmd.commands[part]
     return cmd
+
+
+def test_the_boundary_test_covers_every_verb():
+    """A new verb must be added to `_leaf_calls`, so that it is checked to run inside the boundary too."""
+    import typer
+
+    def walk(cmd, path):
+        subs = getattr(cmd, "commands", None)
+        if not subs:
+            return [" ".join(path)]
+        own = [" ".join(path)] if getattr(cmd, "invoke_without_command", False) and path else []
+        return own + [v for name, sub in subs.items() for v in walk(sub, path + [name])]
+
+    assert set(walk(typer.main.get_command(app), [])) == set(_leaf_calls())
 
 
 @pytest.mark.parametrize("verb", sorted(_leaf_calls()))
