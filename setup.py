@@ -69,7 +69,9 @@ setup(
     },
     install_requires=[
         "torch>=2.1",
-        "transformers>=4.46",
+        # Tested with 5.17 (GPU machine) and 5.25; the KV-cache keyword is read from the installed release
+        # (engine.generate.cache_keyword), but releases from 5.40 on are not tested yet.
+        "transformers>=4.46,<5.40",
         "tokenizers>=0.19",
         "safetensors>=0.4",
         "huggingface-hub>=0.23",
@@ -78,6 +80,7 @@ setup(
         "av>=11",
         "typer>=0.9",
         "pyyaml>=6",
+        "pydantic>=2.4",  # schema checks of configuration values (rgpt4d_sdk.schema)
         "tqdm>=4.60",
     ],
     extras_require=extras,

@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 
+from .cli_boundary import BoundaryGroup
 from .cli_common import fail as _fail
 from .compiled.cli import export_app
 from .data_cli import data_app
@@ -18,7 +19,9 @@ from .eval.cli import eval_app
 from .ros.cli import ros_app
 from .training.cli import train_app
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Region-level 4D video question answering.")
+app = typer.Typer(cls=BoundaryGroup, add_completion=False, no_args_is_help=True,
+                  help="Region-level 4D video question answering. On an internal error, rerun with "
+                       "`rgpt4d-sdk --debug ...` (or RGPT4D_DEBUG=1) to see the traceback.")
 checkpoint_app = typer.Typer(no_args_is_help=True, help="Inspect checkpoints, or write a tiny random one.")
 app.add_typer(checkpoint_app, name="checkpoint")
 analyze_app = typer.Typer(help="Batch analysis of driving logs: questions with ground truth, answers, metrics, report.")
@@ -203,11 +206,11 @@ def _run_sections(model, device, dtype, batch_size, backend, compiled, executor,
 
 def _run_analyze(config: Optional[Path], overrides: dict) -> None:
     """Command-line overrides on top of the YAML config (if any) -> a checked config -> the run -> its summary."""
-    from .analyze.config import AnalyzeConfig, merge, read_yaml
+    from .analyze.config import AnalyzeConfig
     from .analyze.runner import run_analysis
 
     try:
-        cfg = AnalyzeConfig.from_dict(merge(read_yaml(config) if config else {}, overrides))
+        cfg = AnalyzeConfig.load(config, overrides)
         stats = run_analysis(cfg, echo=lambda m: typer.echo(m, err=True))
     except RGPT4DError as e:
         _fail(e)

@@ -34,9 +34,10 @@ def run_demo(out: Path) -> Dict[str, Any]:
     """Make (once) the tiny checkpoint and the video under ``out``, answer one query, return a summary."""
     from . import Engine
     from .model.tiny import make_tiny
+    from .outdir import ensure_output_dir
     from .types import Clip, Region, RegionQuery
 
-    out = Path(out)
+    out = ensure_output_dir(out, "--out")
     ckpt = out / "tiny-checkpoint"
     if not (ckpt / "config.json").exists():
         make_tiny(ckpt)

@@ -1,14 +1,22 @@
-"""The training configuration (YAML, `yaml.safe_load`; every unknown key is an error that lists the valid ones)."""
+"""The training configuration (YAML, `yaml.safe_load`; every unknown key is an error that lists the valid ones).
+
+Every value is checked against its field's annotated type and range (`rgpt4d_sdk.schema`, pydantic strict mode) and
+the cross-field rules of `TrainConfig.check` before the model is loaded, so a bad learning rate or batch size fails
+in a second with a message that names the file, the key, the value and what is allowed.
+"""
 from __future__ import annotations
 
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Annotated, Any, Dict, List, Mapping, Optional
+
+from pydantic import Field
 
 from rgpt4d_sdk.config import from_mapping, load_yaml_file
 from rgpt4d_sdk.errors import ConfigError
+from rgpt4d_sdk.schema import SchemaError, check_instance, in_config_file
 
 from .p4d import P4DConfig
 
@@ -18,8 +26,8 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 @dataclass
 class DataConfig:
     train: str = ""  # conversation JSON from `rgpt4d-sdk data export-conversations`
-    num_frames: int = 16
-    workers: int = 0
+    num_frames: Annotated[int, Field(ge=2)] = 16
+    workers: Annotated[int, Field(ge=0)] = 0
 
 
 @dataclass
@@ -30,9 +38,9 @@ class TeacherConfig:
 
 @dataclass
 class LoraConfig:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
+    r: Annotated[int, Field(ge=1)] = 16
+    alpha: Annotated[float, Field(gt=0)] = 32
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     targets: List[str] = field(default_factory=lambda: list(LORA_TARGETS))
 
 
@@ -53,37 +61,52 @@ class FinetuneConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-5
-    weight_decay: float = 0.0
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
-    warmup_ratio: float = 0.03
-    min_lr_ratio: float = 0.0
-    grad_clip: float = 1.0
+    lr: Annotated[float, Field(gt=0, le=1)] = 1e-5
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    betas: List[Annotated[float, Field(ge=0, lt=1)]] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_ratio: Annotated[float, Field(ge=0, le=1)] = 0.03
+    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.0
+    grad_clip: Annotated[float, Field(ge=0)] = 1.0
+
+    def __post_init__(self) -> None:
+        check_instance(self, "optim")
+        if len(self.betas) != 2:
+            raise SchemaError(f"optim.betas = {self.betas!r} is invalid: give two numbers in [0, 1), e.g. "
+                              f"[0.9, 0.999].", "optim.betas", self.betas)
 
 
 @dataclass
 class BatchConfig:
-    global_batch: int = 8
-    micro_batch: int = 1
+    global_batch: Annotated[int, Field(ge=1)] = 8
+    micro_batch: Annotated[int, Field(ge=1)] = 1
+
+    def __post_init__(self) -> None:
+        check_instance(self, "batch")
+        if self.global_batch % self.micro_batch:
+            raise SchemaError(f"batch.global_batch = {self.global_batch} is invalid: it must be a multiple of "
+                              f"batch.micro_batch ({self.micro_batch}).", "batch.global_batch", self.global_batch)
 
 
 @dataclass
 class RunConfig:
     out: str = "runs/p4d"
-    epochs: int = 1
-    max_steps: Optional[int] = None
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    threads: Optional[int] = None  # CPU threads per process (default: torch's; torchrun sets 1)
+    epochs: Annotated[int, Field(ge=1)] = 1
+    max_steps: Optional[Annotated[int, Field(ge=1)]] = None
+    seed: Annotated[int, Field(ge=0)] = 0
+    device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda)$", description="auto, cpu or cuda")] = "auto"
+    threads: Optional[Annotated[int, Field(ge=1)]] = None  # CPU threads per process (default: torch's)
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
     strategy: str = "ddp"  # ddp | fsdp (full-size models on several GPUs)
     gradient_checkpointing: bool = False
-    checkpoint_every: int = 100
-    keep_checkpoints: int = 2
-    log_every: int = 1
+    checkpoint_every: Annotated[int, Field(ge=1)] = 100
+    keep_checkpoints: Annotated[int, Field(ge=1)] = 2
+    log_every: Annotated[int, Field(ge=1)] = 1
     tensorboard: bool = True
 
     def __post_init__(self) -> None:
+        check_instance(self, "run")
+        if not str(self.out).strip():
+            raise SchemaError("run.out is empty; give the run folder.", "run.out", self.out)
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"run.precision {self.precision!r} is unknown; choose auto, bf16 or fp32.")
         if self.strategy not in ("ddp", "fsdp"):
@@ -112,6 +135,9 @@ class TrainConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown training config key(s) {unknown}; valid keys are {sorted(known)}.")
+        if not isinstance(d.get("model") or "", str):
+            raise SchemaError(f"model = {d['model']!r} is invalid: it must be a string (the base checkpoint folder).",
+                              "model", d["model"])
         kwargs: Dict[str, Any] = {"model": str(d.get("model") or "")}
         for name, typ in cls.SECTIONS.items():
             section = d.get(name) or {}
@@ -124,18 +150,40 @@ class TrainConfig:
         if not cfg.data.train:
             raise ConfigError("data.train is empty; set it to a conversation JSON (rgpt4d-sdk data "
                               "export-conversations).")
+        cfg.check()
         return cfg
+
+    def check(self) -> None:
+        """Cross-field rules and this machine's resources (before any data or model is loaded)."""
+        if self.run.device == "cuda":
+            from rgpt4d_sdk.device import check_device
+
+            check_device("cuda", "run.device")
 
     @classmethod
     def load(cls, path, overrides: Optional[Mapping[str, Any]] = None) -> "TrainConfig":
+        """Read ``path`` and apply ``overrides`` ({"optim.lr": 0.001}, from ``--set``); errors name the file (or the
+        ``--set`` option) the offending value came from."""
         data = load_yaml_file(path, "training config") or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"training config {path} must hold a mapping of sections (model, data, optim, ...), "
+                              f"not a {type(data).__name__}.")
+        from_file = json.loads(json.dumps(data, default=str))
         for dotted, value in (overrides or {}).items():
             node = data
             *parents, leaf = dotted.split(".")
             for p in parents:
                 node = node.setdefault(p, {})
+                if not isinstance(node, dict):
+                    raise ConfigError(f"--set {dotted}: {p} is not a section of the training config.")
             node[leaf] = value
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except SchemaError as exc:
+            if exc.key in (overrides or {}):
+                raise SchemaError(f"--set {exc.key}={exc.value!r}: {exc}", exc.key, exc.value) from None
+            with in_config_file(path, from_file):
+                raise
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)

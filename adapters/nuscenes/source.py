@@ -15,9 +15,10 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Annotated, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from pydantic import Field
 
 from rgpt4d_sdk.calib.boxes import Box3D, project_box
 from rgpt4d_sdk.calib.camera import CameraModel
@@ -56,19 +57,19 @@ class NuScenesConfig:
 
     dataroot: str = ""
     version: str = "v1.0-trainval"
-    scenes: List[str] = field(default_factory=list)
-    cameras: List[str] = field(default_factory=lambda: ["CAM_FRONT"])
-    num_frames: int = 16
+    scenes: Union[str, List[str]] = field(default_factory=list)
+    cameras: Union[str, List[str]] = field(default_factory=lambda: ["CAM_FRONT"])
+    num_frames: Annotated[int, Field(ge=2)] = 16
     frames: str = "sweeps"
-    frame_stride: int = 1
-    clip_step: Optional[int] = None
-    max_clips_per_scene: int = 0
-    categories: List[str] = field(default_factory=lambda: ["vehicle", "human.pedestrian"])
-    min_visibility: int = 1
-    min_area_px: float = 400.0
-    min_distance_m: float = 0.0
-    max_distance_m: float = 60.0
-    max_regions: int = 3
+    frame_stride: Annotated[int, Field(ge=1)] = 1
+    clip_step: Optional[Annotated[int, Field(ge=1)]] = None
+    max_clips_per_scene: Annotated[int, Field(ge=0)] = 0
+    categories: Union[str, List[str]] = field(default_factory=lambda: ["vehicle", "human.pedestrian"])
+    min_visibility: Annotated[int, Field(ge=1, le=4)] = 1
+    min_area_px: Annotated[float, Field(ge=0)] = 400.0
+    min_distance_m: Annotated[float, Field(ge=0)] = 0.0
+    max_distance_m: Annotated[float, Field(gt=0)] = 60.0
+    max_regions: Annotated[int, Field(ge=1)] = 3
     region_shape: str = "box"
     clock_offsets_s: Dict[str, float] = field(default_factory=dict)
 
@@ -176,7 +177,24 @@ def open_devkit(dataroot: Path, version: str):
     try:
         return NuScenes(version=version, dataroot=str(dataroot), verbose=False)
     except (AssertionError, KeyError, ValueError, OSError, TypeError) as e:
+        broken = _broken_table(Path(dataroot) / version) if isinstance(e, ValueError) else None
+        if broken:
+            raise DatasetError(f"nuScenes table {broken[0]} is not valid JSON ({broken[1]}); re-extract the metadata "
+                               "archive.") from e
         raise DatasetError(f"the nuScenes devkit cannot load {dataroot}/{version}: {type(e).__name__}: {e}.") from e
+
+
+def _broken_table(table_root: Path) -> "Tuple[Path, str] | None":
+    """(path, reason) of the first table file that is not valid JSON (read only after the devkit failed)."""
+    for name in TABLES:
+        path = table_root / f"{name}.json"
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            return path, str(e)
+        except OSError:
+            continue
+    return None
 
 
 class NuScenesSource:

@@ -140,10 +140,17 @@ def _raw_records(path: Path) -> List[Tuple[str, Any]]:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         try:
+            import pyarrow
             import pyarrow.parquet as pq
         except ImportError as e:
             raise DatasetError(f"{path}: reading parquet needs pyarrow; run `pip install pyarrow`.") from e
-        return [(f"{path.stem}:{i}", r) for i, r in enumerate(pq.read_table(path).to_pylist())]
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except (OSError, ValueError, pyarrow.ArrowException) as e:  # the file is corrupt or truncated
+            # one error row for the whole file; the other annotation files are still evaluated
+            return [(f"{path.stem}:file", f"{path.name} cannot be read as parquet ({type(e).__name__}: {e}); "
+                                          "re-download or rewrite it.")]
+        return [(f"{path.stem}:{i}", r) for i, r in enumerate(rows)]
     text = path.read_text(encoding="utf-8")
     if suffix == ".jsonl":
         out: List[Tuple[str, Any]] = []

@@ -36,7 +36,9 @@ def _bag_errors() -> tuple:
     from rosbags.rosbag1 import ReaderError as Reader1Error
     from rosbags.rosbag2 import ReaderError as Reader2Error
 
-    return (AnyReaderError, Reader1Error, Reader2Error, OSError, sqlite3.Error, struct.error, EOFError)
+    # UnicodeDecodeError: a rosbag2 metadata.yaml that is not text (rosbags reads it before its own checks)
+    return (AnyReaderError, Reader1Error, Reader2Error, OSError, sqlite3.Error, struct.error, EOFError,
+            UnicodeDecodeError)
 
 
 def resolve_bag_path(path: "str | Path") -> Path:
@@ -130,6 +132,9 @@ class BagFile:
             reader = AnyReader([self.path], default_typestore=get_typestore(Stores.LATEST))
             reader.open()
         except errors as err:
+            if isinstance(err, UnicodeDecodeError):
+                raise DatasetError(f"bag {self.path} cannot be read: its metadata.yaml is not UTF-8 text ({err.reason} "
+                                   f"at byte {err.start}); restore it, or rebuild it with `ros2 bag reindex`.") from None
             raise DatasetError(f"bag {self.path} cannot be read ({type(err).__name__}: {err}); it is corrupt, "
                                "truncated or not a bag (rosbag2 folders need metadata.yaml).") from None
         try:

@@ -6,15 +6,19 @@ the results, so any output folder can be reproduced from itself.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Annotated, Any, Dict, Mapping, Optional, Tuple
 
 import yaml
+from pydantic import Field
 
 from ..config import from_mapping, load_yaml_file
+from ..schema import SchemaError, in_config_file
+from ..device import DEVICE_CHOICES, DEVICE_PATTERN
 from ..errors import ConfigError
 from ..eval.questions import QuestionConfig
 from .store import atomic_write_text
@@ -29,11 +33,11 @@ class EngineConfig:
 
     model: str = ""
     backend: str = "torch"  # torch | onnxruntime | tensorrt
-    compiled: str = ""  # the export / engine folder of a compiled backend (loaded, never built)
-    device: str = "auto"
+    compiled: Optional[str] = ""  # the export / engine folder of a compiled backend (loaded, never built)
+    device: Annotated[str, Field(pattern=DEVICE_PATTERN, description=DEVICE_CHOICES)] = "auto"
     dtype: str = "auto"
-    batch_size: int = 8
-    max_frames: int = 16
+    batch_size: Annotated[int, Field(ge=1)] = 8
+    max_frames: Annotated[int, Field(ge=1)] = 16
 
     def __post_init__(self) -> None:
         if int(self.batch_size) < 1:
@@ -54,9 +58,9 @@ class ExecutorConfig:
 
     kind: str = "local"
     address: Optional[str] = None
-    num_workers: int = 1
-    gpus_per_worker: float = 0.0
-    cpus_per_worker: float = 1.0
+    num_workers: Annotated[int, Field(ge=1)] = 1
+    gpus_per_worker: Annotated[float, Field(ge=0)] = 0.0
+    cpus_per_worker: Annotated[float, Field(gt=0)] = 1.0
 
     def __post_init__(self) -> None:
         if self.kind not in EXECUTORS:
@@ -102,6 +106,11 @@ class AnalyzeConfig:
 
         if self.source not in SOURCES:
             raise ConfigError(f"source {self.source!r} is unknown; choose one of {SOURCES}.")
+        for name in ("nuscenes", "rosbag", "questions", "engine", "executor"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Mapping) and not dataclasses.is_dataclass(value):
+                raise ConfigError(f"{name} must be a mapping of options (a YAML section), got "
+                                  f"{type(value).__name__} ({value!r}).")
         if self.nuscenes is None:
             self.nuscenes = NuScenesConfig()
         elif isinstance(self.nuscenes, Mapping):
@@ -124,6 +133,14 @@ class AnalyzeConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "AnalyzeConfig":
         return from_mapping(cls, data, "analyze config")
+
+    @classmethod
+    def load(cls, path: "Optional[str | Path]", overrides: Mapping[str, Any]) -> "AnalyzeConfig":
+        """The YAML file at ``path`` (if any) with command-line ``overrides`` on top, checked; a value of the wrong
+        type or range is a `SchemaError` that names the file when the value came from it."""
+        data = read_yaml(path) if path else {}
+        with in_config_file(path, data):
+            return cls.from_dict(merge(data, overrides))
 
     def to_dict(self) -> Dict[str, Any]:
         skip = {s for s in SOURCES if s != self.source} | ({"questions"} if self.source in OWN_QUESTIONS else set())
@@ -178,8 +195,10 @@ def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> Dict[str, An
         if value is None:
             continue
         if isinstance(value, Mapping):
-            section = out.get(key) if isinstance(out.get(key), Mapping) else {}
-            out[key] = merge(section, value)
+            if out.get(key) is not None and not isinstance(out[key], Mapping):
+                raise SchemaError(f"{key} = {out[key]!r} is invalid: it must be a mapping of options (a YAML "
+                                  f"section).", key, out[key])
+            out[key] = merge(out.get(key) or {}, value)
         else:
             out[key] = value
     return out

@@ -29,6 +29,8 @@ from ..eval.metrics import score_row, summarize
 from ..eval.scoring import match_choice
 from ..eval.questions import QuestionSpec, make_questions
 from ..prompt.parse import parse_number, to_si
+from ..device import check_device
+from ..outdir import ensure_output_dir
 from ..types import RegionQuery
 from .config import AnalyzeConfig, parse_shard, write_yaml
 from .sinks import write_clip_media, write_json, write_parquet
@@ -103,6 +105,9 @@ def run_analysis(cfg: AnalyzeConfig, engine=None, echo: Optional[Echo] = None) -
     start = time.perf_counter()
     index, count = parse_shard(cfg.shard)
     out = Path(cfg.out) / (f"shard-{index}-of-{count}" if count > 1 else "")
+    ensure_output_dir(out, "out (--out)", create=False)  # a file or a read-only folder fails before any data is read
+    if engine is None and cfg.executor.kind == "local":  # Ray workers check their own devices
+        check_device(cfg.engine.device, "engine.device (--device)")
     source = open_source(cfg)
     all_units = source.units()
     order = {u.id: n for n, u in enumerate(all_units)}  # the unsharded order, kept in rows for merging

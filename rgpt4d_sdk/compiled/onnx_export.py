@@ -14,13 +14,17 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Annotated, Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
+from pydantic import Field
 
 from .. import __version__
+from ..device import check_device
 from ..errors import ConfigError, ExportError
 from ..optional import need
+from ..outdir import ensure_output_dir
+from ..schema import check_value
 from ..types import RegionQuery
 from .artifacts import FORMAT, FORMAT_VERSION, GRAPHS, checkpoint_fingerprint, describe_files, write_json
 from .graphs import DecoderGraph, EmbedGraph, VisionGraph, decoder_io, vision_io
@@ -46,7 +50,7 @@ class ShapeProfile:
     @classmethod
     def default(cls, spec, context: int, max_frames: Optional[int] = None, max_batch: int = 8,
                 max_seq: Optional[int] = None) -> "ShapeProfile":
-        frames = int(max_frames or max(spec.num_video_frames, 16))
+        frames = int(max_frames if max_frames is not None else max(spec.num_video_frames, 16))
         images = frames + 1
         seq = int(max_seq or min(context, images * spec.positions_per_frame + 640))
         if frames < 2 or max_batch < 1 or seq < images * spec.positions_per_frame:
@@ -111,6 +115,21 @@ class ShapeProfile:
         return cls(**{k: int(d[k]) for k in ("max_images", "max_batch", "max_seq", "opt_images", "opt_seq")})
 
 
+_OPTION_TYPES = {
+    "max_frames": Annotated[int, Field(ge=2)],
+    "max_batch": Annotated[int, Field(ge=1)],
+    "max_seq": Annotated[int, Field(ge=1)],
+}
+
+
+def check_export_options(**options: Any) -> None:
+    """Types and ranges of the export options (`SchemaError` naming the option as its command-line flag), checked
+    before the checkpoint is loaded: ``--max-frames 0`` is an error, not the default profile."""
+    for name, value in options.items():
+        if value is not None:  # None: the default
+            check_value(_OPTION_TYPES[name], value, f"--{name.replace('_', '-')}")
+
+
 def export_onnx(
     model_path,
     out,
@@ -130,6 +149,8 @@ def export_onnx(
     from ..model.nvila import NvilaModel
 
     say = progress or (lambda msg: None)
+    check_export_options(max_frames=max_frames, max_batch=max_batch, max_seq=max_seq)
+    device = check_device(device)
     if dtype not in DTYPES:
         raise ConfigError(f"dtype {dtype!r} is unknown; choose one of {sorted(DTYPES)}.")
     if quantize not in QUANTIZE:
@@ -141,7 +162,7 @@ def export_onnx(
     out = Path(out)
     if (out / "manifest.json").exists() or (out.exists() and any(out.glob("*.onnx"))):
         raise ExportError(f"{out} already holds an export; choose an empty folder or delete it first.")
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_output_dir(out, "--out")
 
     t0 = time.perf_counter()
     say(f"loading {model_path} ({dtype}, {device})")

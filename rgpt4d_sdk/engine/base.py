@@ -8,6 +8,7 @@ import importlib
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
+from ..device import check_device
 from ..errors import BackendError
 from ..types import Answer, RegionQuery
 
@@ -42,6 +43,7 @@ class Engine:
         """
         if backend not in BACKENDS:
             raise BackendError(f"backend {backend!r} is unknown; available backends: {sorted(BACKENDS)}.")
+        device = check_device(device)
         module_name, class_name = BACKENDS[backend].split(":")
         try:
             impl = getattr(importlib.import_module(module_name), class_name)

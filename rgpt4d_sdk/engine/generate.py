@@ -34,6 +34,13 @@ def _last_logits_only(llm_class: type) -> tuple:
     return ()
 
 
+def cache_keyword(llm_class) -> str:
+    """The name of the KV-cache argument (and output field) of ``llm_class.forward``: ``cache`` in the transformers
+    releases that renamed it (5.2x; ``past_key_values`` there warns and goes away in 5.40), ``past_key_values``
+    before."""
+    return "cache" if "cache" in inspect.signature(llm_class.forward).parameters else "past_key_values"
+
+
 def sync_device(device: torch.device) -> None:
     """Wait for the device's queued work (CUDA), so that wall-clock stage timings mean something."""
     if device.type == "cuda":
@@ -63,12 +70,13 @@ def hf_step(llm) -> Step:
     """The step of a `transformers` causal LM (its own KV cache object). A prefill may pass None for the mask and the
     positions (one unpadded row)."""
     keep = dict(_last_logits_only(type(llm)))
+    cache_kw = cache_keyword(type(llm))
 
     def step(inputs_embeds, input_ids, attention_mask, position_ids, past):
         extra = keep if inputs_embeds is not None else {}
         out = llm(inputs_embeds=inputs_embeds, input_ids=input_ids, attention_mask=attention_mask,
-                  position_ids=position_ids, past_key_values=past, use_cache=True, **extra)
-        return out.logits[:, -1].float(), out.past_key_values
+                  position_ids=position_ids, use_cache=True, **{cache_kw: past}, **extra)
+        return out.logits[:, -1].float(), getattr(out, cache_kw)
 
     return step
 

@@ -113,15 +113,18 @@ class PromptedEngine(Engine):
             raise QueryError(f"expected a RegionQuery, got {type(query).__name__}.")
         clip = query.clip
         n = len(clip)
+        named = f"{clip.source}: " if clip.source else ""  # the file, folder or topic the clip came from
         if n < 2:
             raise QueryError(
-                "the clip has 1 frame; a video query needs at least 2 frames (single images use NVILA's tiling path, "
-                "which this SDK does not implement)."
+                f"{named}the clip has {n} frame{'s' if n != 1 else ''}; a video query needs at least 2 frames (a "
+                "still image renamed to a video decodes as one frame; single images use NVILA's tiling path, which "
+                "this SDK does not implement)."
             )
         if n > self.max_frames:
             raise QueryError(
-                f"the clip has {n} frames but this engine takes at most {self.max_frames}; use clip.sample("
-                f"{self.max_frames}) or build the engine with max_frames={n}."
+                f"{named}the clip has {n} frames but this engine takes at most {self.max_frames}; sample fewer "
+                f"frames (CLI: --num-frames {self.max_frames}; Python: clip.sample({self.max_frames})) or build the "
+                f"engine with max_frames={n}."
             )
         frames = [f.image for f in clip.frames]
         times = relative_times(clip.timestamps, self.spec.tpe.origin)
@@ -138,7 +141,11 @@ class PromptedEngine(Engine):
         text = query_text(query, self.prompt)
         prompt_text = chat_prompt(self.tokenizer, user_content(len(images), text))
         input_ids = self.tokenizer.encode(prompt_text, add_special_tokens=False)
-        limit = max_new_tokens or self.max_new_tokens[query.answer_type]
+        limit = self.max_new_tokens[query.answer_type] if max_new_tokens is None else max_new_tokens
+        if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+            raise QueryError(f"max_new_tokens={limit!r} is invalid; give a positive integer (the most tokens to "
+                             "generate), or None for the answer type's default.")
+        limit = int(limit)
         prep = PreparedQuery(query, images, image_times, prompt_text, input_ids, limit,
                              {"preprocess": time.perf_counter() - t0}, keys)
         total = self.positions(prep) + limit

@@ -147,7 +147,14 @@ def _check_resume(out_dir: Path, settings: Dict[str, Any]) -> None:
     """Write ``run.json`` on the first run; refuse to resume a folder whose answers came from other settings."""
     path = out_dir / "run.json"
     if path.exists():
-        before = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            before = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            before = e
+        if not isinstance(before, dict):
+            why = f"not valid JSON ({before})" if isinstance(before, Exception) else "not a JSON object"
+            raise ConfigError(f"{path} is {why}; it records the settings a resume must match, so the folder cannot "
+                              "be resumed safely: restore the file, or give a new --out folder.")
         changed = sorted(k for k in settings if before.get(k) != settings[k])
         if changed:
             was = {k: before.get(k) for k in changed}
@@ -166,8 +173,9 @@ def check_run_options(num_frames: int, batch_size: int, limit: Optional[int]) ->
 
 def start_run(out: "str | os.PathLike", settings: Dict[str, Any]) -> Path:
     """Create the output folder and write (or check, on a resume) its ``run.json``."""
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from ..outdir import ensure_output_dir
+
+    out_dir = ensure_output_dir(out, "--out")
     _check_resume(out_dir, settings)
     return out_dir
 

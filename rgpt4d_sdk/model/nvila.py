@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
+from ..device import check_device
 from ..errors import CheckpointError
 from ..tpe import timestamp_encoding
 from .checkpoint import CheckpointFiles, SubModel, parse_dtype, read_checkpoint
@@ -76,6 +77,9 @@ class NvilaModel(nn.Module):
         tpe: Optional[Dict[str, Any]] = None,
         revision: Optional[str] = None,
     ) -> "NvilaModel":
+        device = check_device(device)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         files = read_checkpoint(path_or_id, revision)
         torch_dtype = parse_dtype(dtype, device)
         spec = ModelSpec.from_configs(

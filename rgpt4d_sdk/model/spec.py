@@ -144,28 +144,47 @@ class ModelSpec:
             merged = asdict(tpe)
             merged.update(dict(tpe_override))
             tpe = TPEConfig.from_dict(merged)
-        try:
-            return cls(
-                image_size=int(_need(vision, "image_size", "vision_tower/config.json")),
-                patch_size=int(_need(vision, "patch_size", "vision_tower/config.json")),
-                vision_hidden=int(_need(vision, "hidden_size", "vision_tower/config.json")),
-                vision_layers=int(_need(vision, "num_hidden_layers", "vision_tower/config.json")),
-                hidden_size=int(_need(llm, "hidden_size", "llm/config.json")),
-                projector_type=str(_need(projector, "mm_projector_type", "mm_projector/config.json")),
-                select_layer=int(root.get("mm_vision_select_layer", -2)),
-                select_feature=str(root.get("mm_vision_select_feature", "cls_patch")),
-                image_mean=tuple(pre.get("image_mean", (0.5, 0.5, 0.5))),
-                image_std=tuple(pre.get("image_std", (0.5, 0.5, 0.5))),
-                resample=int(pre.get("resample", 3)),
-                rescale_factor=float(pre.get("rescale_factor", 1.0 / 255.0)),
-                num_video_frames=int(root.get("num_video_frames") or 16),
-                chat_template=str(root.get("chat_template") or "qwen2"),
-                tpe=tpe,
-            )
-        except (TypeError, ValueError) as e:
-            if isinstance(e, (ConfigError, CheckpointError)):
-                raise
-            raise CheckpointError(f"checkpoint config has a value of the wrong type: {e}") from e
+        v, p, l = "vision_tower/config.json", "mm_projector/config.json", "llm/config.json"
+        return cls(
+            image_size=_value(int, vision, "image_size", v),
+            patch_size=_value(int, vision, "patch_size", v),
+            vision_hidden=_value(int, vision, "hidden_size", v),
+            vision_layers=_value(int, vision, "num_hidden_layers", v),
+            hidden_size=_value(int, llm, "hidden_size", l),
+            projector_type=str(_need(projector, "mm_projector_type", p)),
+            select_layer=_value(int, root, "mm_vision_select_layer", "config.json", -2),
+            select_feature=str(root.get("mm_vision_select_feature", "cls_patch")),
+            image_mean=_value(_floats, pre, "image_mean", "preprocessor_config.json", (0.5, 0.5, 0.5)),
+            image_std=_value(_floats, pre, "image_std", "preprocessor_config.json", (0.5, 0.5, 0.5)),
+            resample=_value(int, pre, "resample", "preprocessor_config.json", 3),
+            rescale_factor=_value(float, pre, "rescale_factor", "preprocessor_config.json", 1.0 / 255.0),
+            num_video_frames=_value(int, root, "num_video_frames", "config.json", None) or 16,
+            chat_template=str(root.get("chat_template") or "qwen2"),
+            tpe=tpe,
+        )
+
+
+_MISSING = object()
+
+
+def _floats(value: Any) -> tuple:
+    return tuple(float(x) for x in value)
+
+
+def _value(conv: Any, cfg: Mapping[str, Any], key: str, where: str, default: Any = _MISSING) -> Any:
+    """``conv(cfg[key])`` (``default`` when absent and a default is given); a value of the wrong type raises
+    `CheckpointError` naming the file, the key and the value."""
+    value = _need(cfg, key, where) if default is _MISSING else cfg.get(key, default)
+    if value is None:
+        return default
+    try:
+        if isinstance(value, bool) or (conv is int and isinstance(value, float) and not value.is_integer()):
+            raise ValueError(value)
+        return conv(value)
+    except (TypeError, ValueError):
+        kind = {int: "an integer", float: "a number", _floats: "a list of numbers"}.get(conv, "valid")
+        raise CheckpointError(f"{where}: {key} = {value!r} is not {kind}; the checkpoint config is damaged "
+                              "(re-download it).") from None
 
 
 def tpe_from_root(root: Mapping[str, Any]) -> TPEConfig:
