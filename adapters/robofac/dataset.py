@@ -29,6 +29,7 @@ from typing import Dict, Iterator, List, Optional, Tuple, Union
 from rgpt4d_sdk.errors import DatasetError, QueryError
 from rgpt4d_sdk.eval.robofac import canonical_type
 from rgpt4d_sdk.media import read_video
+from rgpt4d_sdk.paths import confine, is_inside
 from rgpt4d_sdk.types import RegionQuery
 
 from .regions import RegionEntry, load_region_file, normalize_video_key, sample_from_stamp
@@ -62,11 +63,17 @@ class RoboFACItem:
     task: str
     root: Path
     regions: Optional[RegionEntry] = None
+    allow_outside_root: bool = False
 
     @property
     def video_path(self) -> Path:
-        """The video file; `DatasetError` listing the places looked at when it is not there."""
+        """The video file; `DatasetError` listing the places looked at when it is not there, and
+        `PathOutsideRootError` when the record's path leaves the root (unless ``allow_outside_root``)."""
         tried = [self.root / d / self.video if d else self.root / self.video for d in VIDEO_DIRS]
+        if not self.allow_outside_root:
+            tried = [p for p in tried if is_inside(p, self.root)]
+            if not tried:
+                confine(self.video, self.root, record=f"item {self.id}", what="video")  # raises, naming the path
         for path in tried:
             if path.is_file():
                 return path
@@ -102,8 +109,10 @@ class RoboFACItem:
 class RoboFACDataset:
     """A RoboFAC root folder (the released layout) with an optional region file (see `regions`)."""
 
-    def __init__(self, root: Union[str, Path], region_file: Union[str, Path, None] = None) -> None:
+    def __init__(self, root: Union[str, Path], region_file: Union[str, Path, None] = None,
+                 allow_outside_root: bool = False) -> None:
         self.root = Path(root)
+        self.allow_outside_root = bool(allow_outside_root)  # videos outside the root (see `rgpt4d_sdk.paths`)
         if not self.root.is_dir():
             raise DatasetError(f"RoboFAC root {self.root} is not a folder; {DOWNLOAD_HINT}.")
         if not self.splits:
@@ -151,7 +160,7 @@ class RoboFACDataset:
             k = counts.get(video, 0)
             counts[video] = k + 1
             out.append(RoboFACItem(f"{video}#{k}", split, video, question, answer, qa_type, task, self.root,
-                                   self.regions.get(normalize_video_key(video))))
+                                   self.regions.get(normalize_video_key(video)), self.allow_outside_root))
         return out
 
 
