@@ -204,6 +204,9 @@ def analyze_nuscenes(
     gpus_per_worker: Optional[float] = typer.Option(None, help="ray: GPUs per actor (0 on CPU-only machines)."),
     retry_errors: Optional[bool] = typer.Option(None, "--retry-errors/--no-retry-errors",
                                                 help="Redo clips that failed before (default: no)."),
+    allow_outside_data_root: bool = typer.Option(
+        False, "--allow-outside-data-root", help="Read files that data records place outside the data folder "
+                                                "(refused by default: such clips become error rows)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a TTY)."),
 ) -> None:
     """Ask questions with known answers about a nuScenes log, answer them, and grade the answers (resumable)."""
@@ -211,7 +214,8 @@ def analyze_nuscenes(
         "source": "nuscenes", "out": None if out is None else str(out), "shard": shard,
         "retry_errors": retry_errors, "progress": progress,
         "nuscenes": {"dataroot": None if dataroot is None else str(dataroot), "version": version,
-                     "scenes": scenes or None, "cameras": cameras or None, "frames": frames, "num_frames": num_frames},
+                     "scenes": scenes or None, "cameras": cameras or None, "frames": frames, "num_frames": num_frames,
+                     "allow_outside_data_root": allow_outside_data_root or None},
         **_run_sections(model, device, dtype, batch_size, backend, compiled, executor, address, num_workers,
                         gpus_per_worker),
     }
@@ -245,6 +249,9 @@ def analyze_rosbag(
     gpus_per_worker: Optional[float] = typer.Option(None, help="ray: GPUs per actor (0 on CPU-only machines)."),
     retry_errors: Optional[bool] = typer.Option(None, "--retry-errors/--no-retry-errors",
                                                 help="Redo queries that failed before (default: no)."),
+    allow_outside_data_root: bool = typer.Option(
+        False, "--allow-outside-data-root", help="Read files that data records place outside the data folder "
+                                                "(refused by default: such clips become error rows)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a TTY)."),
 ) -> None:
     """Answer the region queries of a queries file on a ROS bag's frames, and grade those with a truth (resumable)."""
@@ -253,7 +260,7 @@ def analyze_rosbag(
         "retry_errors": retry_errors, "progress": progress,
         "rosbag": {"bag": None if bag is None else str(bag), "camera": camera, "camera_info": camera_info,
                    "queries": None if queries is None else str(queries), "undistort": undistort,
-                   "tolerance_ms": tolerance_ms},
+                   "tolerance_ms": tolerance_ms, "allow_outside_data_root": allow_outside_data_root or None},
         **_run_sections(model, device, dtype, batch_size, backend, compiled, executor, address, num_workers,
                         gpus_per_worker),
     }

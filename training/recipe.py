@@ -85,7 +85,7 @@ class Recipe:
             raise ConfigError(f"batch.global_batch {cfg.batch.global_batch} must be a multiple of micro_batch "
                               f"{cfg.batch.micro_batch} x {self.world} processes.")
         # --- everything that can be wrong is checked before the model is built
-        records = load_records(cfg.data.train)
+        records = load_records(cfg.data.train, cfg.data.roots, cfg.data.allow_outside_root)
         self.teacher = make_teacher(cfg.teacher.kind, cfg.teacher.options)
         p4d = cfg.p4d
         if self.teacher is None:
