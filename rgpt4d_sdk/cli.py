@@ -156,12 +156,17 @@ def analyze_default(
     _print_run(stats)
 
 
+VERIFY_HELP = ("Hash the compiled model's files afresh instead of trusting the digest cache (keyed by size, mtime "
+               "and inode; see docs/compiled.md).")
+
+
 def _run_sections(model, device, dtype, batch_size, backend, compiled, executor, address, num_workers,
-                  gpus_per_worker) -> dict:
+                  gpus_per_worker, verify_digests: bool = False) -> dict:
     """The engine and executor sections of an analyze run from the options both sources share (None: not given)."""
     return {
         "engine": {"model": model, "device": device, "dtype": dtype, "batch_size": batch_size, "backend": backend,
-                   "compiled": None if compiled is None else str(compiled)},
+                   "compiled": None if compiled is None else str(compiled),
+                   "verify_digests": verify_digests or None},
         "executor": {"kind": executor, "address": address, "num_workers": num_workers,
                      "gpus_per_worker": gpus_per_worker},
     }
@@ -204,6 +209,7 @@ def analyze_nuscenes(
     gpus_per_worker: Optional[float] = typer.Option(None, help="ray: GPUs per actor (0 on CPU-only machines)."),
     retry_errors: Optional[bool] = typer.Option(None, "--retry-errors/--no-retry-errors",
                                                 help="Redo clips that failed before (default: no)."),
+    verify_digests: bool = typer.Option(False, "--verify-digests", help=VERIFY_HELP),
     allow_outside_data_root: bool = typer.Option(
         False, "--allow-outside-data-root", help="Read files that data records place outside the data folder "
                                                 "(refused by default: such clips become error rows)."),
@@ -217,7 +223,7 @@ def analyze_nuscenes(
                      "scenes": scenes or None, "cameras": cameras or None, "frames": frames, "num_frames": num_frames,
                      "allow_outside_data_root": allow_outside_data_root or None},
         **_run_sections(model, device, dtype, batch_size, backend, compiled, executor, address, num_workers,
-                        gpus_per_worker),
+                        gpus_per_worker, verify_digests),
     }
     _run_analyze(config, overrides)
 
@@ -249,6 +255,7 @@ def analyze_rosbag(
     gpus_per_worker: Optional[float] = typer.Option(None, help="ray: GPUs per actor (0 on CPU-only machines)."),
     retry_errors: Optional[bool] = typer.Option(None, "--retry-errors/--no-retry-errors",
                                                 help="Redo queries that failed before (default: no)."),
+    verify_digests: bool = typer.Option(False, "--verify-digests", help=VERIFY_HELP),
     allow_outside_data_root: bool = typer.Option(
         False, "--allow-outside-data-root", help="Read files that data records place outside the data folder "
                                                 "(refused by default: such clips become error rows)."),
@@ -262,7 +269,7 @@ def analyze_rosbag(
                    "queries": None if queries is None else str(queries), "undistort": undistort,
                    "tolerance_ms": tolerance_ms, "allow_outside_data_root": allow_outside_data_root or None},
         **_run_sections(model, device, dtype, batch_size, backend, compiled, executor, address, num_workers,
-                        gpus_per_worker),
+                        gpus_per_worker, verify_digests),
     }
     _run_analyze(config, overrides)
 

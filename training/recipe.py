@@ -321,10 +321,13 @@ class Recipe:
     def _load(self, folder: Path) -> None:
         from safetensors.torch import load_file
 
+        from rgpt4d_sdk.model.checkpoint import check_finite
+
         state = json.loads((folder / "state.json").read_text())
         if state.get("fingerprint") != self.cfg.fingerprint():
             raise ConfigError(f"{folder} was written by another configuration; use another run.out or --restart.")
         weights = load_file(str(folder / "trainable.safetensors"))
+        check_finite(weights, folder / "trainable.safetensors")  # a diverged run's step is not resumed silently
         missing = [n for n, p in self.student.named_parameters() if p.requires_grad and n not in weights]
         if missing:
             raise ConfigError(f"{folder}: trainable weights {missing[:3]} are missing; the checkpoint does not match.")

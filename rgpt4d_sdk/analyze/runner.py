@@ -186,7 +186,7 @@ def _get_engine(cfg: AnalyzeConfig, holder: Dict[str, Any]):
                 "engine.model is empty; pass --model DIR (a checkpoint in the released layout) or a hub id.")
         extra = {"compiled": e.compiled} if e.compiled else {}
         holder["engine"] = Engine.from_pretrained(e.model, backend=e.backend, device=e.device, dtype=e.dtype,
-                                                  max_frames=e.max_frames, **extra)
+                                                  max_frames=e.max_frames, verify_digests=e.verify_digests, **extra)
     return holder["engine"]
 
 

@@ -32,6 +32,7 @@ class Engine:
         backend: str = "torch",
         device: str = "auto",
         dtype: str = "auto",
+        verify_digests: bool = False,
         **options: Any,
     ) -> "Engine":
         """Load a checkpoint in the released layout (local folder or hub id) on the chosen backend.
@@ -39,6 +40,8 @@ class Engine:
         device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1". dtype: "auto" (bf16 on CUDA, else fp32),
         "float32", "bfloat16", "float16". options (torch backend): max_frames, prompt (PromptConfig or dict),
         max_new_tokens ({"choice": 16, ...}), attn_implementation ("sdpa" or "eager"), tpe (dict of TPE options).
+        verify_digests: hash every compiled file again instead of trusting the digest cache (which trusts a file
+        whose size, mtime and inode are unchanged; see docs/compiled.md).
         """
         if backend not in BACKENDS:
             raise BackendError(f"backend {backend!r} is unknown; available backends: {sorted(BACKENDS)}.")
@@ -47,7 +50,12 @@ class Engine:
             impl = getattr(importlib.import_module(module_name), class_name)
         except ImportError as e:
             raise BackendError(f"backend {backend!r} needs a package that is not installed: {e}.") from e
-        return impl.load(path, device=device, dtype=dtype, **options)
+        if not verify_digests:
+            return impl.load(path, device=device, dtype=dtype, **options)
+        from ..compiled.artifacts import verify_digests as fresh_digests
+
+        with fresh_digests():
+            return impl.load(path, device=device, dtype=dtype, **options)
 
     def answer(self, query: RegionQuery, max_new_tokens: Optional[int] = None) -> Answer:
         raise NotImplementedError

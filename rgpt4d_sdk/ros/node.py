@@ -64,6 +64,7 @@ PARAMETERS = {  # name: (default, description)
     "undistort": (False, "undistort frames (and regions) with the camera's CameraInfo"),
     "stamp_tolerance_ms": (1.0, "how far a goal's stamp may be from a frame's stamp and still name it"),
     "diagnostics_period_s": (1.0, "period of /diagnostics messages"),
+    "verify_digests": (False, "hash the compiled model's files afresh instead of trusting the digest cache"),
 }
 
 
@@ -141,7 +142,8 @@ class RegionQueryNode(LifecycleNode):
         compiled = str(self._param("compiled"))
         extra = {"compiled": compiled} if compiled else {}
         return Engine.from_pretrained(model, backend=self._param("backend"), device=self._param("device"),
-                                      dtype=self._param("dtype"), **extra)
+                                      dtype=self._param("dtype"), verify_digests=bool(self._param("verify_digests")),
+                                      **extra)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         for cam in self.cameras:
