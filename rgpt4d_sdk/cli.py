@@ -73,6 +73,9 @@ def query(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16"),
     as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
+    time_unit_check: bool = typer.Option(True, "--time-unit-check/--no-time-unit-check",
+                                         help="Refuse --timestamps that look like ms/us/ns rather than seconds "
+                                              "(median frame gap outside 0.1 ms..10 s)."),
 ) -> None:
     """Answer one region query about a video or an image folder."""
     from . import Engine
@@ -84,7 +87,7 @@ def query(
         if frames is not None and timestamps is None:
             raise QueryError("--frames needs --timestamps FILE (one time in seconds per image).")
         clip = (Clip.from_video(video, num_frames=num_frames) if video is not None
-                else Clip.from_image_folder(frames, timestamps, num_frames=num_frames))
+                else Clip.from_image_folder(frames, timestamps, num_frames=num_frames, check_units=time_unit_check))
         q = RegionQuery(clip, [parse_region(r) for r in region], question, options=list(option),
                         answer_type=answer_type, prompt_mode=mode, id="cli")
         engine = Engine.from_pretrained(model, device=device, dtype=dtype)

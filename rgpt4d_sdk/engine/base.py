@@ -61,6 +61,9 @@ class Engine:
         raise NotImplementedError
 
     def answer_many(
-        self, queries: Sequence[RegionQuery], batch_size: int = 8, max_new_tokens: Optional[int] = None
-    ) -> List[Answer]:
+        self, queries: Sequence[RegionQuery], batch_size: int = 8, max_new_tokens: Optional[int] = None,
+        errors: str = "return",
+    ) -> List[Any]:
+        """Answers in the order of ``queries``; with errors="return" a query that fails gets its typed error
+        (`RGPT4DError`) in its slot and the others are still answered; errors="raise" raises the first."""
         raise NotImplementedError

@@ -125,9 +125,10 @@ def _answer_chunk(chunk: Sequence[Any], spec: ItemSpec, lazy: _LazyEngine, batch
             answers = engine.answer_many(queries, batch_size=batch_size)
         except RGPT4DError:
             answers = [_answer_one(engine, q) for q in queries]
-        for (item, _), ans in zip(ready, answers):
+        for (item, query), ans in zip(ready, answers):  # answer_many returns a failed item's error in its slot
             rows[spec.item_id(item)] = (spec.answer_row(item, ans) if isinstance(ans, Answer)
-                                        else spec.error_row(item, "engine_error", ans))
+                                        else spec.error_row(item, "engine_error", ans if isinstance(ans, str)
+                                                            else f"item {query.id}: {ans}"))
     return [rows[spec.item_id(item)] for item in chunk]
 
 
