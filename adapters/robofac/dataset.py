@@ -70,12 +70,13 @@ class RoboFACItem:
         """The video file; `DatasetError` listing the places looked at when it is not there, and
         `PathOutsideRootError` when the record's path leaves the root (unless ``allow_outside_root``)."""
         tried = [self.root / d / self.video if d else self.root / self.video for d in VIDEO_DIRS]
-        if not self.allow_outside_root:
-            tried = [p for p in tried if is_inside(p, self.root)]
-            if not tried:
-                confine(self.video, self.root, record=f"item {self.id}", what="video")  # raises, naming the path
+        if not self.allow_outside_root:  # the path as written stays inside the root
+            confine(self.video, self.root, record=f"item {self.id}", what="video")
         for path in tried:
             if path.is_file():
+                if not self.allow_outside_root and not is_inside(path, self.root):  # e.g. a symlink out of it
+                    confine(path.relative_to(self.root).as_posix(), self.root, record=f"item {self.id}",
+                            what="video")
                 return path
         raise DatasetError(
             f"item {self.id}: video {self.video!r} not found (looked at {', '.join(str(p) for p in tried)}); "
