@@ -373,7 +373,8 @@ def _robofac(video: str, link: bool = False):
 case("robofac-video-dotdot", PathOutsideRootError, "item ../elsewhere/ep.mp4#0", "'../elsewhere/ep.mp4'")(
     _robofac("../elsewhere/ep.mp4"))
 case("robofac-video-absolute", PathOutsideRootError, "ep.mp4#0", "leaves the data root")(_robofac("{out}/ep.mp4"))
-case("robofac-video-symlink-out", PathOutsideRootError, "'simulation_data/ep.mp4'", "elsewhere")(_robofac("ep.mp4", link=True))
+case("robofac-video-symlink-out", PathOutsideRootError, "'simulation_data/ep.mp4'", "elsewhere")(
+    _robofac("ep.mp4", link=True))
 
 
 # ------------------------------------------------------------------------------------------------ nuScenes paths

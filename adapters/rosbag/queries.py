@@ -208,7 +208,8 @@ def _query(e: Any, n: int, base: Path, allow_outside: bool = False) -> BagQuery:
         raise ConfigError(f"{what} camera must be an image topic name, got {camera!r}.")
     return BagQuery(id=str(qid), question=question, options=options, answer_type=kind,
                     task=str(e.get("task") or "query"), truth=truth, truth_text=truth_text, unit=unit,
-                    regions=_regions(e.get("regions"), base, what, allow_outside), window=_window(e.get("window"), what),
+                    regions=_regions(e.get("regions"), base, what, allow_outside),
+                    window=_window(e.get("window"), what),
                     camera=camera, index=n)
 
 

@@ -178,7 +178,8 @@ def run_robofac(
     spec = ItemSpec(item_id=lambda it: it.id, build_query=lambda it: build_query(it, num_frames),
                     answer_row=answer_row, error_row=error_row)
     stats, rows = run_items(items, out_dir, spec, model=model, engine=engine, batch_size=batch_size, echo=echo,
-                            fingerprint=settings_fingerprint(settings), engine_options={"device": device, "dtype": dtype, "max_frames": max(num_frames, 16)})
+                            fingerprint=settings_fingerprint(settings),
+                            engine_options={"device": device, "dtype": dtype, "max_frames": max(num_frames, 16)})
     write_judge_requests(predictions(rows), out_dir / "judge_requests.jsonl")
     stats.table = build_table(rows, split, scores)
     write_table(out_dir, stats.table, table_markdown(stats.table))

@@ -259,7 +259,8 @@ def run_r4d_bench(
         known_error=lambda it: (it.reason, it.message) if isinstance(it, ItemError) else None,
     )
     stats, final = run_items(items, out_dir, spec, model=model, engine=engine, batch_size=batch_size, echo=echo,
-                             fingerprint=settings_fingerprint(settings), engine_options={"device": device, "dtype": dtype, "max_frames": max(num_frames, 16)})
+                             fingerprint=settings_fingerprint(settings),
+                             engine_options={"device": device, "dtype": dtype, "max_frames": max(num_frames, 16)})
     stats.table = build_table(final, TASK_NAMES)
     write_table(out_dir, stats.table, table_markdown(stats.table))
     return stats
