@@ -80,6 +80,9 @@ def query(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16"),
     as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
+    time_unit_check: bool = typer.Option(True, "--time-unit-check/--no-time-unit-check",
+                                         help="Refuse --timestamps that look like ms/us/ns rather than seconds "
+                                              "(median frame gap outside 0.1 ms..10 s)."),
 ) -> None:
     """Answer one region query about a video or an image folder."""
     from . import Engine
@@ -91,7 +94,7 @@ def query(
         if frames is not None and timestamps is None:
             raise QueryError("--frames needs --timestamps FILE (one time in seconds per image).")
         clip = (Clip.from_video(video, num_frames=num_frames) if video is not None
-                else Clip.from_image_folder(frames, timestamps, num_frames=num_frames))
+                else Clip.from_image_folder(frames, timestamps, num_frames=num_frames, check_units=time_unit_check))
         q = RegionQuery(clip, [parse_region(r) for r in region], question, options=list(option),
                         answer_type=answer_type, prompt_mode=mode, id="cli")
         engine = Engine.from_pretrained(model, device=device, dtype=dtype)
@@ -193,12 +196,17 @@ def analyze_default(
     _print_run(stats)
 
 
+VERIFY_HELP = ("Hash the compiled model's files afresh instead of trusting the digest cache (keyed by size, mtime "
+               "and inode; see docs/compiled.md).")
+
+
 def _run_sections(model, device, dtype, batch_size, backend, compiled, executor, address, num_workers,
-                  gpus_per_worker) -> dict:
+                  gpus_per_worker, verify_digests: bool = False) -> dict:
     """The engine and executor sections of an analyze run from the options both sources share (None: not given)."""
     return {
         "engine": {"model": model, "device": device, "dtype": dtype, "batch_size": batch_size, "backend": backend,
-                   "compiled": None if compiled is None else str(compiled)},
+                   "compiled": None if compiled is None else str(compiled),
+                   "verify_digests": verify_digests or None},
         "executor": {"kind": executor, "address": address, "num_workers": num_workers,
                      "gpus_per_worker": gpus_per_worker},
     }
@@ -241,6 +249,10 @@ def analyze_nuscenes(
     gpus_per_worker: Optional[float] = typer.Option(None, help="ray: GPUs per actor (0 on CPU-only machines)."),
     retry_errors: Optional[bool] = typer.Option(None, "--retry-errors/--no-retry-errors",
                                                 help="Redo clips that failed before (default: no)."),
+    verify_digests: bool = typer.Option(False, "--verify-digests", help=VERIFY_HELP),
+    allow_outside_data_root: bool = typer.Option(
+        False, "--allow-outside-data-root", help="Read files that data records place outside the data folder "
+                                                "(refused by default: such clips become error rows)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a TTY)."),
 ) -> None:
     """Ask questions with known answers about a nuScenes log, answer them, and grade the answers (resumable)."""
@@ -248,9 +260,10 @@ def analyze_nuscenes(
         "source": "nuscenes", "out": None if out is None else str(out), "shard": shard,
         "retry_errors": retry_errors, "progress": progress,
         "nuscenes": {"dataroot": None if dataroot is None else str(dataroot), "version": version,
-                     "scenes": scenes or None, "cameras": cameras or None, "frames": frames, "num_frames": num_frames},
+                     "scenes": scenes or None, "cameras": cameras or None, "frames": frames, "num_frames": num_frames,
+                     "allow_outside_data_root": allow_outside_data_root or None},
         **_run_sections(model, device, dtype, batch_size, backend, compiled, executor, address, num_workers,
-                        gpus_per_worker),
+                        gpus_per_worker, verify_digests),
     }
     _run_analyze(config, overrides)
 
@@ -282,6 +295,10 @@ def analyze_rosbag(
     gpus_per_worker: Optional[float] = typer.Option(None, help="ray: GPUs per actor (0 on CPU-only machines)."),
     retry_errors: Optional[bool] = typer.Option(None, "--retry-errors/--no-retry-errors",
                                                 help="Redo queries that failed before (default: no)."),
+    verify_digests: bool = typer.Option(False, "--verify-digests", help=VERIFY_HELP),
+    allow_outside_data_root: bool = typer.Option(
+        False, "--allow-outside-data-root", help="Read files that data records place outside the data folder "
+                                                "(refused by default: such clips become error rows)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a TTY)."),
 ) -> None:
     """Answer the region queries of a queries file on a ROS bag's frames, and grade those with a truth (resumable)."""
@@ -290,9 +307,9 @@ def analyze_rosbag(
         "retry_errors": retry_errors, "progress": progress,
         "rosbag": {"bag": None if bag is None else str(bag), "camera": camera, "camera_info": camera_info,
                    "queries": None if queries is None else str(queries), "undistort": undistort,
-                   "tolerance_ms": tolerance_ms},
+                   "tolerance_ms": tolerance_ms, "allow_outside_data_root": allow_outside_data_root or None},
         **_run_sections(model, device, dtype, batch_size, backend, compiled, executor, address, num_workers,
-                        gpus_per_worker),
+                        gpus_per_worker, verify_digests),
     }
     _run_analyze(config, overrides)
 

@@ -93,3 +93,26 @@ class ShapeProfileError(QueryError):
 class ParityError(BackendError):
     """A compiled engine has not passed the parity gate against the torch path (or failed it); pass force=True to
     load it anyway."""
+
+
+class PathOutsideRootError(DatasetError):
+    """A path read from a data record (a video, image, mask or frame file) leaves the data root the user gave.
+    ``record`` names the record and ``path`` the offending path; pass the allow flag (``--allow-outside-data-root``
+    or ``allow_outside_root=True``) to read such paths on purpose."""
+
+    def __init__(self, message: str, record: str = "", path: str = "") -> None:
+        super().__init__(message)
+        self.record, self.path = record, path
+
+
+class TimestampUnitError(TimestampError):
+    """Frame times do not look like seconds (a median frame gap outside [0.1 ms, 10 s], or epoch values of
+    milliseconds to nanoseconds). ``unit`` is the unit the times look like ("ms", "us", "ns", or "" if unknown)."""
+
+    def __init__(self, message: str, unit: str = "") -> None:
+        super().__init__(message)
+        self.unit = unit
+
+
+class NonFiniteWeightsError(CheckpointError):
+    """A weight tensor holds NaN or infinite values (a corrupt download or a diverged training run)."""

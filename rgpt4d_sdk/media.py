@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import ImageError, MediaError, QueryError, TimestampError
-from .types import Clip, Frame, to_rgb_uint8, uniform_indices
+from .types import Clip, Frame, check_time_units, to_rgb_uint8, uniform_indices
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -67,7 +67,7 @@ def read_video(path: PathLike, num_frames: Optional[int] = 16, camera_id: str = 
     times = _resolve_times(path, kept, fps)
     src = str(path)
     frames = [Frame(rgb, t, camera_id=camera_id, source=src) for (_, rgb, _), t in zip(kept, times)]
-    return Clip(frames, source=src)
+    return Clip(frames, source=src, check_units=False)  # PTS x time_base are seconds; sparse samples are fine
 
 
 def video_frame_times(path: PathLike) -> List[float]:
@@ -101,7 +101,7 @@ def read_video_frames(path: PathLike, indices: Sequence[int], camera_id: str = "
                          "not exist.")
     times = _resolve_times(path, kept, fps)
     return Clip([Frame(rgb, t, camera_id=camera_id, source=str(path)) for (_, rgb, _), t in zip(kept, times)],
-                source=str(path))
+                source=str(path), check_units=False)
 
 
 def _open_video(path: Path):
@@ -249,6 +249,7 @@ def read_image_folder(
     timestamps: Union[PathLike, Sequence[float]],
     num_frames: Optional[int] = None,
     camera_id: str = "camera",
+    check_units: bool = True,
 ) -> Clip:
     """Read the images of ``folder`` in natural name order (frame_2 before frame_10) as a clip.
 
@@ -257,7 +258,8 @@ def read_image_folder(
     and a ``timestamp``/``time``/``timestamp_s``/``timestamp_us``/``timestamp_ns`` column (matched by file
     name; without a name column, by order), or JSON (a list of seconds or ``{name: seconds}``). Timestamps are
     matched first, then ``num_frames`` images are sampled evenly by index and only those are decoded.
-    Hidden files (names starting with ".") and other extensions are ignored.
+    Hidden files (names starting with ".") and other extensions are ignored. ``check_units``: all the times
+    (before sampling) must look like seconds (`types.check_time_units`).
     """
     folder = Path(folder)
     _check_num_frames(num_frames)
@@ -265,9 +267,12 @@ def read_image_folder(
     names = [p.name for p in paths]
     times = _timestamps_for(timestamps, names, folder)
     _check_increasing(names, times)
+    if check_units:
+        src = timestamps if isinstance(timestamps, (str, os.PathLike)) else "the timestamps given"
+        check_time_units(times, f"{folder} (times from {src})")
     picks = range(len(paths)) if num_frames is None else uniform_indices(len(paths), num_frames)
     frames = [Frame(load_image(paths[i]), times[i], camera_id=camera_id, source=str(paths[i])) for i in picks]
-    return Clip(frames, source=str(folder))
+    return Clip(frames, source=str(folder), check_units=False)
 
 
 def list_images(folder: PathLike) -> List[Path]:

@@ -16,13 +16,58 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import ImageError, QueryError, RegionError, TimestampError
+from .errors import ImageError, QueryError, RegionError, TimestampError, TimestampUnitError
 
 Box = Tuple[float, float, float, float]  # (x0, y0, x1, y1) in pixels of the reference frame, x right, y down
 
 OBJ_TOKEN = re.compile(r"<obj_(\d+)>")
 ANSWER_TYPES = ("choice", "number", "text")
 PROMPT_MODES = ("r4d", "plain")
+GAP_RANGE_S = (1e-4, 10.0)  # a clip's median frame gap must lie in [0.1 ms, 10 s] to look like seconds
+EPOCH_LIMIT_S = 1e11  # larger times are not seconds since 1970 (that is the year 5138): ms, µs or ns
+_UNITS = (("ms", 1e3), ("us", 1e6), ("ns", 1e9))
+
+
+def _number(value: Any, what: str, error: type) -> float:
+    """``value`` as a float; strings (even "1.5") and non-numbers raise ``error`` naming ``what`` and the value."""
+    if isinstance(value, (str, bytes, bool)) or value is None:
+        kind = "a string" if isinstance(value, (str, bytes)) else "not a number"
+        raise error(f"{what} {value!r} is {kind}; give a number (convert text to float yourself).")
+    try:
+        return float(value)
+    except (TypeError, ValueError) as e:
+        raise error(f"{what} {value!r} is not a number ({e}).") from None
+
+
+def check_time_units(timestamps_s: Sequence[float], what: str = "clip") -> None:
+    """`TimestampUnitError` unless the times look like seconds: no value beyond 1e11 s (epoch ms/µs/ns given as
+    seconds) and a median frame gap in [0.1 ms, 10 s]. The message says which unit the times look like.
+    Callers whose times are seconds by construction (video PTS, sensor stamps) skip this; users override it with
+    ``check_units=False`` (`Clip`, `Clip.from_arrays`, `Clip.from_image_folder`) or ``--no-time-unit-check``."""
+    ts = np.asarray(timestamps_s, dtype=np.float64)
+    if ts.size == 0:
+        return
+    fix = "convert them to seconds (or pass check_units=False / --no-time-unit-check if they really are seconds)"
+    big = float(np.max(np.abs(ts)))
+    if big >= EPOCH_LIMIT_S:
+        unit = "ms" if big < 1e14 else "us" if big < 1e17 else "ns"
+        raise TimestampUnitError(
+            f"{what}: timestamp {big:.6g} s is not a time in seconds (1e11 s is the year 5138); it looks like epoch "
+            f"{unit} given as seconds; {fix}.", unit)
+    if ts.size < 2:
+        return
+    gap = float(np.median(np.diff(ts)))
+    lo, hi = GAP_RANGE_S
+    if gap > hi:
+        unit = next((u for u, scale in _UNITS if gap / scale <= hi), "")
+        looks = f"they look like {unit} ({gap:g} {unit} = {gap / dict(_UNITS)[unit]:g} s)" if unit else \
+            "no unit makes them plausible"
+        raise TimestampUnitError(
+            f"{what}: the median frame gap is {gap:g} s (more than {hi:g} s): {looks}; {fix}.", unit)
+    if 0 < gap < lo:
+        raise TimestampUnitError(
+            f"{what}: the median frame gap is {gap:g} s (less than 0.1 ms): the times are not seconds (a larger "
+            f"unit such as minutes?) or the frames are repeats; {fix}.", "")
 
 
 def to_rgb_uint8(image: Any, what: str = "image") -> np.ndarray:
@@ -82,10 +127,10 @@ class Frame:
     camera: Optional[Any] = None
 
     def __post_init__(self) -> None:
-        self.image = to_rgb_uint8(self.image, what=f"frame at t={self.timestamp_s}")
         if self.timestamp_s is None:
             raise TimestampError("frame has no timestamp; give every frame its capture time in seconds.")
-        self.timestamp_s = float(self.timestamp_s)
+        self.timestamp_s = _number(self.timestamp_s, "frame timestamp", TimestampError)
+        self.image = to_rgb_uint8(self.image, what=f"frame at t={self.timestamp_s}")
 
     @property
     def size(self) -> Tuple[int, int]:
@@ -131,16 +176,22 @@ def uniform_indices(n: int, k: int) -> List[int]:
 
 @dataclass
 class Clip:
-    """A short run of frames from one camera, in capture order with strictly increasing timestamps."""
+    """A short run of frames from one camera, in capture order with strictly increasing timestamps.
+
+    check_units: refuse times that do not look like seconds (`check_time_units`); sources whose times are seconds
+    by construction (video PTS, nuScenes and ROS stamps) and sub-samples of a checked clip pass False."""
 
     frames: List[Frame]
     source: str = ""
+    check_units: bool = field(default=True, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.frames = list(self.frames)
         if not self.frames:
             raise QueryError("clip has no frames; give at least 2 frames (a video needs two or more).")
         _check_timestamps([f.timestamp_s for f in self.frames])
+        if self.check_units:
+            check_time_units([f.timestamp_s for f in self.frames], f"clip {self.source}".strip())
         size0 = self.frames[0].size
         for i, f in enumerate(self.frames):
             if f.size != size0:
@@ -167,18 +218,25 @@ class Clip:
 
     def sample(self, num_frames: int) -> "Clip":
         """A clip of ``num_frames`` frames spread evenly in index (all frames if there are fewer)."""
-        return Clip([self.frames[i] for i in uniform_indices(len(self.frames), num_frames)], source=self.source)
+        return Clip([self.frames[i] for i in uniform_indices(len(self.frames), num_frames)], source=self.source,
+                    check_units=False)  # a sub-sample's gaps are wider by design; the full clip was checked
 
     @classmethod
     def from_arrays(
-        cls, images: Sequence[Any], timestamps_s: Sequence[float], camera_id: str = "camera", source: str = ""
+        cls, images: Sequence[Any], timestamps_s: Sequence[float], camera_id: str = "camera", source: str = "",
+        check_units: bool = True,
     ) -> "Clip":
-        """Build a clip from images (arrays or PIL images) and their capture times in seconds."""
+        """Build a clip from images (arrays or PIL images) and their capture times in seconds (``check_units``:
+        see `check_time_units`)."""
+        if isinstance(timestamps_s, (str, bytes)):
+            raise TimestampError(f"timestamps_s {timestamps_s!r} is a string; give a list of seconds (floats).")
         if len(images) != len(timestamps_s):
             raise TimestampError(
                 f"{len(images)} images but {len(timestamps_s)} timestamps; give exactly one timestamp per image."
             )
-        return cls([Frame(im, t, camera_id=camera_id, source=source) for im, t in zip(images, timestamps_s)], source)
+        times = [_number(t, f"timestamp {i}", TimestampError) for i, t in enumerate(timestamps_s)]
+        return cls([Frame(im, t, camera_id=camera_id, source=source) for im, t in zip(images, times)], source,
+                   check_units=check_units)
 
     @classmethod
     def from_video(cls, path: "str | Path", num_frames: Optional[int] = 16, camera_id: str = "camera") -> "Clip":
@@ -194,12 +252,37 @@ class Clip:
         timestamps: "str | Path | Sequence[float]",
         num_frames: Optional[int] = None,
         camera_id: str = "camera",
+        check_units: bool = True,
     ) -> "Clip":
         """Read the images of a folder in name order; ``timestamps`` is a file (one time per line, or CSV
-        ``name,time``) or a list of seconds."""
+        ``name,time``) or a list of seconds. ``check_units``: see `check_time_units` (all times are checked,
+        before sampling)."""
         from .media import read_image_folder
 
-        return read_image_folder(folder, timestamps, num_frames=num_frames, camera_id=camera_id)
+        return read_image_folder(folder, timestamps, num_frames=num_frames, camera_id=camera_id,
+                                 check_units=check_units)
+
+
+def _polygon(points: Any, rid: int) -> List[Tuple[float, float]]:
+    """Checked polygon points: at least 3 finite (x, y) pairs enclosing a positive area (a zero-area polygon is
+    refused like a zero-area box)."""
+    if isinstance(points, (str, bytes)):
+        raise RegionError(f"region {rid}: polygon {points!r} must be a list of (x, y) points.")
+    pts = []
+    for p in points:
+        if isinstance(p, (str, bytes)) or not hasattr(p, "__len__") or len(p) != 2:
+            raise RegionError(f"region {rid}: polygon point {p!r} must be two numbers (x, y).")
+        x, y = (_number(v, f"region {rid}: polygon point {tuple(p)!r} coordinate", RegionError) for v in p)
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise RegionError(f"region {rid}: polygon point ({x}, {y}) must be finite.")
+        pts.append((x, y))
+    if len(pts) < 3:
+        raise RegionError(f"region {rid}: a polygon needs at least 3 points, got {len(pts)}.")
+    area = 0.5 * abs(sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(pts, pts[1:] + pts[:1])))
+    if area < 1e-6:
+        raise RegionError(f"region {rid}: polygon {pts} encloses no area (its points are collinear or repeated); "
+                          "give at least 3 points around the object.")
+    return pts
 
 
 @dataclass
@@ -226,9 +309,13 @@ class Region:
         if self.box is None and self.mask is None and self.polygon is None:
             raise RegionError(f"region {self.id} has no box, mask or polygon; give at least one.")
         if self.box is not None:
-            if len(self.box) != 4 or not all(math.isfinite(float(v)) for v in self.box):
+            if isinstance(self.box, (str, bytes)) or not hasattr(self.box, "__len__") or len(self.box) != 4:
                 raise RegionError(f"region {self.id}: box {self.box!r} must be four finite numbers (x0, y0, x1, y1).")
-            x0, y0, x1, y1 = (float(v) for v in self.box)
+            coords = [_number(v, f"region {self.id}: box {tuple(self.box)!r} coordinate", RegionError)
+                      for v in self.box]
+            if not all(math.isfinite(v) for v in coords):
+                raise RegionError(f"region {self.id}: box {self.box!r} must be four finite numbers (x0, y0, x1, y1).")
+            x0, y0, x1, y1 = coords
             if x1 <= x0 or y1 <= y0:
                 raise RegionError(
                     f"region {self.id}: box {self.box!r} is empty or inverted; use (x0, y0, x1, y1) with x1 > x0, y1 > y0."
@@ -243,10 +330,7 @@ class Region:
                 raise RegionError(f"region {self.id}: mask is empty (no pixel set); give a mask that covers the object.")
             self.mask = m
         if self.polygon is not None:
-            pts = [(float(x), float(y)) for x, y in self.polygon]
-            if len(pts) < 3:
-                raise RegionError(f"region {self.id}: a polygon needs at least 3 points, got {len(pts)}.")
-            self.polygon = pts
+            self.polygon = _polygon(self.polygon, self.id)
 
     def validate_on(self, width: int, height: int) -> None:
         """Raise `RegionError` unless the region lies on a ``width`` x ``height`` reference frame."""
@@ -314,6 +398,10 @@ class RegionQuery:
             raise QueryError("the question is empty; ask something, e.g. 'How far is <obj_1> from the camera?'.")
         if self.prompt_mode not in PROMPT_MODES:
             raise QueryError(f"prompt_mode {self.prompt_mode!r} is unknown; choose one of {PROMPT_MODES}.")
+        if isinstance(self.options, (str, bytes)):
+            raise QueryError(f"options {self.options!r} is a string; give a list of option texts.")
+        if any(o is None for o in self.options):
+            raise QueryError(f"options {list(self.options)!r} contain None; every option needs text.")
         self.options = [str(o) for o in self.options]
         if any(not o.strip() for o in self.options):
             raise QueryError("an option is empty; every option needs text.")

@@ -307,7 +307,8 @@ def test_cli_writes_every_output_with_header_stamps(cli_runs, kind):
     assert rows["last-second"]["camera_info_stamp_ns"] == stamp(25) and rows["last-second"]["truth"] == "B"
     assert rows["ends-at-20"]["format"] == "numeric" and rows["ends-at-20"]["truth"] == pytest.approx(12.5)
     assert rows["last-second"]["score"] in (0.0, 1.0) and rows["from-reference"]["score"] is None
-    assert "GoalError [REGION_OUTSIDE_IMAGE]: region 1 lies outside" in errors["outside"]["error"]
+    assert ("GoalError [REGION_OUTSIDE_IMAGE]: region 1: box (500.0, 500.0, 600.0, 600.0) leaves the 64x48"
+            in errors["outside"]["error"])
     assert "<obj_2>" in errors["missing-region"]["error"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["counts"] == {"rows": 6, "ok": 3, "error": 3, "skipped": 0, "scored": 2}

@@ -25,9 +25,15 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 @dataclass
 class DataConfig:
+    """train: the conversation JSON. roots: folders (besides the conversation file's own) that the records' frame
+    and SoM image paths may lie in, e.g. the data set's root; a path elsewhere is refused unless
+    ``allow_outside_root`` (see `rgpt4d_sdk.paths`)."""
+
     train: str = ""  # conversation JSON from `rgpt4d-sdk data export-conversations`
     num_frames: Annotated[int, Field(ge=2)] = 16
     workers: Annotated[int, Field(ge=0)] = 0
+    roots: List[str] = field(default_factory=list)
+    allow_outside_root: bool = False
 
 
 @dataclass
@@ -195,7 +201,8 @@ class TrainConfig:
         d = self.to_dict()
         for k in ("checkpoint_every", "keep_checkpoints", "log_every", "tensorboard", "out"):
             d["run"].pop(k, None)
-        d["data"].pop("workers", None)
+        for k in ("workers", "roots", "allow_outside_root"):  # where files may come from, not what is learnt
+            d["data"].pop(k, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

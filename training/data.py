@@ -18,10 +18,11 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from rgpt4d_sdk.errors import DatasetError, RGPT4DError
+from rgpt4d_sdk.errors import ConfigError, DatasetError, RGPT4DError
 from rgpt4d_sdk.media import load_image, read_video_frames, video_frame_times
 from rgpt4d_sdk.model.processor import preprocess_images
 from rgpt4d_sdk.model.spec import ModelSpec
+from rgpt4d_sdk.paths import confine
 from rgpt4d_sdk.prompt.template import chat_prompt, user_content
 from rgpt4d_sdk.tpe import relative_times, with_som_time
 
@@ -41,8 +42,16 @@ class TrainSample:
     clip: TrainClip
 
 
-def load_records(path) -> List[Dict[str, Any]]:
+def load_records(path, roots: Sequence[Any] = (), allow_outside_root: bool = False) -> List[Dict[str, Any]]:
+    """The records of a conversation file, checked. Their frame and SoM image paths (relative ones are taken
+    relative to the file's folder) must lie in that folder or one of ``roots`` (symlinks followed) unless
+    ``allow_outside_root``: `PathOutsideRootError` names the record and the path."""
     path = Path(path)
+    if isinstance(roots, (str, bytes)) or not all(isinstance(r, str) for r in roots):
+        raise ConfigError(f"data.roots must be a list of folders, got {roots!r}.")
+    if not isinstance(allow_outside_root, bool):
+        raise ConfigError(f"data.allow_outside_root must be true or false, got {allow_outside_root!r}.")
+    folders = [path.parent, *(Path(r) for r in roots)]
     try:
         records = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -57,7 +66,20 @@ def load_records(path) -> List[Dict[str, Any]]:
         turns = r["conversations"]
         if len(turns) < 2 or turns[0].get("from") != "human" or turns[1].get("from") != "gpt":
             raise DatasetError(f"{path}: record {r['id']!r} needs a human turn then a gpt turn.")
+        _confine_record(r, path, folders, allow_outside_root)
     return records
+
+
+def _confine_record(r: Dict[str, Any], path: Path, folders: List[Path], allow: bool) -> None:
+    """Resolve a record's frame / SoM paths against the file's folder and keep them inside ``folders``."""
+    where = f"{path}: record {r['id']!r}"
+    video = r["video"]
+    if isinstance(video, list):
+        r["video"] = [str(confine(str(v), folders, record=where, what="frame", allow=allow)) for v in video]
+    else:
+        r["video"] = str(confine(str(video), folders, record=where, what="video", allow=allow))
+    if r.get("som_image"):
+        r["som_image"] = str(confine(str(r["som_image"]), folders, record=where, what="som_image", allow=allow))
 
 
 def clip_of(record: Dict[str, Any]) -> TrainClip:

@@ -27,6 +27,7 @@ _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 def export_run(run_dir, out, checkpoint: Optional[str] = None, shard_gb: float = 5.0) -> Path:
     from safetensors.torch import load_file
 
+    from rgpt4d_sdk.model.checkpoint import check_finite
     from rgpt4d_sdk.model.nvila import NvilaModel
 
     from .model import P4DStudent
@@ -46,6 +47,7 @@ def export_run(run_dir, out, checkpoint: Optional[str] = None, shard_gb: float =
     peft_model = apply_lora(base.llm, cfg.finetune.lora) if cfg.finetune.method == "lora" else None
     student = P4DStudent(base, cfg.p4d)
     weights = load_file(str(ckpt / "trainable.safetensors"))
+    check_finite(weights, ckpt / "trainable.safetensors")
     params = dict(student.named_parameters())
     unknown = sorted(set(weights) - set(params))
     if unknown:

@@ -85,7 +85,7 @@ class Recipe:
             raise ConfigError(f"batch.global_batch {cfg.batch.global_batch} must be a multiple of micro_batch "
                               f"{cfg.batch.micro_batch} x {self.world} processes.")
         # --- everything that can be wrong is checked before the model is built
-        records = load_records(cfg.data.train)
+        records = load_records(cfg.data.train, cfg.data.roots, cfg.data.allow_outside_root)
         self.teacher = make_teacher(cfg.teacher.kind, cfg.teacher.options)
         p4d = cfg.p4d
         if self.teacher is None:
@@ -321,10 +321,13 @@ class Recipe:
     def _load(self, folder: Path) -> None:
         from safetensors.torch import load_file
 
+        from rgpt4d_sdk.model.checkpoint import check_finite
+
         state = json.loads((folder / "state.json").read_text())
         if state.get("fingerprint") != self.cfg.fingerprint():
             raise ConfigError(f"{folder} was written by another configuration; use another run.out or --restart.")
         weights = load_file(str(folder / "trainable.safetensors"))
+        check_finite(weights, folder / "trainable.safetensors")  # a diverged run's step is not resumed silently
         missing = [n for n, p in self.student.named_parameters() if p.requires_grad and n not in weights]
         if missing:
             raise ConfigError(f"{folder}: trainable weights {missing[:3]} are missing; the checkpoint does not match.")

@@ -32,6 +32,7 @@ from rgpt4d_sdk.config import from_mapping
 from rgpt4d_sdk.errors import ConfigError, DatasetError, RGPT4DError
 from rgpt4d_sdk.eval.tracks import ClipTracks, Track
 from rgpt4d_sdk.media import load_image
+from rgpt4d_sdk.paths import confine
 from rgpt4d_sdk.types import Clip, Frame, Region
 
 TABLES = (
@@ -52,7 +53,8 @@ class NuScenesConfig:
     categories: category-name prefixes to mark ("vehicle" matches "vehicle.car"). min_visibility: nuScenes
     visibility token 1..4 (1 = 0-40 % visible, 4 = 80-100 %). min_area_px: area of the clipped 2D box.
     region_shape: "box" (2D box) or "hull" (outline of the projected 3D box). clock_offsets_s: seconds added to a
-    channel's timestamps to put it on the common clock.
+    channel's timestamps to put it on the common clock. allow_outside_data_root: read image files that
+    ``sample_data.filename`` places outside ``dataroot`` (refused by default: the clip becomes an error row).
     """
 
     dataroot: str = ""
@@ -72,8 +74,12 @@ class NuScenesConfig:
     max_regions: Annotated[int, Field(ge=1)] = 3
     region_shape: str = "box"
     clock_offsets_s: Dict[str, float] = field(default_factory=dict)
+    allow_outside_data_root: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.allow_outside_data_root, bool):
+            raise ConfigError(f"nuscenes.allow_outside_data_root must be true or false, got "
+                              f"{self.allow_outside_data_root!r}.")
         self.scenes, self.cameras, self.categories = (
             _names(self.scenes), _names(self.cameras), _names(self.categories))
         if not self.cameras:
@@ -306,12 +312,15 @@ class NuScenesSource:
         sds = [self.nusc.get("sample_data", t) for t in unit.sd_tokens]
         cs0 = self.nusc.get("calibrated_sensor", sds[0]["calibrated_sensor_token"])
         camera = CameraModel.from_nuscenes(cs0, int(sds[0]["width"]), int(sds[0]["height"]), camera_id=unit.camera)
+        allow = self.cfg.allow_outside_data_root
         frames = [
-            Frame(load_image(self.dataroot / sd["filename"]), self.clock.apply_us(unit.camera, sd["timestamp"]),
-                  camera_id=unit.camera, source=sd["token"], camera=camera)
+            Frame(load_image(confine(str(sd["filename"]), self.dataroot, record=f"sample_data {sd['token']}",
+                                     what="filename", allow=allow)),
+                  self.clock.apply_us(unit.camera, sd["timestamp"]), camera_id=unit.camera, source=sd["token"],
+                  camera=camera)
             for sd in sds
         ]
-        clip = Clip(frames, source=f"nuscenes:{unit.id}")
+        clip = Clip(frames, source=f"nuscenes:{unit.id}", check_units=False)  # sensor µs / 1e6: seconds
         cam_from_global = [self._cam_from_global(sd) for sd in sds]
         boxes = [self._boxes_by_instance(sd["token"]) for sd in sds]
         chosen = self._choose_regions(boxes[0], cam_from_global[0], camera)

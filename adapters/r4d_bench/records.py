@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-from rgpt4d_sdk.errors import DatasetError
+from rgpt4d_sdk.errors import DatasetError, PathOutsideRootError
+from rgpt4d_sdk.paths import confine
 from rgpt4d_sdk.prompt.parse import parse_number
 
 ANNOTATION_SUFFIXES = (".json", ".jsonl", ".parquet")
@@ -67,6 +68,7 @@ REASONS = (
     "unreadable_som_image",
     "bad_query",  # the query was refused (e.g. a clip with one frame)
     "engine_error",
+    "path_outside_data",  # `video` or `som_image` leaves the data folder (see `rgpt4d_sdk.paths`)
 )
 
 
@@ -259,10 +261,11 @@ def _check_fields(rec: Mapping[str, Any]) -> None:
                           + "; id is a string or an integer, task/video/som_image/question non-empty strings.")
 
 
-def check_record(rec: Any, fallback_id: str, root: Path) -> Union[R4DItem, ItemError]:
+def check_record(rec: Any, fallback_id: str, root: Path, allow_outside_root: bool = False
+                 ) -> Union[R4DItem, ItemError]:
     """Turn one raw record into an `R4DItem`, or an `ItemError` when a field is missing, of the wrong type or
-    inconsistent. File paths are resolved against ``root``; whether the files exist and decode is checked when the
-    item runs."""
+    inconsistent. File paths are resolved against ``root`` and must stay inside it (symlinks followed) unless
+    ``allow_outside_root``; whether the files exist and decode is checked when the item runs."""
     if not isinstance(rec, Mapping):
         message = rec if isinstance(rec, str) else f"record is a {type(rec).__name__}, not a JSON object"
         return ItemError(fallback_id, "malformed_record", f"{message}; each record must be one JSON object.")
@@ -276,23 +279,30 @@ def check_record(rec: Any, fallback_id: str, root: Path) -> Union[R4DItem, ItemE
     except RecordError as e:
         return ItemError(item_id, e.reason, str(e), task)
     short = task_of(task)
+    try:
+        video, som = (confine(str(rec[k]), root, record=f"item {item_id}", what=k, allow=allow_outside_root)
+                      for k in ("video", "som_image"))
+    except PathOutsideRootError as e:
+        return ItemError(item_id, "path_outside_data", str(e), task)
     return R4DItem(
         id=item_id, benchmark=str(rec.get("benchmark") or ""), task=short[0] if short and fmt == "mc" else task,
-        category=category, video=root / rec["video"], som_image=root / rec["som_image"],
+        category=category, video=video, som_image=som,
         question=rec["question"], options=options, answer=str(_as_text(rec["answer"]) or rec["answer"]),
         format=fmt, truth=truth, unit=unit, record=dict(rec),
     )
 
 
-def load_records(data: Path) -> List[Union[R4DItem, ItemError]]:
-    """Every record of the annotation files of ``data`` in file order, checked; repeated ids become errors."""
+def load_records(data: Path, allow_outside_root: bool = False) -> List[Union[R4DItem, ItemError]]:
+    """Every record of the annotation files of ``data`` in file order, checked; repeated ids become errors.
+    A record whose ``video`` / ``som_image`` leaves the data folder becomes a "path_outside_data" error unless
+    ``allow_outside_root``."""
     data = Path(data)
     root = data if data.is_dir() else data.parent
     out: List[Union[R4DItem, ItemError]] = []
     seen: set = set()
     for path in find_record_files(data)[0]:
         for fallback, rec in _raw_records(path):
-            item = check_record(rec, fallback, root)
+            item = check_record(rec, fallback, root, allow_outside_root)
             if item.id in seen:
                 item = ItemError(f"{item.id}#dup{len(out)}", "duplicate_id",
                                  f"id {item.id!r} is used by an earlier record; ids must be unique.")

@@ -34,6 +34,7 @@ from typing import Dict, Iterator, List, Optional, Tuple, Union
 from rgpt4d_sdk.errors import DatasetError, QueryError
 from rgpt4d_sdk.eval.robofac import canonical_type
 from rgpt4d_sdk.media import read_video
+from rgpt4d_sdk.paths import confine, is_inside
 from rgpt4d_sdk.types import RegionQuery
 
 from .qa_types import classify_question, template_map
@@ -70,13 +71,20 @@ class RoboFACItem:
     regions: Optional[RegionEntry] = None
     error: Optional[Tuple[str, str]] = None  # (reason, message) of a record that cannot be asked
     qa_type_source: str = "table"  # "table" (test splits) | "template" | "pattern" | "none" (training)
+    allow_outside_root: bool = False
 
     @property
     def video_path(self) -> Path:
-        """The video file; `DatasetError` listing the places looked at when it is not there."""
+        """The video file; `DatasetError` listing the places looked at when it is not there, and
+        `PathOutsideRootError` when the record's path leaves the root (unless ``allow_outside_root``)."""
         tried = [self.root / d / self.video if d else self.root / self.video for d in VIDEO_DIRS]
+        if not self.allow_outside_root:  # the path as written stays inside the root
+            confine(self.video, self.root, record=f"item {self.id}", what="video")
         for path in tried:
             if path.is_file():
+                if not self.allow_outside_root and not is_inside(path, self.root):  # e.g. a symlink out of it
+                    confine(path.relative_to(self.root).as_posix(), self.root, record=f"item {self.id}",
+                            what="video")
                 return path
         raise DatasetError(
             f"item {self.id}: video {self.video!r} not found (looked at {', '.join(str(p) for p in tried)}); "
@@ -110,8 +118,10 @@ class RoboFACItem:
 class RoboFACDataset:
     """A RoboFAC root folder (the released layout) with an optional region file (see `regions`)."""
 
-    def __init__(self, root: Union[str, Path], region_file: Union[str, Path, None] = None) -> None:
+    def __init__(self, root: Union[str, Path], region_file: Union[str, Path, None] = None,
+                 allow_outside_root: bool = False) -> None:
         self.root = Path(root)
+        self.allow_outside_root = bool(allow_outside_root)  # videos outside the root (see `rgpt4d_sdk.paths`)
         if not self.root.is_dir():
             raise DatasetError(f"RoboFAC root {self.root} is not a folder; {DOWNLOAD_HINT}.")
         if not self.splits:
@@ -182,7 +192,7 @@ class RoboFACDataset:
                 qa_type, source = classify_question(pair.question, templates)
             out.append(RoboFACItem(f"{key}#{k}", split, pair.video, pair.question, pair.answer, qa_type, pair.task,
                                    self.root, self.regions.get(normalize_video_key(pair.video)), pair.error,
-                                   source))
+                                   source, allow_outside_root=self.allow_outside_root))
         return out
 
 

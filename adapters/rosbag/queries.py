@@ -44,8 +44,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from rgpt4d_sdk.config import load_yaml_file
-from rgpt4d_sdk.errors import ConfigError, QueryError
+from rgpt4d_sdk.errors import ConfigError, PathOutsideRootError, QueryError
 from rgpt4d_sdk.live.window import NS, WindowSpec
+from rgpt4d_sdk.paths import confine
 from rgpt4d_sdk.prompt.parse import LETTERS, to_si
 from rgpt4d_sdk.types import ANSWER_TYPES
 
@@ -131,7 +132,7 @@ def _window(entry: Any, what: str) -> WindowSpec:
                       reference_ns=parse_stamp(w.get("reference", 0), f"{what} window.reference"))
 
 
-def _regions(entries: Any, base: Path, what: str) -> Tuple[Dict[str, Any], ...]:
+def _regions(entries: Any, base: Path, what: str, allow_outside: bool = False) -> Tuple[Dict[str, Any], ...]:
     if entries is None:
         return ()
     if not isinstance(entries, list):
@@ -143,7 +144,13 @@ def _regions(entries: Any, base: Path, what: str) -> Tuple[Dict[str, Any], ...]:
         if "id" not in r or len(shapes) != 1:
             raise ConfigError(f"{what} region {n} needs an id and exactly one of {list(SHAPES)}, got {sorted(r)}.")
         if r.get("mask") is not None:
-            path = base / str(r["mask"])
+            try:
+                path = confine(str(r["mask"]), base, record=f"{what} region {r['id']}", what="mask",
+                               allow=allow_outside)
+            except PathOutsideRootError as err:  # never opened; the query becomes an error row (`mask_error`)
+                r["mask_error"] = str(err)
+                out.append(r)
+                continue
             if not path.is_file():
                 raise ConfigError(f"{what} region {r['id']}: mask file {path} does not exist; mask paths are "
                                   "relative to the queries file.")
@@ -181,7 +188,7 @@ def _answer(e: Mapping[str, Any], options: Tuple[str, ...], what: str) -> Tuple[
     return kind, str(truth), str(truth), None
 
 
-def _query(e: Any, n: int, base: Path) -> BagQuery:
+def _query(e: Any, n: int, base: Path, allow_outside: bool = False) -> BagQuery:
     e = _keys(e, QUERY_KEYS, f"query {n}")
     qid = e.get("id")
     if isinstance(qid, bool) or not isinstance(qid, (str, int)) or not _ID.fullmatch(str(qid)):
@@ -201,19 +208,24 @@ def _query(e: Any, n: int, base: Path) -> BagQuery:
         raise ConfigError(f"{what} camera must be an image topic name, got {camera!r}.")
     return BagQuery(id=str(qid), question=question, options=options, answer_type=kind,
                     task=str(e.get("task") or "query"), truth=truth, truth_text=truth_text, unit=unit,
-                    regions=_regions(e.get("regions"), base, what), window=_window(e.get("window"), what),
+                    regions=_regions(e.get("regions"), base, what, allow_outside),
+                    window=_window(e.get("window"), what),
                     camera=camera, index=n)
 
 
-def load_queries(path: "str | Path") -> List[BagQuery]:
-    """Read and check a queries file; any problem raises `ConfigError` naming the file and the entry."""
+def load_queries(path: "str | Path", allow_outside_root: bool = False) -> List[BagQuery]:
+    """Read and check a queries file; any problem raises `ConfigError` naming the file and the entry.
+
+    Mask paths must stay inside the queries file's folder (symlinks followed) unless ``allow_outside_root``; a
+    mask outside is never opened: its region keeps the message under ``mask_error`` and the query's unit becomes
+    an error row (`PathOutsideRootError`) naming the query and the path."""
     path = Path(path)
     data = load_yaml_file(path, "queries file")
     try:
         entries = _keys(data, ("queries",), f"queries file {path}").get("queries")
         if not isinstance(entries, list) or not entries:
             raise ConfigError("it needs a non-empty list under 'queries:'")
-        queries = [_query(e, n, path.parent) for n, e in enumerate(entries)]
+        queries = [_query(e, n, path.parent, allow_outside_root) for n, e in enumerate(entries)]
     except ConfigError as err:
         raise ConfigError(f"queries file {path}: {err}") from None
     seen: Dict[str, int] = {}
@@ -225,7 +237,7 @@ def load_queries(path: "str | Path") -> List[BagQuery]:
     return queries
 
 
-def queries_digest(path: "str | Path") -> str:
+def queries_digest(path: "str | Path", allow_outside_root: bool = False) -> str:
     """sha256 of the queries file and of the mask files it names: editing either invalidates a resume."""
     path = Path(path)
     h = hashlib.sha256()
@@ -233,8 +245,8 @@ def queries_digest(path: "str | Path") -> str:
         h.update(path.read_bytes())
     except OSError as err:
         raise ConfigError(f"cannot read queries file {path}: {err}") from None
-    for q in load_queries(path):  # in file order: the file's bytes already say which mask goes where
+    for q in load_queries(path, allow_outside_root):  # in file order: the file's bytes say which mask goes where
         for r in q.regions:
-            if r.get("mask") is not None:
+            if r.get("mask") is not None and not r.get("mask_error"):
                 h.update(Path(r["mask"]).read_bytes())
     return h.hexdigest()[:16]

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from rgpt4d_sdk.config import from_mapping
-from rgpt4d_sdk.errors import ConfigError
+from rgpt4d_sdk.errors import ConfigError, PathOutsideRootError
 from rgpt4d_sdk.eval.questions import QuestionSpec
 from rgpt4d_sdk.live.cameras import camera_info_topic
 from rgpt4d_sdk.live.goals import Goal, RegionSpec, prepare_query
@@ -54,6 +54,7 @@ class RosbagConfig:
     camera_info: Optional[str] = None
     undistort: bool = True
     tolerance_ms: float = 1.0
+    allow_outside_data_root: bool = False  # mask files outside the queries file's folder (see rgpt4d_sdk.paths)
 
     def __post_init__(self) -> None:
         for name, fix in _REQUIRED.items():
@@ -63,6 +64,9 @@ class RosbagConfig:
         if self.camera_info is not None and not isinstance(self.camera_info, str):
             raise ConfigError(f"rosbag.camera_info must be a topic name, \"\" (none) or null (the sibling "
                               f"camera_info of the camera), got {self.camera_info!r}.")
+        if not isinstance(self.allow_outside_data_root, bool):
+            raise ConfigError(f"rosbag.allow_outside_data_root must be true or false, got "
+                              f"{self.allow_outside_data_root!r}.")
         if not isinstance(self.undistort, bool):
             raise ConfigError(f"rosbag.undistort must be true or false, got {self.undistort!r}.")
         tol = self.tolerance_ms
@@ -79,7 +83,7 @@ class RosbagConfig:
 
     def content_digest(self) -> str:
         """Digest of the queries file and its mask files (part of the run's fingerprint)."""
-        return queries_digest(self.queries)
+        return queries_digest(self.queries, self.allow_outside_data_root)
 
     def info_topic(self, camera: str) -> Tuple[str, bool]:
         """(CameraInfo topic for image topic ``camera``, whether the config names it); ("", False) for none."""
@@ -128,7 +132,7 @@ class RosbagSource:
 
     def __init__(self, cfg: RosbagConfig) -> None:
         self.cfg = cfg
-        self.queries = load_queries(cfg.queries)
+        self.queries = load_queries(cfg.queries, cfg.allow_outside_data_root)
         self.bag = BagFile(cfg.bag)
         cameras = sorted({cfg.camera} | {q.camera for q in self.queries if q.camera})
         for camera in cameras:
@@ -190,6 +194,8 @@ class RosbagSource:
 def _region_spec(entry: Mapping[str, Any]) -> RegionSpec:
     """A region entry of the queries file -> `RegionSpec` (a mask file becomes its non-zero pixels)."""
     d = dict(entry)
+    if d.get("mask_error"):  # a mask path outside the queries file's folder: never opened
+        raise PathOutsideRootError(d["mask_error"], path=str(d["mask"]))
     if d.get("mask") is not None:
         d["mask"] = load_image(d["mask"]).max(axis=2) > 0
     return RegionSpec.from_dict(d)

@@ -38,8 +38,11 @@ class EngineConfig:
     dtype: str = "auto"
     batch_size: Annotated[int, Field(ge=1)] = 8
     max_frames: Annotated[int, Field(ge=1)] = 16
+    verify_digests: bool = False  # hash compiled files afresh instead of trusting the digest cache
 
     def __post_init__(self) -> None:
+        if not isinstance(self.verify_digests, bool):
+            raise ConfigError(f"engine.verify_digests must be true or false, got {self.verify_digests!r}.")
         if int(self.batch_size) < 1:
             raise ConfigError(f"engine.batch_size must be >= 1, got {self.batch_size}.")
         if int(self.max_frames) < 1:

@@ -34,7 +34,7 @@ from ..outdir import ensure_output_dir
 from ..types import RegionQuery
 from .config import AnalyzeConfig, parse_shard, write_yaml
 from .sinks import write_clip_media, write_json, write_parquet
-from .store import ResultStore
+from .store import FINGERPRINT_FIELD, ResultStore, check_fingerprint
 
 Echo = Callable[[str], None]
 
@@ -85,14 +85,17 @@ def _read_run(out: Path) -> Dict[str, Any]:
         return {}
 
 
-def _check_out_dir(out: Path, cfg: AnalyzeConfig, has_results: bool) -> None:
-    """Refuse to resume into a folder whose results came from a different data/question/model setting."""
+def _check_out_dir(out: Path, cfg: AnalyzeConfig, rows: Dict[str, dict]) -> None:
+    """Refuse to resume into a folder whose results came from a different data/question/model setting: the rows
+    carry their configuration's fingerprint (run.json is only a summary of it, and may have been deleted)."""
     run_file = out / "run.json"
-    if has_results:
+    if rows:
         before = _read_run(out).get("fingerprint")
         if before and before != cfg.fingerprint():
             raise ConfigError(f"{out} holds results of a different configuration (data, questions or model changed); "
                               "use another --out, or delete that folder to start again.")
+        # rows carry the shard-free fingerprint: the folder already names the shard, and merged rows stay checkable
+        check_fingerprint(rows.values(), cfg.fingerprint(shard=False), _read_run(out).get("data_fingerprint"), out)
     write_json(run_file, {"fingerprint": cfg.fingerprint(), "data_fingerprint": cfg.fingerprint(shard=False),
                           "complete": False})
     write_yaml(out / "config.yaml", cfg.to_dict())
@@ -114,8 +117,9 @@ def run_analysis(cfg: AnalyzeConfig, engine=None, echo: Optional[Echo] = None) -
     units = [u for u in all_units if count == 1 or shard_of(u.id, count) == index]
     out.mkdir(parents=True, exist_ok=True)
     store = ResultStore(out / "results.jsonl")
-    _check_out_dir(out, cfg, has_results=store.path.exists() and store.path.stat().st_size > 0)
     rows = store.load()
+    _check_out_dir(out, cfg, rows)
+    fingerprint = cfg.fingerprint(shard=False)
     if cfg.retry_errors and any(r["status"] == "error" for r in rows.values()):
         store.rewrite([r for r in rows.values() if r["status"] != "error"])
         rows = store.load()
@@ -144,6 +148,7 @@ def run_analysis(cfg: AnalyzeConfig, engine=None, echo: Optional[Echo] = None) -
         for unit, new in finished_rows:  # rows of one clip, in the order clips finish
             for r in new:
                 r["unit_order"] = order[unit.id]
+                r[FINGERPRINT_FIELD] = fingerprint  # the rows say which configuration made them
             if unit.id in torn:  # a torn earlier write: replace that clip
                 rows = {i: r for i, r in rows.items() if r["unit_id"] != unit.id}
                 rows.update({r["id"]: r for r in new})
@@ -187,7 +192,7 @@ def _get_engine(cfg: AnalyzeConfig, holder: Dict[str, Any]):
                 "engine.model is empty; pass --model DIR (a checkpoint in the released layout) or a hub id.")
         extra = {"compiled": e.compiled} if e.compiled else {}
         holder["engine"] = Engine.from_pretrained(e.model, backend=e.backend, device=e.device, dtype=e.dtype,
-                                                  max_frames=e.max_frames, **extra)
+                                                  max_frames=e.max_frames, verify_digests=e.verify_digests, **extra)
     return holder["engine"]
 
 

@@ -4,6 +4,10 @@ Every row is one JSON line. All rows of one clip are appended with a single writ
 each carries ``unit_rows`` (how many rows its clip has): a clip counts as finished only when all of its rows are on
 disk. A run killed mid-write leaves at most a torn last line, which the next run cuts off before appending.
 Later rows with the same id replace earlier ones; a clip redone after a torn write replaces all of its old rows.
+
+Every row also carries the fingerprint of the configuration that made it (``FINGERPRINT_FIELD``), so the results
+file itself says which settings it holds: a resume checks the rows, not only ``run.json`` (which a user may delete
+or edit), and refuses to mix configurations (`check_fingerprint`).
 """
 from __future__ import annotations
 
@@ -11,9 +15,31 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Dict, Iterable, List, Set
+from typing import Dict, Iterable, List, Optional, Set
 
-from ..errors import DatasetError
+from ..errors import ConfigError, DatasetError
+
+FINGERPRINT_FIELD = "run_fingerprint"
+
+
+def check_fingerprint(rows: Iterable[dict], fingerprint: str, recorded: Optional[str], where: Path) -> None:
+    """Refuse (`ConfigError`) rows made with another configuration than ``fingerprint``.
+
+    Rows carry their configuration's fingerprint; rows written before rows carried one are accepted only when
+    ``recorded`` (the fingerprint in ``run.json``) vouches for them. ``where`` is the output folder."""
+    found = Counter(r.get(FINGERPRINT_FIELD) for r in rows)
+    if not found:
+        return
+    other = sorted(f for f in found if f is not None and f != fingerprint)
+    if other:
+        raise ConfigError(
+            f"{where} holds results of a different configuration ({sum(found[f] for f in other)} rows made with "
+            f"fingerprint {other[0]}, this run is {fingerprint}: data, questions, model or settings changed); use "
+            "another output folder, or delete that folder to start again.")
+    if found.get(None) and recorded != fingerprint:
+        raise ConfigError(
+            f"{where} holds {found[None]} results rows without a configuration fingerprint and no run.json that "
+            "says which configuration made them; use another output folder, or delete that folder to start again.")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -10,12 +10,14 @@ difference and the command that rebuilds.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from ..analyze.store import atomic_write_text
 from ..errors import CompiledModelError, EngineKeyMismatch, ParityError
@@ -34,15 +36,34 @@ def _cache_file() -> Path:
     return Path(root) / "sha256.json"
 
 
+_VERIFY = contextvars.ContextVar("rgpt4d_verify_digests", default=False)
+
+
+@contextlib.contextmanager
+def verify_digests(enabled: bool = True) -> Iterator[None]:
+    """Within this block every `file_sha256` reads the file's bytes again instead of trusting the digest cache
+    (``--verify-digests``, ``Engine.from_pretrained(..., verify_digests=True)``; `export verify` always does). The
+    fresh digests are written back to the cache."""
+    token = _VERIFY.set(bool(enabled) or _VERIFY.get())
+    try:
+        yield
+    finally:
+        _VERIFY.reset(token)
+
+
 def file_sha256(path: Path, use_cache: bool = True) -> str:
-    """sha256 of a file's bytes. Cached by (real path, size, mtime, inode) so a 16 GB checkpoint is read once."""
+    """sha256 of a file's bytes. Cached by (real path, size, mtime, inode) so a 16 GB checkpoint is read once.
+
+    What the cache trusts: that a file whose size, mtime (ns) and inode are unchanged has unchanged bytes. A file
+    rewritten in place with its mtime restored (``touch -d``, some copy tools) defeats that; inside
+    `verify_digests` (and with ``use_cache=False``) the bytes are always hashed."""
     path = Path(path)
     st = path.stat()
     key = os.path.realpath(path)
     stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
     cache_path = _cache_file()
     cache: Dict[str, Any] = {}
-    if use_cache and cache_path.is_file():
+    if use_cache and not _VERIFY.get() and cache_path.is_file():
         try:
             cache = json.loads(cache_path.read_text())
         except (OSError, ValueError):
@@ -56,6 +77,11 @@ def file_sha256(path: Path, use_cache: bool = True) -> str:
             h.update(block)
     digest = h.hexdigest()
     if use_cache:
+        if _VERIFY.get() and cache_path.is_file():  # refresh this entry; keep the others
+            try:
+                cache = json.loads(cache_path.read_text())
+            except (OSError, ValueError):
+                cache = {}
         cache[key] = {"stamp": stamp, "sha256": digest}
         try:
             write_json(cache_path, cache)

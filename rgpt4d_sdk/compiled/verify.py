@@ -109,7 +109,16 @@ def format_report(report: Dict[str, Any]) -> str:
 def verify_cli(model: str, onnx=None, engine=None, provider: str = "cpu", queries: int = 8,
                reference_device: str = "cpu", ort_cache_dir=None, log: Callable[[str], None] = print
                ) -> Dict[str, Any]:
-    """Load the reference and the compiled engine (even an unverified one, even one from other weights), compare."""
+    """Load the reference and the compiled engine (even an unverified one, even one from other weights), compare.
+    Every file is hashed afresh (the digest cache is never trusted here)."""
+    from .artifacts import verify_digests
+
+    with verify_digests():
+        return _verify_cli(model, onnx, engine, provider, queries, reference_device, ort_cache_dir, log)
+
+
+def _verify_cli(model: str, onnx, engine, provider: str, queries: int, reference_device: str, ort_cache_dir,
+                log: Callable[[str], None]) -> Dict[str, Any]:
     from ..engine.torch_backend import TorchEngine
     from ..model.checkpoint import read_checkpoint
     from .artifacts import checkpoint_fingerprint

@@ -33,6 +33,7 @@ class Engine:
         backend: str = "torch",
         device: str = "auto",
         dtype: str = "auto",
+        verify_digests: bool = False,
         **options: Any,
     ) -> "Engine":
         """Load a checkpoint in the released layout (local folder or hub id) on the chosen backend.
@@ -40,6 +41,8 @@ class Engine:
         device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1". dtype: "auto" (bf16 on CUDA, else fp32),
         "float32", "bfloat16", "float16". options (torch backend): max_frames, prompt (PromptConfig or dict),
         max_new_tokens ({"choice": 16, ...}), attn_implementation ("sdpa" or "eager"), tpe (dict of TPE options).
+        verify_digests: hash every compiled file again instead of trusting the digest cache (which trusts a file
+        whose size, mtime and inode are unchanged; see docs/compiled.md).
         """
         if backend not in BACKENDS:
             raise BackendError(f"backend {backend!r} is unknown; available backends: {sorted(BACKENDS)}.")
@@ -49,12 +52,20 @@ class Engine:
             impl = getattr(importlib.import_module(module_name), class_name)
         except ImportError as e:
             raise BackendError(f"backend {backend!r} needs a package that is not installed: {e}.") from e
-        return impl.load(path, device=device, dtype=dtype, **options)
+        if not verify_digests:
+            return impl.load(path, device=device, dtype=dtype, **options)
+        from ..compiled.artifacts import verify_digests as fresh_digests
+
+        with fresh_digests():
+            return impl.load(path, device=device, dtype=dtype, **options)
 
     def answer(self, query: RegionQuery, max_new_tokens: Optional[int] = None) -> Answer:
         raise NotImplementedError
 
     def answer_many(
-        self, queries: Sequence[RegionQuery], batch_size: int = 8, max_new_tokens: Optional[int] = None
-    ) -> List[Answer]:
+        self, queries: Sequence[RegionQuery], batch_size: int = 8, max_new_tokens: Optional[int] = None,
+        errors: str = "return",
+    ) -> List[Any]:
+        """Answers in the order of ``queries``; with errors="return" a query that fails gets its typed error
+        (`RGPT4DError`) in its slot and the others are still answered; errors="raise" raises the first."""
         raise NotImplementedError

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..errors import GenerationError, QueryError
+from ..errors import GenerationError, QueryError, RGPT4DError
 from ..model.spec import ModelSpec
 from ..prompt.parse import parse_answer
 from ..prompt.som import render_som
@@ -71,27 +71,56 @@ class PromptedEngine(Engine):
 
     # ------------------------------------------------------------------------------------------ public API
     def answer(self, query: RegionQuery, max_new_tokens: Optional[int] = None) -> Answer:
-        return self.answer_many([query], batch_size=1, max_new_tokens=max_new_tokens)[0]
+        return self.answer_many([query], batch_size=1, max_new_tokens=max_new_tokens, errors="raise")[0]
 
     def answer_many(
-        self, queries: Sequence[RegionQuery], batch_size: int = 8, max_new_tokens: Optional[int] = None
-    ) -> List[Answer]:
+        self, queries: Sequence[RegionQuery], batch_size: int = 8, max_new_tokens: Optional[int] = None,
+        errors: str = "return",
+    ) -> List[Any]:
         """Answer queries in batches of ``batch_size`` (greedy answers equal one-by-one answering). Queries that
         share a prompt prefix (same clip and marks) are brought together first, so engines that reuse a prefix see
-        them in one batch; answers come back in the order of ``queries``."""
-        if batch_size < 1:
-            raise QueryError(f"batch_size must be >= 1, got {batch_size}.")
-        preps = [self.prepare(q, max_new_tokens) for q in queries]
+        them in one batch; answers come back in the order of ``queries``.
+
+        errors: "return" (default): one bad query never fails the others: a query this engine refuses (too long
+        for the context, too many frames, ...) or whose generation fails on its own gets its typed error (an
+        `RGPT4DError` instance) in its slot, and every other query is answered. "raise": the first error is raised
+        (what `answer` does)."""
+        if errors not in ("return", "raise"):
+            raise QueryError(f"errors={errors!r} is unknown; use 'return' or 'raise'.")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise QueryError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
+        results: List[Any] = [None] * len(queries)
+        preps: Dict[int, PreparedQuery] = {}
+        for i, q in enumerate(queries):
+            try:
+                preps[i] = self.prepare(q, max_new_tokens)
+            except RGPT4DError as e:
+                if errors == "raise":
+                    raise
+                results[i] = e
         groups: Dict[Any, List[int]] = {}
-        for i, prep in enumerate(preps):
+        for i, prep in preps.items():
             groups.setdefault(self._prefix_signature(prep, i), []).append(i)
         order = [i for members in groups.values() for i in members]
-        answers: List[Optional[Answer]] = [None] * len(preps)
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            for i, gen in zip(chunk, self._run_batch([preps[i] for i in chunk])):
-                answers[i] = self._to_answer(preps[i], gen)
-        return answers  # type: ignore[return-value]
+            try:
+                gens = self._run_batch([preps[i] for i in chunk])
+            except RGPT4DError as e:
+                if errors == "raise":
+                    raise
+                if len(chunk) == 1:
+                    results[chunk[0]] = e
+                    continue
+                for i in chunk:  # find the offending query: the others still get their answers
+                    try:
+                        results[i] = self._to_answer(preps[i], self._run_batch([preps[i]])[0])
+                    except RGPT4DError as e1:
+                        results[i] = e1
+                continue
+            for i, gen in zip(chunk, gens):
+                results[i] = self._to_answer(preps[i], gen)
+        return results
 
     def _prefix_signature(self, prep: PreparedQuery, index: int) -> Any:
         """Queries with equal signatures share a prompt prefix (engines without prefix reuse: none do)."""

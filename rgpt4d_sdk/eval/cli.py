@@ -8,6 +8,7 @@ import typer
 
 from ..errors import RGPT4DError
 
+ALLOW_HELP = "Read files that records place outside --data (refused by default: such items become error rows)."
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluate a checkpoint on a benchmark: per-item rows and a table.")
 
 
@@ -40,13 +41,15 @@ def r4d_bench(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16"),
     batch_size: int = typer.Option(1, help="Items answered per engine batch."),
+    allow_outside_data_root: bool = typer.Option(False, "--allow-outside-data-root", help=ALLOW_HELP),
 ) -> None:
     """Answer every R4D-Bench item (read by the official letter rule, or as the whole option text) and write the
     12-column table with accuracy and the expected official score."""
     from .runner import run_r4d_bench
 
     _run_and_report(lambda: run_r4d_bench(data, model, out, num_frames=frames, limit=limit, device=device,
-                                          dtype=dtype, batch_size=batch_size, echo=_err))
+                                          dtype=dtype, batch_size=batch_size, echo=_err,
+                                          allow_outside_data_root=allow_outside_data_root))
 
 
 @eval_app.command("robofac")
@@ -63,6 +66,7 @@ def robofac(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16"),
     batch_size: int = typer.Option(1, help="Items answered per engine batch."),
+    allow_outside_data_root: bool = typer.Option(False, "--allow-outside-data-root", help=ALLOW_HELP),
 ) -> None:
     """Answer every RoboFAC QA item of a split: containment accuracy (official rule, and strict) for the three
     closed types, judge requests (and, with --judge-scores, judge scores x 20) for the five open-ended ones."""
@@ -70,4 +74,5 @@ def robofac(
 
     _run_and_report(lambda: run_robofac(data, model, out, split=split, num_frames=frames, regions=regions,
                                         limit=limit, judge_scores=judge_scores, device=device, dtype=dtype,
-                                        batch_size=batch_size, echo=_err), "judge_requests.jsonl")
+                                        batch_size=batch_size, echo=_err,
+                                        allow_outside_data_root=allow_outside_data_root), "judge_requests.jsonl")

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from ..adapters.robofac import RoboFACDataset, RoboFACItem, StampError
-from ..errors import DatasetError, MediaError, QueryError, RegionError, RGPT4DError, TimestampError
+from ..errors import (DatasetError, MediaError, PathOutsideRootError, QueryError, RegionError, RGPT4DError,
+                      TimestampError)
 from ..types import Answer, RegionQuery
 from .robofac import CONTAINMENT_TYPES, JUDGE_TYPES, Prediction, containment_correct, read_judge_scores, summarize
 from .robofac import strict_correct
 from .robofac import write_judge_requests
-from .runner import EvalStats, ItemSpec, check_run_options, run_items, start_run, write_table
+from .runner import EvalStats, ItemSpec, check_run_options, run_items, settings_fingerprint, start_run, write_table
 
 REASONS = (
     "bad_record",  # the QA record has a field of the wrong form (see adapters/robofac/dataset.py)
@@ -33,6 +34,7 @@ REASONS = (
     "bad_regions",  # the region file's shapes do not fit the video's frames
     "bad_query",  # any other reason the item cannot become a query (e.g. an empty question)
     "engine_error",  # the model failed on this item
+    "path_outside_data",  # the record's video path leaves the data folder (see `rgpt4d_sdk.paths`)
 )
 
 
@@ -48,6 +50,8 @@ def build_query(item: RoboFACItem, num_frames: int) -> RegionQuery:
     """The item's query; `ItemFailure` with the reason when the video or the regions are unusable."""
     try:
         item.video_path
+    except PathOutsideRootError as e:
+        raise ItemFailure("path_outside_data", str(e)) from e
     except DatasetError as e:
         raise ItemFailure("missing_video", str(e)) from e
     try:
@@ -169,12 +173,14 @@ def run_robofac(
     batch_size: int = 1,
     engine: Any = None,
     echo: Optional[Callable[[str], None]] = None,
+    allow_outside_data_root: bool = False,
 ) -> EvalStats:
     """Evaluate the RoboFAC items of ``split`` under ``data`` (first ``limit``) with ``model`` (or a ready
-    ``engine``); write results.jsonl, judge_requests.jsonl, table.json and table.md under ``out``."""
+    ``engine``); write results.jsonl, judge_requests.jsonl, table.json and table.md under ``out``.
+    allow_outside_data_root: read videos that the QA records place outside ``data`` (refused by default)."""
     check_run_options(num_frames, batch_size, limit)
     scores = read_judge_scores(judge_scores) if judge_scores is not None else None
-    dataset = RoboFACDataset(data, region_file=regions)
+    dataset = RoboFACDataset(data, region_file=regions, allow_outside_root=allow_outside_data_root)
     items = dataset.items(split)[:limit]
     given = Path(regions).resolve() if regions is not None else None
     ignored = [p for p in dataset.ignored_files() if p.resolve() != given]
@@ -183,10 +189,13 @@ def run_robofac(
              + ", ".join(str(p.relative_to(dataset.root)) for p in ignored))
     settings = {"model": str(model), "frames": int(num_frames), "split": split,
                 "regions": None if regions is None else str(Path(regions).resolve())}
+    if allow_outside_data_root:
+        settings["allow_outside_data_root"] = True
     out_dir = start_run(out, settings)
     spec = ItemSpec(item_id=lambda it: it.id, build_query=lambda it: build_query(it, num_frames),
                     answer_row=answer_row, error_row=error_row, known_error=lambda it: it.error)
     stats, rows = run_items(items, out_dir, spec, model=model, engine=engine, batch_size=batch_size, echo=echo,
+                            fingerprint=settings_fingerprint(settings),
                             engine_options={"device": device, "dtype": dtype, "max_frames": max(num_frames, 16)})
     write_judge_requests(predictions(rows), out_dir / "judge_requests.jsonl")
     stats.table = build_table(rows, split, scores)

@@ -12,6 +12,7 @@ the output folder away to start afresh. The table is computed from the rows of t
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..adapters.r4d_bench import TASK_NAMES, ItemError, R4DItem, build_query, find_record_files, load_records
 from ..analyze.sinks import write_json
-from ..analyze.store import ResultStore, atomic_write_text
+from ..analyze.store import FINGERPRINT_FIELD, ResultStore, atomic_write_text, check_fingerprint
 from ..errors import ConfigError, RGPT4DError
 from ..types import Answer, RegionQuery
 from .r4d import build_table, numeric_score, table_markdown
@@ -125,9 +126,10 @@ def _answer_chunk(chunk: Sequence[Any], spec: ItemSpec, lazy: _LazyEngine, batch
             answers = engine.answer_many(queries, batch_size=batch_size)
         except RGPT4DError:
             answers = [_answer_one(engine, q) for q in queries]
-        for (item, _), ans in zip(ready, answers):
+        for (item, query), ans in zip(ready, answers):  # answer_many returns a failed item's error in its slot
             rows[spec.item_id(item)] = (spec.answer_row(item, ans) if isinstance(ans, Answer)
-                                        else spec.error_row(item, "engine_error", ans))
+                                        else spec.error_row(item, "engine_error", ans if isinstance(ans, str)
+                                                            else f"item {query.id}: {ans}"))
     return [rows[spec.item_id(item)] for item in chunk]
 
 
@@ -143,24 +145,33 @@ def _answer_one(engine, query: RegionQuery) -> Union[Answer, str]:
         return f"item {query.id}: {e}"
 
 
+def settings_fingerprint(settings: Dict[str, Any]) -> str:
+    """A digest of a run's settings; every results row carries it (`analyze.store.FINGERPRINT_FIELD`)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _check_resume(out_dir: Path, settings: Dict[str, Any]) -> None:
-    """Write ``run.json`` on the first run; refuse to resume a folder whose answers came from other settings."""
+    """Write ``run.json`` on the first run; refuse to resume a folder whose answers came from other settings. The
+    rows themselves carry the settings' fingerprint, so deleting ``run.json`` cannot make a resume mix settings."""
     path = out_dir / "run.json"
+    recorded = None
     if path.exists():
         try:
             before = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
-            before = e
+            raise ConfigError(f"{path} cannot be read ({e}); it was edited or damaged. Delete it (the rows of "
+                              "results.jsonl say which settings made them) or use a new --out folder.") from e
         if not isinstance(before, dict):
-            why = f"not valid JSON ({before})" if isinstance(before, Exception) else "not a JSON object"
-            raise ConfigError(f"{path} is {why}; it records the settings a resume must match, so the folder cannot "
-                              "be resumed safely: restore the file, or give a new --out folder.")
+            raise ConfigError(f"{path} is not a JSON object; delete it or use a new --out folder.")
         changed = sorted(k for k in settings if before.get(k) != settings[k])
         if changed:
             was = {k: before.get(k) for k in changed}
             raise ConfigError(f"{out_dir} holds answers made with other settings ({was}); give a new --out folder, "
                               "or the same settings to resume.")
-    else:
+        recorded = settings_fingerprint(settings)
+    check_fingerprint(ResultStore(out_dir / "results.jsonl").load().values(), settings_fingerprint(settings),
+                      recorded, out_dir)
+    if not path.exists():
         write_json(path, settings)
 
 
@@ -190,9 +201,11 @@ def run_items(
     engine: Any = None,
     batch_size: int = 1,
     echo: Optional[Callable[[str], None]] = None,
+    fingerprint: Optional[str] = None,
 ) -> Tuple[EvalStats, List[dict]]:
     """Answer every item of ``items`` that has no row in ``out_dir/results.jsonl`` yet, appending rows chunk by
     chunk (``batch_size`` items per engine batch); the model is loaded only if something is left to answer.
+    ``fingerprint`` (`settings_fingerprint` of the run's settings) goes into every new row.
     Returns the stats (table left empty) and the rows of ``items``, in their order."""
     store = ResultStore(out_dir / "results.jsonl")
     done = store.finished_units(store.load())
@@ -200,7 +213,8 @@ def run_items(
     stats = EvalStats(out_dir, items=len(items), done_before=sum(1 for i in ids if i in done))
     pending = [it for it, i in zip(items, ids) if i not in done]
     known = [(it, spec.known_error(it)) for it in pending]
-    bad = [spec.error_row(it, *err) for it, err in known if err is not None]
+    tag = {FINGERPRINT_FIELD: fingerprint} if fingerprint else {}
+    bad = [{**spec.error_row(it, *err), **tag} for it, err in known if err is not None]
     store.append(bad)
     if echo and bad:
         echo(f"{len(bad)} of {len(pending)} items are bad records (error rows written, see results.jsonl)")
@@ -208,7 +222,7 @@ def run_items(
     lazy = _LazyEngine(model, engine_options, engine)
     answered = errors = 0
     for start in range(0, len(todo), batch_size):
-        chunk_rows = _answer_chunk(todo[start:start + batch_size], spec, lazy, batch_size)
+        chunk_rows = [{**r, **tag} for r in _answer_chunk(todo[start:start + batch_size], spec, lazy, batch_size)]
         store.append(chunk_rows)
         answered += sum(1 for r in chunk_rows if r.get("status") == "ok")
         errors += sum(1 for r in chunk_rows if r.get("status") != "ok")
@@ -240,18 +254,23 @@ def run_r4d_bench(
     batch_size: int = 1,
     engine: Any = None,
     echo: Optional[Callable[[str], None]] = None,
+    allow_outside_data_root: bool = False,
 ) -> EvalStats:
     """Evaluate the R4D-Bench items of ``data`` (first ``limit`` records) with ``model`` (or a ready ``engine``),
-    ``num_frames`` frames per video; write results.jsonl, table.json and table.md under ``out``."""
+    ``num_frames`` frames per video; write results.jsonl, table.json and table.md under ``out``.
+    allow_outside_data_root: read records' videos / SoM images outside ``data`` (refused by default)."""
     check_run_options(num_frames, batch_size, limit)
-    out_dir = start_run(out, {"model": str(model), "frames": int(num_frames)})
+    settings: Dict[str, Any] = {"model": str(model), "frames": int(num_frames)}
+    if allow_outside_data_root:
+        settings["allow_outside_data_root"] = True
+    out_dir = start_run(out, settings)
     files, ignored = find_record_files(Path(data))
     if echo:
         echo("records: " + ", ".join(str(f) for f in files))
         if ignored:
             echo(f"ignored {len(ignored)} other .json file(s), not record files by name: "
                  + ", ".join(p.name for p in ignored))
-    items = load_records(Path(data))[:limit]
+    items = load_records(Path(data), allow_outside_root=allow_outside_data_root)[:limit]
     spec = ItemSpec(
         item_id=lambda it: it.id,
         build_query=lambda it: build_query(it, num_frames),
@@ -260,6 +279,7 @@ def run_r4d_bench(
         known_error=lambda it: (it.reason, it.message) if isinstance(it, ItemError) else None,
     )
     stats, final = run_items(items, out_dir, spec, model=model, engine=engine, batch_size=batch_size, echo=echo,
+                             fingerprint=settings_fingerprint(settings),
                              engine_options={"device": device, "dtype": dtype, "max_frames": max(num_frames, 16)})
     stats.table = build_table(final, TASK_NAMES)
     write_table(out_dir, stats.table, table_markdown(stats.table))

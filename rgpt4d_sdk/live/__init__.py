@@ -32,6 +32,7 @@ REASONS = (
     "NOT_ACTIVE",
     "CANCELED",
     "ENGINE_ERROR",
+    "SHUTDOWN",  # the node was stopped (SIGINT/SIGTERM) before it could answer the goal
 )
 
 

@@ -2,8 +2,13 @@
 
 Region coordinates are pixels on the reference frame (the clip's first frame) of the image *as published*. When
 frames are undistorted, regions are moved with them: box edges and polygon vertices through the inverse
-distortion, masks through the same remap as the image. Boxes and polygons that stick out of the image are clipped
-to it; a region with no part inside the image is refused (REGION_OUTSIDE_IMAGE).
+distortion, masks through the same remap as the image.
+
+One rule for regions everywhere (``query``, the Python API, rosbag queries, live goals): a box or polygon whose
+coordinates, as given, leave the image (0 <= x <= W, 0 <= y <= H) is refused (REGION_OUTSIDE_IMAGE here,
+`RegionError` in the API), never clipped silently: such a box usually holds coordinates of another resolution or
+camera. Only the geometric effect of undistortion is clipped: a region inside the published image whose
+undistorted outline reaches past the undistorted frame's border is cut at that border.
 """
 from __future__ import annotations
 
@@ -99,7 +104,8 @@ def prepare_query(goal: Goal, stamps: Sequence[int], frames: Sequence[StoredFram
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # marks not mentioned in the question are allowed
-            query = RegionQuery(Clip(clip_frames, source=source), regions, goal.question, options=list(goal.options),
+            clip = Clip(clip_frames, source=source, check_units=False)  # ROS stamps (ns / 1e9) are seconds
+            query = RegionQuery(clip, regions, goal.question, options=list(goal.options),
                                 task=goal.task, answer_type=goal.answer_type or None, id=goal.id)
     except RegionError as e:
         raise GoalError("BAD_REGION", str(e)) from None
@@ -140,13 +146,19 @@ def build_region(spec: RegionSpec, width: int, height: int, und: Optional[Undist
             pts = _box_outline(spec.box, rid)
         if not np.all(np.isfinite(pts)):
             raise GoalError("BAD_REGION", f"region {rid}: coordinates must be finite numbers.")
-        if und is not None:
-            pts = und.points(pts)
         lo, hi = pts.min(axis=0), pts.max(axis=0)
-        if not (hi[0] > 0 and hi[1] > 0 and lo[0] < width and lo[1] < height):
-            raise GoalError("REGION_OUTSIDE_IMAGE", f"region {rid} lies outside the {width}x{height} image; give "
-                                                    "pixel coordinates on the published image.")
-        pts = np.clip(pts, [0, 0], [width, height])
+        if lo[0] < 0 or lo[1] < 0 or hi[0] > width or hi[1] > height:  # the same rule as Region.validate_on
+            shape = f"box {tuple(float(v) for v in spec.box)}" if spec.kind == "box" else "polygon"
+            raise GoalError("REGION_OUTSIDE_IMAGE", f"region {rid}: {shape} leaves the {width}x{height} image; "
+                                                    f"give pixel coordinates with 0 <= x <= {width}, 0 <= y <= "
+                                                    f"{height} on the published image (regions are never clipped).")
+        if und is not None:  # undistortion may move a border region past the undistorted frame: cut it there
+            pts = und.points(pts)
+            lo, hi = pts.min(axis=0), pts.max(axis=0)
+            if not (hi[0] > 0 and hi[1] > 0 and lo[0] < width and lo[1] < height):
+                raise GoalError("REGION_OUTSIDE_IMAGE", f"region {rid} lies outside the {width}x{height} image once "
+                                                        "undistorted; mark the object where the camera sees it.")
+            pts = np.clip(pts, [0, 0], [width, height])
         if spec.kind == "polygon":
             return Region(rid, polygon=[(float(x), float(y)) for x, y in pts], label=spec.label)
         x0, y0 = pts.min(axis=0)

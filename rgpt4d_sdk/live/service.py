@@ -106,6 +106,27 @@ class QueryService:
         if thread is not None:
             thread.join()
 
+    def shutdown(self, reason: str = "the node is shutting down", timeout_s: float = 10.0) -> None:
+        """End every admitted goal with a result before the process exits: waiting goals get SHUTDOWN now, the
+        running one is stopped at its next stage (SHUTDOWN; an answer that completes first is kept). If it has not
+        ended after ``timeout_s`` it gets SHUTDOWN anyway and its answer is dropped (the worker is a daemon)."""
+        with self._lock:
+            self._stop = True
+            waiting = list(self._waiting)
+            self._waiting.clear()
+            running = self._running
+            self._wake.notify_all()
+            thread, self._thread = self._thread, None
+        for job in waiting:
+            self._finish(job, LiveResult("SHUTDOWN", f"{reason}; the goal was not started"))
+        if running is not None:
+            running.shutdown_reason = reason  # `_loop` turns its cancellation into SHUTDOWN
+            running.is_cancelled = lambda: True
+        if thread is not None:
+            thread.join(timeout_s)
+        if running is not None:  # a no-op when the worker already finished it
+            self._finish(running, LiveResult("SHUTDOWN", f"{reason}; the answer was abandoned after {timeout_s:g} s"))
+
     @property
     def running(self) -> bool:
         return self._thread is not None
@@ -155,6 +176,10 @@ class QueryService:
                 result = self._run(job)
             except Exception as e:  # noqa: BLE001 - the worker must survive any one goal
                 result = LiveResult("ENGINE_ERROR", f"{type(e).__name__}: {e}")
+            reason = getattr(job, "shutdown_reason", None)
+            if reason is not None and result.code == "CANCELED":  # stopped by `shutdown`, not by its client
+                result = LiveResult("SHUTDOWN", f"{reason}; the goal was stopped", stamps_ns=result.stamps_ns,
+                                    latency=result.latency)
             with self._lock:
                 self._running = None
             self._finish(job, result)

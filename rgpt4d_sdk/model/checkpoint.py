@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from ..errors import CheckpointError, UnsupportedDtypeError
+from ..errors import CheckpointError, NonFiniteWeightsError, UnsupportedDtypeError
 
 SUBFOLDERS = ("llm", "vision_tower", "mm_projector")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -90,10 +90,30 @@ class SubModel:
                 part = load_file(str(f.path))
             except Exception as e:  # safetensors raises several types for corrupt data
                 raise CheckpointError(f"{f.path}: cannot read safetensors data ({e}); re-download this file.") from e
+            check_finite(part, f.path)
             state.update(part)
         if dtype is not None:
             state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}
         return state
+
+
+def check_finite(tensors: Dict[str, torch.Tensor], where: "Path | str") -> None:
+    """`NonFiniteWeightsError` naming the first floating-point tensor that holds NaN or inf.
+
+    One reduction per tensor (``aminmax``: NaN propagates to both ends, inf shows at one; no temporary as large as
+    the tensor), about as fast as reading the bytes, so every load checks every weight."""
+    for name, t in tensors.items():
+        if not t.is_floating_point() or t.numel() == 0:
+            continue
+        lo, hi = torch.aminmax(t.detach().reshape(-1))
+        if bool(torch.isfinite(lo)) and bool(torch.isfinite(hi)):
+            continue
+        bad = int((~torch.isfinite(t)).sum())  # only on the failure path
+        raise NonFiniteWeightsError(
+            f"{where}: tensor {name!r} holds {bad} non-finite value(s) (NaN or inf) of {t.numel()}; the file is "
+            "corrupt or the run that wrote it diverged. Re-download it, or export the weights again from a good "
+            "training checkpoint."
+        )
 
 
 @dataclass

@@ -77,13 +77,16 @@ def serve(
                                                        "configure, never built."),
     undistort: Optional[bool] = typer.Option(None, "--undistort/--no-undistort", help="Undistort with CameraInfo."),
     use_sim_time: Optional[bool] = typer.Option(None, "--use-sim-time/--no-sim-time", help="Follow /clock."),
+    verify_digests: Optional[bool] = typer.Option(None, "--verify-digests", help="Hash the compiled model's files "
+                                                  "afresh instead of trusting the digest cache."),
     autostart: bool = typer.Option(True, help="Configure and activate at start (else wait for lifecycle calls)."),
 ) -> None:
     """Run the region-query lifecycle node (action ~/region_query, service ~/get_status, /diagnostics)."""
     overrides = {k: v for k, v in dict(queue_depth=queue_depth, buffer_frames=buffer_frames,
                                        buffer_seconds=buffer_seconds, device=device, dtype=dtype,
                                        backend=backend, compiled=None if compiled is None else str(compiled),
-                                       undistort=undistort, use_sim_time=use_sim_time).items() if v is not None}
+                                       undistort=undistort, use_sim_time=use_sim_time,
+                                       verify_digests=verify_digests).items() if v is not None}
     try:
         args = ros_arguments(model, cameras, camera_info, params_file, name, namespace, overrides)
     except FileNotFoundError as e:

@@ -64,6 +64,7 @@ PARAMETERS = {  # name: (default, description)
     "undistort": (False, "undistort frames (and regions) with the camera's CameraInfo"),
     "stamp_tolerance_ms": (1.0, "how far a goal's stamp may be from a frame's stamp and still name it"),
     "diagnostics_period_s": (1.0, "period of /diagnostics messages"),
+    "verify_digests": (False, "hash the compiled model's files afresh instead of trusting the digest cache"),
 }
 
 
@@ -98,6 +99,9 @@ class RegionQueryNode(LifecycleNode):
         self._status_group = MutuallyExclusiveCallbackGroup()
         self._last_received: Dict[str, int] = {}
         self._active = False
+        self._shutting_down = False  # set by `begin_shutdown` (SIGINT/SIGTERM): goals end with SHUTDOWN
+        self._in_flight = 0  # action callbacks that have not returned their result yet
+        self._in_flight_lock = threading.Lock()
         # The action server, the status service and diagnostics live as long as the node: goals sent while the
         # node is not active get NOT_ACTIVE instead of silence, and nothing that the executor waits on is
         # destroyed under it (destroying waitables from a callback races a multi-threaded executor).
@@ -141,7 +145,8 @@ class RegionQueryNode(LifecycleNode):
         compiled = str(self._param("compiled"))
         extra = {"compiled": compiled} if compiled else {}
         return Engine.from_pretrained(model, backend=self._param("backend"), device=self._param("device"),
-                                      dtype=self._param("dtype"), **extra)
+                                      dtype=self._param("dtype"), verify_digests=bool(self._param("verify_digests")),
+                                      **extra)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         for cam in self.cameras:
@@ -236,7 +241,29 @@ class RegionQueryNode(LifecycleNode):
             job.cancel_requested = True
         return CancelResponse.ACCEPT
 
+    def begin_shutdown(self, reason: str, grace_s: float = 10.0) -> None:
+        """Refuse new goals and end every admitted one with a result (SHUTDOWN unless its answer is ready); see
+        `rgpt4d_sdk.ros.shutdown.drain`, which keeps the executor spinning meanwhile."""
+        self._shutting_down = True
+        self._active = False
+        service = self.service
+        if service is not None:
+            service.shutdown(reason, grace_s)
+
+    def goals_in_flight(self) -> int:
+        with self._in_flight_lock:
+            return self._in_flight
+
     def _execute(self, goal_handle) -> RegionQuery.Result:
+        with self._in_flight_lock:
+            self._in_flight += 1
+        try:
+            return self._serve(goal_handle)
+        finally:
+            with self._in_flight_lock:
+                self._in_flight -= 1
+
+    def _serve(self, goal_handle) -> RegionQuery.Result:
         """Runs on an executor thread and blocks until the worker is done with this goal; at most ``queue_depth``
         goals block at once (more are refused at once), and `main` sizes the thread pool for that."""
         t0 = time.perf_counter()
@@ -245,6 +272,8 @@ class RegionQueryNode(LifecycleNode):
             goal = goal_from_msg(goal_handle.request, float(self._param("stamp_tolerance_ms")))
         except GoalError as e:
             return self._conclude(goal_handle, LiveResult(e.code, str(e)))
+        if self._shutting_down:
+            return self._conclude(goal_handle, LiveResult("SHUTDOWN", "the node is shutting down"))
         if service is None or not self._active:
             return self._conclude(goal_handle, LiveResult("NOT_ACTIVE", "the node is not active"))
         done = threading.Event()
@@ -271,13 +300,17 @@ class RegionQueryNode(LifecycleNode):
 
     def _conclude(self, goal_handle, res: LiveResult) -> RegionQuery.Result:
         msg = result_to_msg(res)
-        if res.ok:
-            goal_handle.succeed()
-        elif res.code == "CANCELED" and _wait_cancel_state(goal_handle):
-            goal_handle.canceled()
-        else:
-            goal_handle.abort()
-            self.get_logger().info(f"goal aborted: {res.code}: {res.message}")
+        try:
+            if res.ok:
+                goal_handle.succeed()
+            elif res.code == "CANCELED" and _wait_cancel_state(goal_handle):
+                goal_handle.canceled()
+            else:
+                goal_handle.abort()
+                self.get_logger().info(f"goal aborted: {res.code}: {res.message}")
+        except Exception as e:  # noqa: BLE001 - e.g. RCLError once the context is gone: one line, no traceback
+            self.get_logger().warning(f"goal ended ({res.code}) but its state could not be set: "
+                                      f"{type(e).__name__}: {e}")
         return msg
 
     # --- status and diagnostics -------------------------------------------------------------------------------------
@@ -410,7 +443,13 @@ def result_to_msg(res: LiveResult) -> RegionQuery.Result:
 
 def main(args: Optional[List[str]] = None, autostart: bool = True, engine: Any = None) -> int:
     """Run the node until interrupted. ``autostart``: configure and activate at once (as `ros serve` does)."""
-    rclpy.init(args=args)
+    from rclpy.signals import SignalHandlerOptions
+
+    from .shutdown import drain, raise_on_sigterm
+
+    # rclpy's handler would shut the context down under running goals (see rgpt4d_sdk.ros.shutdown)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    raise_on_sigterm()
     node = RegionQueryNode(engine=engine)
     executor = MultiThreadedExecutor(num_threads=executor_threads(node))
     executor.add_node(node)
@@ -420,9 +459,12 @@ def main(args: Optional[List[str]] = None, autostart: bool = True, engine: Any =
                 node.get_logger().fatal("configure failed; see the error above.")
                 return 1
             node.trigger_activate()
-        executor.spin()
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
+        if rclpy.ok():
+            node.get_logger().info("interrupted: ending the goals in flight, then exiting")
+            drain(node, executor)
     finally:
         node.destroy_node()
         executor.shutdown()
