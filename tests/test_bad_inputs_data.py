@@ -322,7 +322,7 @@ def _r4d(video: str, som: str = "som/a.png", link: bool = False):
         rec = {"id": "item-7", "task": "speed & acceleration", "video": video.format(out=outside), "som_image":
                som.format(out=outside), "question": "How fast is <obj_1>?", "options": ["0 m/s", "2 m/s"],
                "answer": "2 m/s"}
-        (data / "records.jsonl").write_text(json.dumps(rec) + "\n")
+        (data / "test.jsonl").write_text(json.dumps(rec) + "\n")
 
         def run():
             item = load_r4d(data)[0]
@@ -550,7 +550,7 @@ def test_outside_paths_are_read_with_the_allow_flags(tmp_path):
     write_png(data / "som" / "a.png")
     rec = {"id": "i", "task": "speed", "video": str(tmp_path / "elsewhere" / "v.mp4"), "som_image": "som/a.png",
            "question": "Q <obj_1>?", "options": ["a", "b"], "answer": "a"}
-    (data / "r.jsonl").write_text(json.dumps(rec) + "\n")
+    (data / "test.jsonl").write_text(json.dumps(rec) + "\n")
     assert load_r4d(data, allow_outside_root=True)[0].video == tmp_path / "elsewhere" / "v.mp4"
     conv = tmp_path / "train" / "c.json"
     conv.parent.mkdir()

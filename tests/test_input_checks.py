@@ -121,12 +121,13 @@ def test_a_corrupt_parquet_file_is_one_error_row_and_the_others_are_read(tmp_pat
 
     rec = {"id": "a", "task": "speed", "video": "v.mp4", "som_image": "s.png", "question": "How fast?",
            "options": ["1 m/s", "2 m/s"], "answer": "1 m/s"}
-    (tmp_path / "a.jsonl").write_text(json.dumps(rec) + "\n")
-    (tmp_path / "b.parquet").write_bytes(b"PAR1 this is not parquet")
+    (tmp_path / "test.jsonl").write_text(json.dumps(rec) + "\n")  # declared record file names (RECORD_FILES)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "test-00001.parquet").write_bytes(b"PAR1 this is not parquet")
     items = load_records(tmp_path)
     errors = [i for i in items if isinstance(i, ItemError)]
     assert len(items) == 2 and len(errors) == 1
-    assert errors[0].reason == "malformed_record" and "b.parquet" in errors[0].message
+    assert errors[0].reason == "malformed_record" and "test-00001.parquet" in errors[0].message
 
 
 # ---------------------------------------------------------------------------------------- no warnings

@@ -159,7 +159,7 @@ def _check_resume(out_dir: Path, settings: Dict[str, Any]) -> None:
         try:
             before = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
-            raise ConfigError(f"{path} cannot be read ({e}); it was edited or damaged. Delete it (the rows of "
+            raise ConfigError(f"{path} is not valid JSON or cannot be read ({e}); it was edited or damaged. Delete it (the rows of "
                               "results.jsonl say which settings made them) or use a new --out folder.") from e
         if not isinstance(before, dict):
             raise ConfigError(f"{path} is not a JSON object; delete it or use a new --out folder.")
