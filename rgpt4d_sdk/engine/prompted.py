@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from ..prompt.parse import parse_answer
 from ..prompt.som import render_som
 from ..prompt.template import PromptConfig, chat_prompt, query_text, user_content
 from ..tpe import relative_times, with_som_time
-from ..types import Answer, RegionQuery
+from ..types import Answer, Frame, RegionQuery
 from .base import Engine
 from .cache import content_hash, frame_key, regions_signature
 from .generate import Generation
@@ -41,6 +41,24 @@ class PreparedQuery:
     max_new_tokens: int
     timings: Dict[str, float] = field(default_factory=dict)
     image_keys: List[tuple] = field(default_factory=list)  # frame identities (vision cache, prefix groups)
+    should_stop: Optional[Callable[[], bool]] = None  # checked before every decode step (cancel, deadline)
+
+
+class LazyImages(Sequence):
+    """Images in prompt order, each taken from its `Frame` only when indexed: a frame whose encoder output is cached
+    is never decoded (live frames decode on first access)."""
+
+    def __init__(self, items: Sequence[Any]) -> None:
+        self._items = list(items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        item = self._items[i]
+        return item.image if isinstance(item, Frame) else item
 
 
 class PromptedEngine(Engine):
@@ -70,18 +88,24 @@ class PromptedEngine(Engine):
         self.stop_ids = sorted({i for i in ids if i is not None})
 
     # ------------------------------------------------------------------------------------------ public API
-    def answer(self, query: RegionQuery, max_new_tokens: Optional[int] = None) -> Answer:
-        return self.answer_many([query], batch_size=1, max_new_tokens=max_new_tokens)[0]
+    def answer(self, query: RegionQuery, max_new_tokens: Optional[int] = None,
+               should_stop: Optional[Callable[[], bool]] = None) -> Answer:
+        """Answer one query. ``should_stop``: polled before every decode step; when it returns True generation ends
+        there and the answer holds the tokens so far (``finish_reason`` "stopped"), e.g. a cancel or a deadline."""
+        return self.answer_many([query], batch_size=1, max_new_tokens=max_new_tokens, should_stop=should_stop)[0]
 
     def answer_many(
-        self, queries: Sequence[RegionQuery], batch_size: int = 8, max_new_tokens: Optional[int] = None
+        self, queries: Sequence[RegionQuery], batch_size: int = 8, max_new_tokens: Optional[int] = None,
+        should_stop: Optional[Callable[[], bool]] = None,
     ) -> List[Answer]:
         """Answer queries in batches of ``batch_size`` (greedy answers equal one-by-one answering). Queries that
         share a prompt prefix (same clip and marks) are brought together first, so engines that reuse a prefix see
-        them in one batch; answers come back in the order of ``queries``."""
+        them in one batch; answers come back in the order of ``queries``. ``should_stop``: as in `answer`."""
         if batch_size < 1:
             raise QueryError(f"batch_size must be >= 1, got {batch_size}.")
         preps = [self.prepare(q, max_new_tokens) for q in queries]
+        for prep in preps:
+            prep.should_stop = should_stop
         groups: Dict[Any, List[int]] = {}
         for i, prep in enumerate(preps):
             groups.setdefault(self._prefix_signature(prep, i), []).append(i)
@@ -123,18 +147,17 @@ class PromptedEngine(Engine):
                 f"the clip has {n} frames but this engine takes at most {self.max_frames}; use clip.sample("
                 f"{self.max_frames}) or build the engine with max_frames={n}."
             )
-        frames = [f.image for f in clip.frames]
+        frames = list(clip.frames)  # pixels are taken when needed (LazyImages)
         times = relative_times(clip.timestamps, self.spec.tpe.origin)
-        keys = [frame_key(f.image, f.source, f.camera_id, f.timestamp_s, f.digest()) for f in clip.frames] \
-            if self.identify_images else []
+        keys = [self.frame_identity(f) for f in clip.frames] if self.identify_images else []
         if query.prompt_mode == "r4d":
             som, som_digest = self._som(query)
-            images, image_times = [som] + frames, with_som_time(times, self.spec.tpe.som)
+            images, image_times = LazyImages([som] + frames), with_som_time(times, self.spec.tpe.som)
             if keys:  # the SoM image is keyed by its own pixels: other marks, other key
                 f0 = clip.frames[0]
                 keys = [frame_key(som, "som:" + f0.source, f0.camera_id, f0.timestamp_s, som_digest)] + keys
         else:
-            images, image_times = frames, times
+            images, image_times = LazyImages(frames), times
         text = query_text(query, self.prompt)
         prompt_text = chat_prompt(self.tokenizer, user_content(len(images), text))
         input_ids = self.tokenizer.encode(prompt_text, add_special_tokens=False)
@@ -148,6 +171,12 @@ class PromptedEngine(Engine):
                 "use fewer frames or a shorter question."
             )
         return prep
+
+    @staticmethod
+    def frame_identity(frame: Frame) -> tuple:
+        """The key of a frame's encoder output (source, camera, stamp, pixel digest); the one definition, shared by
+        `prepare` and by pre-encoding of live frames."""
+        return frame_key(None, frame.source, frame.camera_id, frame.timestamp_s, frame.digest())
 
     def _som(self, query: RegionQuery):
         """(SoM image, its pixel hash or None). Renders are memoised per (first frame, marks) when images are
