@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..errors import BackendError
 from ..types import Answer, RegionQuery
@@ -49,10 +49,12 @@ class Engine:
             raise BackendError(f"backend {backend!r} needs a package that is not installed: {e}.") from e
         return impl.load(path, device=device, dtype=dtype, **options)
 
-    def answer(self, query: RegionQuery, max_new_tokens: Optional[int] = None) -> Answer:
+    def answer(self, query: RegionQuery, max_new_tokens: Optional[int] = None,
+               should_stop: Optional[Callable[[], bool]] = None) -> Answer:
         raise NotImplementedError
 
     def answer_many(
-        self, queries: Sequence[RegionQuery], batch_size: int = 8, max_new_tokens: Optional[int] = None
+        self, queries: Sequence[RegionQuery], batch_size: int = 8, max_new_tokens: Optional[int] = None,
+        should_stop: Optional[Callable[[], bool]] = None,
     ) -> List[Answer]:
         raise NotImplementedError
