@@ -319,6 +319,13 @@ class TorchEngine(PromptedEngine):
                 out[name] = cache.stats.to_dict()
         return out
 
+    def set_prefix_cache(self, budget_mb: float) -> None:
+        """Keep prefilled prompt prefixes across calls within ``budget_mb`` (0: off). Replaces the current cache."""
+        if budget_mb < 0:
+            raise ConfigError(f"prefix_cache_mb must be >= 0, got {budget_mb}.")
+        self.prefix_cache = PrefixCache(int(budget_mb * (1 << 20))) if budget_mb else None
+        self.identify_images = self.vision_cache is not None or self.prefix_reuse or self.prefix_cache is not None
+
     def clear_caches(self) -> None:
         """Drop every cached encoder output and prefix KV cache."""
         for cache in (self.vision_cache, self.arrival_cache, self.prefix_cache):

@@ -77,13 +77,22 @@ def serve(
                                                        "configure, never built."),
     undistort: Optional[bool] = typer.Option(None, "--undistort/--no-undistort", help="Undistort with CameraInfo."),
     use_sim_time: Optional[bool] = typer.Option(None, "--use-sim-time/--no-sim-time", help="Follow /clock."),
+    preencode: Optional[str] = typer.Option(None, help="Encode frames as they arrive: auto (on with a GPU) | on | "
+                                                       "off."),
+    preencode_stride: Optional[int] = typer.Option(None, help="Pre-encode every k-th frame (1 every frame, 0 "
+                                                              "adaptive to load)."),
+    preencode_cache_mb: Optional[float] = typer.Option(None, help="Budget of the pre-encoded frames' cache (MB)."),
+    prefix_cache_mb: Optional[float] = typer.Option(None, help="Budget of the prompt-prefix KV cache kept across "
+                                                               "goals (MB; 0 disables)."),
     autostart: bool = typer.Option(True, help="Configure and activate at start (else wait for lifecycle calls)."),
 ) -> None:
     """Run the region-query lifecycle node (action ~/region_query, service ~/get_status, /diagnostics)."""
     overrides = {k: v for k, v in dict(queue_depth=queue_depth, buffer_frames=buffer_frames,
                                        buffer_seconds=buffer_seconds, device=device, dtype=dtype,
                                        backend=backend, compiled=None if compiled is None else str(compiled),
-                                       undistort=undistort, use_sim_time=use_sim_time).items() if v is not None}
+                                       undistort=undistort, use_sim_time=use_sim_time, preencode=preencode,
+                                       preencode_stride=preencode_stride, preencode_cache_mb=preencode_cache_mb,
+                                       prefix_cache_mb=prefix_cache_mb).items() if v is not None}
     try:
         args = ros_arguments(model, cameras, camera_info, params_file, name, namespace, overrides)
     except FileNotFoundError as e:
