@@ -138,6 +138,11 @@ class FrameRing:
             del self._frames[:cut]
             self.stats.evicted += cut
 
+    def oldest_ns(self) -> int:
+        """Stamp of the oldest buffered frame (0 when empty)."""
+        with self._lock:
+            return self._stamps[0] if self._stamps else 0
+
     def snapshot(self) -> Tuple[List[int], List[StoredFrame]]:
         """Copies of the stamp list and frame references (the frames themselves are never mutated)."""
         with self._lock:

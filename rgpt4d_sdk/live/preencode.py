@@ -11,7 +11,8 @@ digest computed at ingest), so it pays for the SoM image and the LLM only.
   arrives overlaps with it (`overlap` measures that, per goal).
 - Budget: encoder outputs go to their own `VisionCache` (``budget_mb``), attached to the engine as its
   ``arrival_cache``; goal work keeps the engine's own vision cache.
-- Backlog: frames waiting per camera are bounded by the ring's capacity (the oldest is dropped and counted).
+- Backlog: frames waiting per camera are bounded by the ring's capacity (the oldest is dropped and counted), and a
+  frame that has left its ring is dropped unencoded.
 """
 from __future__ import annotations
 
@@ -128,6 +129,10 @@ class PreEncoder:
         """The next frame to encode (called with the condition held): oldest first, or newest first (adaptive)."""
         best: Optional[Tuple[str, StoredFrame]] = None
         for cam, queue in self._pending.items():
+            oldest = self.buffers.rings[cam].oldest_ns() if cam in self.buffers.rings else 0
+            while queue and queue[0].stamp_ns < oldest:  # left the ring already: no goal can ask for it
+                queue.popleft()
+                self.counts["skipped"] += 1
             if self.stride == 0 and queue:
                 newest = max(f.stamp_ns for f in queue)
                 kept = [f for f in queue if f.stamp_ns >= newest - self.horizon_ns]

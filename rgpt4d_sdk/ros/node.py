@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional
 import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
@@ -80,6 +81,13 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _switch(value: Any) -> str:
+    """A tri-state parameter given as a string (auto/on/off) or as a YAML boolean (on/off, true/false)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value).strip().lower()
+
+
 def _time_msg(ns: int) -> Time:
     sec, nanosec = ns_to_stamp_fields(ns)
     return Time(sec=sec, nanosec=nanosec)
@@ -91,7 +99,10 @@ class RegionQueryNode(LifecycleNode):
     def __init__(self, node_name: str = "rgpt4d", engine: Any = None, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         for name, (default, _) in PARAMETERS.items():
-            self.declare_parameter(name, default)
+            if name == "preencode":  # YAML reads a bare on/off as a boolean: accept both spellings
+                self.declare_parameter(name, default, ParameterDescriptor(dynamic_typing=True))
+            else:
+                self.declare_parameter(name, default)
         self._given_engine = engine  # tests and embedders may pass a ready engine instead of `model`
         self.engine: Any = None
         self.cameras: List[CameraSpec] = []
@@ -134,7 +145,7 @@ class RegionQueryNode(LifecycleNode):
             limit = int(self._param("max_new_tokens")) or None
             self.service = QueryService(self.engine, self.buffers, int(self._param("queue_depth")),
                                         bool(self._param("undistort")), max_new_tokens=limit,
-                                        preencode=str(self._param("preencode")),
+                                        preencode=_switch(self._param("preencode")),
                                         preencode_stride=int(self._param("preencode_stride")),
                                         preencode_cache_mb=float(self._param("preencode_cache_mb")))
         except (RGPT4DError, ValueError) as e:
@@ -319,6 +330,7 @@ class RegionQueryNode(LifecycleNode):
             response.preencode = bool(pre["enabled"])
             response.preencode_rate_hz = float(pre["rate_hz"])
             response.preencode_backlog = int(pre["backlog"])
+            response.preencode_cache_bytes = int(pre.get("cache", {}).get("bytes", 0))
             response.prefix_cache_hits = int(prefix["hits"])
             response.prefix_cache_misses = int(prefix["misses"])
             response.prefix_cache_bytes = int(prefix["bytes"])
