@@ -36,7 +36,7 @@ ensure_importable()
 
 CONFIGS = {  # name: (preencode, prefix_cache_mb)
     "off": ("off", 0),
-    "preencode": ("on", None),
+    "preencode": ("on", 0),
     "prefix": ("off", None),
     "both": ("on", None),
 }
