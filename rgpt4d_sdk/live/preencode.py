@@ -6,9 +6,10 @@ digest computed at ingest), so it pays for the SoM image and the LLM only.
 - Rate: ``stride`` 1 encodes every frame, k every k-th frame of a camera (in arrival order), 0 adapts to load: the
   newest waiting frame goes first and frames older than ``horizon_s`` behind a camera's newest are skipped, so an
   encoder that cannot keep up spends its time on the frames the next goal will ask about.
-- Yielding: the encoder starts a frame only while no goal is admitted (``idle`` is set by the query service), and
-  encodes one frame at a time, so a goal never waits behind pre-encoding; at most the one frame in flight when a goal
-  arrives overlaps with it (`overlap` measures that, per goal).
+- Yielding: the encoder starts a frame only while no goal is admitted (``idle`` is set by the query service) and has
+  been for ``settle_s`` (a planner's follow-up question usually comes right after an answer), and encodes one frame
+  at a time, so a goal never waits behind pre-encoding; at most the one frame in flight when a goal arrives overlaps
+  with it (`overlap` measures that, per goal).
 - Budget: encoder outputs go to their own `VisionCache` (``budget_mb``), attached to the engine as its
   ``arrival_cache``; goal work keeps the engine's own vision cache.
 - Backlog: frames waiting per camera are bounded by the ring's capacity (the oldest is dropped and counted), and a
@@ -61,12 +62,14 @@ class PreEncoder:
 
     def __init__(self, engine: Any, buffers: BufferSet, idle: threading.Event,
                  make_frame: Optional[Callable[[str, StoredFrame], LiveFrame]] = None,
-                 stride: int = 1, budget_mb: float = 256.0, horizon_s: float = 1.0, window_s: float = 5.0) -> None:
+                 stride: int = 1, budget_mb: float = 256.0, horizon_s: float = 1.0, window_s: float = 5.0,
+                 idle_for: Optional[Callable[[], float]] = None, settle_s: float = 0.01) -> None:
         if int(stride) < 0:
             raise ConfigError(f"preencode_stride must be >= 0 (0 adaptive, 1 every frame, k every k-th); got {stride}.")
         if not budget_mb > 0:
             raise ConfigError(f"preencode_cache_mb must be > 0, got {budget_mb}.")
         self.engine, self.buffers, self.idle = engine, buffers, idle
+        self.idle_for, self.settle_s = idle_for, float(settle_s)
         self.make_frame = make_frame or (lambda cam, stored: LiveFrame(stored, cam, cam))
         self.stride, self.horizon_ns, self.window_s = int(stride), int(horizon_s * 1e9), float(window_s)
         self.cache = VisionCache(int(budget_mb * (1 << 20)))
@@ -155,6 +158,10 @@ class PreEncoder:
             if self._stop:
                 return
             if not self.idle.wait(0.05):  # goals first: nothing starts while one is admitted
+                continue
+            quiet = self.idle_for() if self.idle_for is not None else self.settle_s
+            if quiet < self.settle_s:  # an answer just went out: leave room for the follow-up question
+                time.sleep(self.settle_s - quiet)
                 continue
             with self._cv:
                 while not self._stop and not any(self._pending.values()):

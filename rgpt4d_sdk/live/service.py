@@ -102,11 +102,12 @@ class QueryService:
         self.latencies: Deque[float] = collections.deque(maxlen=history)
         self.counts: Dict[str, int] = collections.Counter()
         self.idle = threading.Event()  # no goal admitted: the pre-encoder may work
+        self._idle_since = time.perf_counter()
         self.idle.set()
         self.preencoder: Optional[PreEncoder] = None
         if resolve_mode(preencode, engine):
             self.preencoder = PreEncoder(engine, buffers, self.idle, self._live_frame, stride=preencode_stride,
-                                         budget_mb=preencode_cache_mb)
+                                         budget_mb=preencode_cache_mb, idle_for=self.idle_for)
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -166,9 +167,17 @@ class QueryService:
             except ValueError:
                 return False
             if not self._waiting and self._running is None:
-                self.idle.set()
+                self._set_idle()
         self._finish(job, LiveResult("CANCELED", "cancelled before it started"))
         return True
+
+    def _set_idle(self) -> None:
+        self._idle_since = time.perf_counter()
+        self.idle.set()
+
+    def idle_for(self) -> float:
+        """Seconds since the last goal finished (0 while one is admitted)."""
+        return time.perf_counter() - self._idle_since if self.idle.is_set() else 0.0
 
     def pending(self) -> int:
         with self._lock:
@@ -190,7 +199,7 @@ class QueryService:
             with self._lock:
                 self._running = None
                 if not self._waiting:
-                    self.idle.set()
+                    self._set_idle()
             self._finish(job, result)
 
     def _run(self, job: Job) -> LiveResult:
