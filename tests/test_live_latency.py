@@ -343,3 +343,23 @@ def test_preencoder_yields_to_goals_and_follows_its_stride(tiny_ckpt_dir):
     with pytest.raises(ConfigError):
         resolve_mode("sometimes", eng)
     assert resolve_mode("auto", eng) is False and resolve_mode("on", eng) is True  # auto: GPU only
+
+
+# ------------------------------------------------------------------------------------------------ README numbers
+def test_readme_quotes_the_committed_latency_results():
+    """The README's live-latency table is the committed bench/results/ros_latency-cpu-tiny.json, rounded."""
+    import json
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    data = json.loads((root / "bench" / "results" / "ros_latency-cpu-tiny.json").read_text())
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    for name, s in data["summary"].items():
+        row = re.search(rf"^\| `{name}` \| (\d+) \| ([\d.]+) \| ([\d.]+) \|", readme, flags=re.M)
+        assert row, f"README has no row for {name}"
+        assert int(row.group(1)) == s["ok"]
+        assert float(row.group(2)) == round(s["p50_ms"]) and float(row.group(3)) == round(s["p95_ms"])
+    ratios = data["ratios"]
+    assert f"{ratios['p50_off_over_both']:.2f}x lower p50" in readme
+    assert f"{data['answers']['compared']} (frames, question) pairs" in readme
