@@ -94,7 +94,8 @@ def run(args) -> Dict[str, Any]:
     proc = start_node(model, [f"{n}=/soak/{n}/image_raw/compressed" for n in names],
                       ["--queue-depth", "2", "--buffer-frames", str(args.buffer_frames), "--preencode", args.preencode,
                        "--preencode-cache-mb", str(args.preencode_cache_mb),
-                       "--prefix-cache-mb", str(args.prefix_cache_mb)], log=log)
+                       "--prefix-cache-mb", str(args.prefix_cache_mb), "--vision-cache-mb", str(args.vision_cache_mb)],
+                      log=log)
     rclpy.init()
     node = rclpy.create_node("rgpt4d_soak")
     pubs = [node.create_publisher(CompressedImage, f"/soak/{n}/image_raw/compressed", qos_profile_sensor_data)
@@ -141,9 +142,9 @@ def run(args) -> Dict[str, Any]:
         stop_node(proc, executor)
     warm = [s for s in samples if s["t_min"] >= args.warmup_min]
     half = [s for s in samples if s["t_min"] >= args.minutes / 2]
-    budgets = dict(prefix_cache_mb=args.prefix_cache_mb, preencode_cache_mb=args.preencode_cache_mb)
-    peak = dict(prefix_cache_mb=max((s["prefix_cache_mb"] or 0) for s in samples),
-                preencode_cache_mb=max((s["preencode_cache_mb"] or 0) for s in samples))
+    budgets = dict(prefix_cache_mb=args.prefix_cache_mb, preencode_cache_mb=args.preencode_cache_mb,
+                   vision_cache_mb=args.vision_cache_mb)
+    peak = {k: max((s[k] or 0) for s in samples) for k in budgets}
     return dict(samples=samples, cache_budgets_mb=budgets, cache_peak_mb=peak,
                 within_budgets=all(peak[k] <= budgets[k] for k in budgets), published=published, goals_sent=goals.sent, goal_codes=goals.codes,
                 rss_start_mb=samples[0]["rss_mb"], rss_after_warmup_mb=warm[0]["rss_mb"] if warm else None,
@@ -169,7 +170,8 @@ def _sample(pid: int, start: float, cpu0: float, goals: Goals, status) -> Dict[s
                 backlog=st.preencode_backlog if st else None,
                 preencode_cache_mb=round(st.preencode_cache_bytes / 2 ** 20, 2) if st else None,
                 prefix_hits=st.prefix_cache_hits if st else None, prefix_misses=st.prefix_cache_misses if st else None,
-                prefix_cache_mb=round(st.prefix_cache_bytes / 2 ** 20, 2) if st else None)
+                prefix_cache_mb=round(st.prefix_cache_bytes / 2 ** 20, 2) if st else None,
+                vision_cache_mb=round(st.vision_cache_bytes / 2 ** 20, 2) if st else None)
 
 
 def main() -> None:
@@ -188,6 +190,7 @@ def main() -> None:
     p.add_argument("--preencode", default="on", help="encode frames as they arrive: on | off | auto")
     p.add_argument("--preencode-cache-mb", type=float, default=32.0)
     p.add_argument("--prefix-cache-mb", type=float, default=8.0)
+    p.add_argument("--vision-cache-mb", type=float, default=32.0)
     p.add_argument("--model", default="", help="checkpoint folder (default: the tiny random one)")
     p.add_argument("--log", default="/tmp/rgpt4d_soak_node.log", help="where the node's output goes")
     p.add_argument("--out", type=Path, default=RESULTS_DIR / "ros_soak-cpu-tiny.json")

@@ -308,4 +308,5 @@ class QueryService:
         return dict(pending=self.pending(), queue_depth=self.queue_depth, counts=counts,
                     latency_last=self.latencies[-1] if lat else math.nan, latency_p50=q(0.5), latency_p95=q(0.95),
                     latency_mean=sum(lat) / len(lat) if lat else math.nan, preencode=pre,
-                    prefix_cache=engine_stats.get("prefix_cache", dict(hits=0, misses=0, bytes=0, entries=0)))
+                    prefix_cache=engine_stats.get("prefix_cache", dict(hits=0, misses=0, bytes=0, entries=0)),
+                    vision_cache=engine_stats.get("vision_cache", dict(hits=0, misses=0, bytes=0, entries=0)))

@@ -84,6 +84,7 @@ def serve(
     preencode_cache_mb: Optional[float] = typer.Option(None, help="Budget of the pre-encoded frames' cache (MB)."),
     prefix_cache_mb: Optional[float] = typer.Option(None, help="Budget of the prompt-prefix KV cache kept across "
                                                                "goals (MB; 0 disables)."),
+    vision_cache_mb: Optional[float] = typer.Option(None, help="Budget of the engine's vision cache (MB; 0 disables)."),
     autostart: bool = typer.Option(True, help="Configure and activate at start (else wait for lifecycle calls)."),
 ) -> None:
     """Run the region-query lifecycle node (action ~/region_query, service ~/get_status, /diagnostics)."""
@@ -92,7 +93,8 @@ def serve(
                                        backend=backend, compiled=None if compiled is None else str(compiled),
                                        undistort=undistort, use_sim_time=use_sim_time, preencode=preencode,
                                        preencode_stride=preencode_stride, preencode_cache_mb=preencode_cache_mb,
-                                       prefix_cache_mb=prefix_cache_mb).items() if v is not None}
+                                       prefix_cache_mb=prefix_cache_mb,
+                                       vision_cache_mb=vision_cache_mb).items() if v is not None}
     try:
         args = ros_arguments(model, cameras, camera_info, params_file, name, namespace, overrides)
     except FileNotFoundError as e:

@@ -68,6 +68,8 @@ PARAMETERS = {  # name: (default, description)
     "preencode": ("auto", "encode frames as they arrive: auto (on when the engine runs on a GPU), on, off"),
     "preencode_stride": (1, "pre-encode every k-th frame of a camera (1: every frame; 0: adaptive to load)"),
     "preencode_cache_mb": (256.0, "budget of the pre-encoded frames' cache (its own share, apart from goal work)"),
+    "vision_cache_mb": (-1.0, "budget of the engine's vision cache (encoder outputs of goal work); -1 keeps the "
+                              "engine's default (1024 MB for torch), 0 disables it"),
     "prefix_cache_mb": (256.0, "budget of the KV cache of prompt prefixes kept across goals (same window and "
                                "marks); 0 disables it"),
 }
@@ -164,7 +166,10 @@ class RegionQueryNode(LifecycleNode):
         if not model:
             raise ConfigError("parameter `model` is empty; set it to a checkpoint folder (or hub id).")
         compiled = str(self._param("compiled"))
-        extra = {"compiled": compiled} if compiled else {}
+        extra: Dict[str, Any] = {"compiled": compiled} if compiled else {}
+        vision_mb = float(self._param("vision_cache_mb"))
+        if vision_mb >= 0 and str(self._param("backend")) == "torch":
+            extra["vision_cache_mb"] = vision_mb
         return Engine.from_pretrained(model, backend=self._param("backend"), device=self._param("device"),
                                       dtype=self._param("dtype"), **extra)
 
@@ -334,6 +339,7 @@ class RegionQueryNode(LifecycleNode):
             response.prefix_cache_hits = int(prefix["hits"])
             response.prefix_cache_misses = int(prefix["misses"])
             response.prefix_cache_bytes = int(prefix["bytes"])
+            response.vision_cache_bytes = int(st["vision_cache"].get("bytes", 0))
         return response
 
     def _publish_diagnostics(self) -> None:
@@ -362,7 +368,8 @@ class RegionQueryNode(LifecycleNode):
                       preencode_backlog=w["preencode"]["backlog"],
                       preencode_cache_mb=w["preencode"].get("cache", {}).get("bytes", 0) / 1e6,
                       prefix_cache_hits=w["prefix_cache"]["hits"], prefix_cache_misses=w["prefix_cache"]["misses"],
-                      prefix_cache_mb=w["prefix_cache"]["bytes"] / 1e6)
+                      prefix_cache_mb=w["prefix_cache"]["bytes"] / 1e6,
+                      vision_cache_mb=w["vision_cache"].get("bytes", 0) / 1e6)
         arr.status.append(_status(f"{self.get_name()}: engine", DiagnosticStatus.OK, "active",
                                   hardware_id=str(getattr(self.engine, "engine_id", "")), **values))
         self._diag_pub.publish(arr)
