@@ -99,3 +99,26 @@ def test_deadline_and_bad_deadline(node):
     assert bad.code == RegionQuery.Result.BAD_QUERY and "max_latency_s" in bad.reason
     ok = send(action, goal("Is <obj_1> moving?", max_latency_s=60.0))
     assert ok.code == RegionQuery.Result.OK and not ok.partial
+
+
+def test_latency_bench_runs_both_configurations_and_compares_answers(tmp_path):
+    """bench/ros_latency.py end to end (short, two of its four configurations) against real node processes."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "latency.json"
+    proc = subprocess.run([sys.executable, str(root / "bench" / "ros_latency.py"), "--seconds", "3", "--rounds", "1",
+                           "--configs", "off,both", "--width", "320", "--height", "240", "--out", str(out),
+                           "--log-dir", str(tmp_path)], cwd=str(root), capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    data = json.loads(out.read_text())
+    assert data["summary"]["off"]["ok"] >= 3 and data["summary"]["both"]["ok"] >= 3
+    assert data["answers"]["mismatches"] == 0 and "p50_off_over_both" in data["ratios"]
+    both = data["summary"]["both"]["node_status"][0]
+    assert both["preencode"] and both["prefix_cache_hits"] >= 1
+    off = data["summary"]["off"]["node_status"][0]
+    assert not off["preencode"] and off["prefix_cache_hits"] == 0

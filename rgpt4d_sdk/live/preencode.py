@@ -115,11 +115,11 @@ class PreEncoder:
     # --- arrivals -------------------------------------------------------------------------------------------------
     def _on_push(self, ring: FrameRing, frame: StoredFrame) -> None:
         """A ring stored ``frame`` (subscription thread): queue it when the stride selects it."""
-        n = self._arrivals[ring.camera]
-        self._arrivals[ring.camera] = n + 1
-        if self.stride > 1 and n % self.stride:
-            return
         with self._cv:
+            n = self._arrivals[ring.camera]
+            self._arrivals[ring.camera] = n + 1
+            if self.stride > 1 and n % self.stride:
+                return
             queue = self._pending.get(ring.camera)
             if queue is None:
                 return
