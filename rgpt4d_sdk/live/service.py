@@ -258,10 +258,11 @@ class QueryService:
             return LiveResult("CANCELED", "cancelled while answering", **answer,
                               partial=ans.finish_reason == "stopped")
         if ans.finish_reason == "stopped" or late():
-            n = len(ans.token_ids)
-            return LiveResult("DEADLINE", f"max_latency_s {limit_s:g} passed after {n} generated token(s); the answer "
-                                          "is partial (raise max_latency_s for a complete one)", **answer,
-                              partial=ans.finish_reason == "stopped")
+            n, cut = len(ans.token_ids), ans.finish_reason == "stopped"
+            what = ("the answer is partial (raise max_latency_s for a complete one)" if cut
+                    else "the answer is complete but late")
+            return LiveResult("DEADLINE", f"max_latency_s {limit_s:g} passed after {n} generated token(s); {what}",
+                              **answer, partial=cut)
         return LiveResult("OK", "", **answer)
 
     def _live_frame(self, camera: str, stored) -> LiveFrame:
