@@ -1,9 +1,9 @@
 """Per-camera ring buffers of stamped frames, bounded by count and by age.
 
 Subscription callbacks only call `FrameRing.push`: it stores the message payload as it arrived (JPEG bytes stay
-compressed; raw images keep their bytes) with a digest of it computed once at ingest, and returns at once. Decoding
-happens later, for the few frames a query picks (or in the background pre-encoder, `rgpt4d_sdk.live.preencode`,
-which listens to pushes). Frames are ordered by sensor stamp (``header.stamp``, integer ns), not by arrival: a late frame is inserted
+compressed; raw images keep their bytes) with a digest of it computed once at ingest, and returns at once.
+Decoding happens later, for the few frames a query picks (or in the background pre-encoder,
+`rgpt4d_sdk.live.preencode`, which listens to pushes). Frames are ordered by sensor stamp (``header.stamp``, integer ns), not by arrival: a late frame is inserted
 in place, a repeated stamp is dropped, and a frame older than the buffer's age limit is dropped.
 """
 from __future__ import annotations
@@ -40,7 +40,8 @@ class StoredFrame:
     def __post_init__(self) -> None:
         if not self.digest:
             h = hashlib.blake2b(digest_size=16)
-            h.update(f"{self.kind}|{self.encoding}|{self.width}|{self.height}|{self.step}|{self.is_bigendian}|".encode())
+            layout = f"{self.kind}|{self.encoding}|{self.width}|{self.height}|{self.step}|{self.is_bigendian}|"
+            h.update(layout.encode())
             h.update(self.data)
             self.digest = "payload:" + h.hexdigest()
 
