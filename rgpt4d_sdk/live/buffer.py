@@ -3,8 +3,9 @@
 Subscription callbacks only call `FrameRing.push`: it stores the message payload as it arrived (JPEG bytes stay
 compressed; raw images keep their bytes) with a digest of it computed once at ingest, and returns at once.
 Decoding happens later, for the few frames a query picks (or in the background pre-encoder,
-`rgpt4d_sdk.live.preencode`, which listens to pushes). Frames are ordered by sensor stamp (``header.stamp``, integer ns), not by arrival: a late frame is inserted
-in place, a repeated stamp is dropped, and a frame older than the buffer's age limit is dropped.
+`rgpt4d_sdk.live.preencode`, which listens to pushes). Frames are ordered by sensor stamp (``header.stamp``,
+integer ns), not by arrival: a late frame is inserted in place, a repeated stamp is dropped, and a frame older than
+the buffer's age limit is dropped.
 """
 from __future__ import annotations
 
