@@ -203,6 +203,13 @@ def compare_answers(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
                 mismatches=len(differ), examples=differ[:5])
 
 
+def compact(run: Dict[str, Any]) -> Dict[str, Any]:
+    """A run for the results file: per goal its tick, window end, question, latency, code and answer (the frame
+    stamps and stage timings are summarized above, and would make the file megabytes)."""
+    keep = ("tick_k", "end_k", "question", "latency_s", "code", "answer")
+    return {**run, "goals": [{k: g[k] for k in keep if k in g} for g in run["goals"]]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=30.0, help="planner time per configuration and round")
@@ -252,7 +259,7 @@ def main() -> None:
     write_json(args.out, dict(benchmark="ros_latency", machine=machine_info("cpu"), versions=versions(),
                               git=git_info(), config={k: str(v) for k, v in vars(args).items() if k != "frames"},
                               summary=summary, ratios=ratios, answers=identity,
-                              runs=[{k: v for k, v in r.items()} for r in runs]))
+                              runs=[compact(r) for r in runs]))
     print(f"wrote {args.out}")
 
 
