@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Soak: the region-query node for N minutes at C cameras x 30 Hz (JPEG CompressedImage) with one goal per second;
 prints the node process's RSS over time. The goal is a flat curve: buffers are bounded by count and age, results
-are dropped after delivery, and statistics keep a bounded history.
+are dropped after delivery, and statistics keep a bounded history. Encode-on-arrival and the prefix KV cache are on
+(``--preencode``, ``--prefix-cache-mb``, small budgets so that both caches fill and evict during the run); their
+bytes, as the node reports them, must stay within the configured budgets.
 
 The node runs in its own process (`rgpt4d-sdk ros serve`, tiny random checkpoint unless --model), this process
 publishes the streams and sends goals over loopback DDS. A benchmark, not a test.
@@ -46,13 +48,18 @@ class Goals:
         self.latencies: List[float] = []
         self.lock = threading.Lock()
 
-    def send(self) -> None:
+    def send(self, end_ns: int = 0, question: str = "Is <obj_1> moving towards the camera?",
+             camera: str = "") -> None:
+        """One goal (about the newest window, or the window ending at ``end_ns``)."""
         from rgpt4d_interfaces.action import RegionQuery
         from rgpt4d_interfaces.msg import Region
 
-        goal = RegionQuery.Goal(camera=self.cameras[self.sent % len(self.cameras)], num_frames=self.num_frames,
-                                duration_s=1.0, question="Is <obj_1> moving towards the camera?",
-                                options=["yes", "no"])
+        from _ros import stamp
+
+        goal = RegionQuery.Goal(camera=camera or self.cameras[self.sent % len(self.cameras)],
+                                num_frames=self.num_frames, duration_s=1.0, question=question, options=["yes", "no"])
+        if end_ns:
+            goal.end_stamp = stamp(end_ns)
         goal.regions = [Region(id=1, kind=Region.KIND_BOX, box=[100.0, 100.0, 300.0, 260.0])]
         t0 = time.perf_counter()
         self.sent += 1
@@ -85,7 +92,10 @@ def run(args) -> Dict[str, Any]:
     names = [f"cam{i}" for i in range(args.cameras)]
     log = Path(args.log)
     proc = start_node(model, [f"{n}=/soak/{n}/image_raw/compressed" for n in names],
-                      ["--queue-depth", "2", "--buffer-frames", str(args.buffer_frames)], log=log)
+                      ["--queue-depth", "2", "--buffer-frames", str(args.buffer_frames), "--preencode", args.preencode,
+                       "--preencode-cache-mb", str(args.preencode_cache_mb),
+                       "--prefix-cache-mb", str(args.prefix_cache_mb), "--vision-cache-mb", str(args.vision_cache_mb)],
+                      log=log)
     rclpy.init()
     node = rclpy.create_node("rgpt4d_soak")
     pubs = [node.create_publisher(CompressedImage, f"/soak/{n}/image_raw/compressed", qos_profile_sensor_data)
@@ -113,7 +123,11 @@ def run(args) -> Dict[str, Any]:
             publish_frames(pubs, frames, k, t0_ns, args.hz)
             k += 1
             if now >= next_goal:
-                goals.send()
+                # two questions about one window (the second continues the first's prefix), cameras alternating
+                end_ns = t0_ns + int((k - 3) * 1e9 / args.hz)
+                cam = names[(goals.sent // 2) % len(names)]
+                goals.send(end_ns, camera=cam)
+                goals.send(end_ns, "Is <obj_1> moving away from the camera?", camera=cam)
                 next_goal += args.goal_period
             if now >= next_sample:
                 samples.append(_sample(proc.pid, start, cpu0, goals, status))
@@ -128,7 +142,11 @@ def run(args) -> Dict[str, Any]:
         stop_node(proc, executor)
     warm = [s for s in samples if s["t_min"] >= args.warmup_min]
     half = [s for s in samples if s["t_min"] >= args.minutes / 2]
-    return dict(samples=samples, published=published, goals_sent=goals.sent, goal_codes=goals.codes,
+    budgets = dict(prefix_cache_mb=args.prefix_cache_mb, preencode_cache_mb=args.preencode_cache_mb,
+                   vision_cache_mb=args.vision_cache_mb)
+    peak = {k: max((s[k] or 0) for s in samples) for k in budgets}
+    return dict(samples=samples, cache_budgets_mb=budgets, cache_peak_mb=peak,
+                within_budgets=all(peak[k] <= budgets[k] for k in budgets), published=published, goals_sent=goals.sent, goal_codes=goals.codes,
                 rss_start_mb=samples[0]["rss_mb"], rss_after_warmup_mb=warm[0]["rss_mb"] if warm else None,
                 rss_last_mb=samples[-1]["rss_mb"], rss_max_mb=max(s["rss_mb"] for s in samples),
                 slope_after_warmup_mb_per_min=_slope_mb_per_min(warm),
@@ -147,7 +165,13 @@ def _sample(pid: int, start: float, cpu0: float, goals: Goals, status) -> Dict[s
                 goals_ok=ok, goals_failed=failed,
                 latency_p50_s=round(lat[len(lat) // 2], 3) if lat else None,
                 buffered=sum(c.frames for c in st.cameras) if st else None,
-                received=sum(c.received for c in st.cameras) if st else None)
+                received=sum(c.received for c in st.cameras) if st else None,
+                preencode_hz=round(st.preencode_rate_hz, 1) if st else None,
+                backlog=st.preencode_backlog if st else None,
+                preencode_cache_mb=round(st.preencode_cache_bytes / 2 ** 20, 2) if st else None,
+                prefix_hits=st.prefix_cache_hits if st else None, prefix_misses=st.prefix_cache_misses if st else None,
+                prefix_cache_mb=round(st.prefix_cache_bytes / 2 ** 20, 2) if st else None,
+                vision_cache_mb=round(st.vision_cache_bytes / 2 ** 20, 2) if st else None)
 
 
 def main() -> None:
@@ -163,6 +187,10 @@ def main() -> None:
     p.add_argument("--sample-s", type=float, default=30.0)
     p.add_argument("--warmup-min", type=float, default=1.0, help="minutes left out of the first slope "
                    "(buffers filling, first allocations)")
+    p.add_argument("--preencode", default="on", help="encode frames as they arrive: on | off | auto")
+    p.add_argument("--preencode-cache-mb", type=float, default=32.0)
+    p.add_argument("--prefix-cache-mb", type=float, default=8.0)
+    p.add_argument("--vision-cache-mb", type=float, default=32.0)
     p.add_argument("--model", default="", help="checkpoint folder (default: the tiny random one)")
     p.add_argument("--log", default="/tmp/rgpt4d_soak_node.log", help="where the node's output goes")
     p.add_argument("--out", type=Path, default=RESULTS_DIR / "ros_soak-cpu-tiny.json")
@@ -172,7 +200,8 @@ def main() -> None:
           f"after {args.warmup_min} min of warm-up, {res['rss_last_mb']} MB at the end (max {res['rss_max_mb']}); "
           f"slope {res['slope_after_warmup_mb_per_min']:.3f} MB/min after warm-up, "
           f"{res['slope_second_half_mb_per_min']:.3f} MB/min in the second half; goals {res['goals_sent']} sent, "
-          f"codes {res['goal_codes']}; {res['published']} frames published")
+          f"codes {res['goal_codes']}; {res['published']} frames published; cache peaks {res['cache_peak_mb']} MB "
+          f"for budgets {res['cache_budgets_mb']} MB ({'within' if res['within_budgets'] else 'OVER'} budget)")
     write_json(args.out, dict(benchmark="ros_soak", machine=machine_info("cpu"), versions=versions(), git=git_info(),
                               config={k: str(v) for k, v in vars(args).items()}, results=res))
     print(f"wrote {args.out}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..device import check_device
 from ..errors import BackendError
@@ -59,13 +59,15 @@ class Engine:
         with fresh_digests():
             return impl.load(path, device=device, dtype=dtype, **options)
 
-    def answer(self, query: RegionQuery, max_new_tokens: Optional[int] = None) -> Answer:
+    def answer(self, query: RegionQuery, max_new_tokens: Optional[int] = None,
+               should_stop: Optional[Callable[[], bool]] = None) -> Answer:
         raise NotImplementedError
 
     def answer_many(
         self, queries: Sequence[RegionQuery], batch_size: int = 8, max_new_tokens: Optional[int] = None,
-        errors: str = "return",
+        errors: str = "return", should_stop: Optional[Callable[[], bool]] = None,
     ) -> List[Any]:
         """Answers in the order of ``queries``; with errors="return" a query that fails gets its typed error
-        (`RGPT4DError`) in its slot and the others are still answered; errors="raise" raises the first."""
+        (`RGPT4DError`) in its slot and the others are still answered; errors="raise" raises the first.
+        ``should_stop``: polled before every decode step (a cancel or a deadline); see `answer`."""
         raise NotImplementedError

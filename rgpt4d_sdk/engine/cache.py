@@ -80,6 +80,11 @@ class VisionCache:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __contains__(self, key: Hashable) -> bool:
+        """Whether ``key`` is cached (no statistics, no LRU move)."""
+        with self._lock:
+            return key in self._items
+
     def get(self, key: Hashable) -> Optional[torch.Tensor]:
         with self._lock:
             value = self._items.get(key)

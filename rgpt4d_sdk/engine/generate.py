@@ -17,7 +17,7 @@ import torch
 @dataclass
 class Generation:
     token_ids: List[int]
-    finish_reason: str  # "stop" (a stop id was produced) or "length"
+    finish_reason: str  # "stop" (a stop id was produced), "length", or "stopped" (a `should_stop` hook ended it)
     first_logits: torch.Tensor  # (V,) float32 logits of the first generated position
     timings: dict = field(default_factory=dict)
 
@@ -107,7 +107,7 @@ def left_pad(embeds: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor
 @torch.no_grad()
 def greedy_decode(
     step: Step, embeds: Sequence[torch.Tensor], stop_ids: Sequence[int], max_new_tokens: int, past: Any = None,
-    prefix_len: int = 0,
+    prefix_len: int = 0, should_stop: Optional[Callable[[], bool]] = None,
 ) -> List[Generation]:
     """Greedy continuations of each (L_i, D) prompt embedding sequence, one left-padded batch, through ``step``.
 
@@ -115,6 +115,8 @@ def greedy_decode(
     ``past`` is the cache the step expects: empty (None for `transformers`), or a shared prompt prefix of
     ``prefix_len`` positions already prefilled for every row; then the rows are continuations of that prefix (the
     padding sits between the prefix and each row, masked out, and positions continue from ``prefix_len``).
+    ``should_stop``: checked once before every decode step; when it returns True decoding ends there (rows that were
+    still going get finish_reason "stopped" and the tokens they had), so a cancel or deadline costs at most one step.
     """
     device = embeds[0].device
     b = len(embeds)
@@ -134,6 +136,7 @@ def greedy_decode(
     tokens: List[List[int]] = [[] for _ in range(b)]
     done = [False] * b
     last_pos = positions[:, -1]
+    interrupted = False
     t1 = time.perf_counter()
     for i_step in range(max_new_tokens):
         nxt = logits.argmax(-1)  # (B,), stays on the device as the next step's input
@@ -142,6 +145,9 @@ def greedy_decode(
                 tokens[i].append(token)
                 done[i] = token in stops
         if all(done) or i_step == max_new_tokens - 1:
+            break
+        if should_stop is not None and should_stop():
+            interrupted = True
             break
         mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1)
         last_pos = last_pos + 1
@@ -154,10 +160,11 @@ def greedy_decode(
     for i in range(b):
         ids = tokens[i]
         stopped = bool(ids) and ids[-1] in stops
+        reason = "stop" if stopped else ("stopped" if interrupted else "length")
         results.append(
             Generation(
                 token_ids=ids[:-1] if stopped else ids,
-                finish_reason="stop" if stopped else "length",
+                finish_reason=reason,
                 first_logits=first[i],
                 timings={"prefill": t_prefill / b, "decode": t_decode / b},
             )

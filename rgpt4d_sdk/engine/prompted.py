@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from ..prompt.parse import parse_answer
 from ..prompt.som import render_som
 from ..prompt.template import PromptConfig, chat_prompt, query_text, user_content
 from ..tpe import relative_times, with_som_time
-from ..types import Answer, RegionQuery
+from ..types import Answer, Frame, RegionQuery
 from .base import Engine
 from .cache import content_hash, frame_key, regions_signature
 from .generate import Generation
@@ -41,6 +41,24 @@ class PreparedQuery:
     max_new_tokens: int
     timings: Dict[str, float] = field(default_factory=dict)
     image_keys: List[tuple] = field(default_factory=list)  # frame identities (vision cache, prefix groups)
+    should_stop: Optional[Callable[[], bool]] = None  # checked before every decode step (cancel, deadline)
+
+
+class LazyImages(Sequence):
+    """Images in prompt order, each taken from its `Frame` only when indexed: a frame whose encoder output is cached
+    is never decoded (live frames decode on first access)."""
+
+    def __init__(self, items: Sequence[Any]) -> None:
+        self._items = list(items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        item = self._items[i]
+        return item.image if isinstance(item, Frame) else item
 
 
 class PromptedEngine(Engine):
@@ -70,12 +88,16 @@ class PromptedEngine(Engine):
         self.stop_ids = sorted({i for i in ids if i is not None})
 
     # ------------------------------------------------------------------------------------------ public API
-    def answer(self, query: RegionQuery, max_new_tokens: Optional[int] = None) -> Answer:
-        return self.answer_many([query], batch_size=1, max_new_tokens=max_new_tokens, errors="raise")[0]
+    def answer(self, query: RegionQuery, max_new_tokens: Optional[int] = None,
+               should_stop: Optional[Callable[[], bool]] = None) -> Answer:
+        """Answer one query. ``should_stop``: polled before every decode step; when it returns True generation ends
+        there and the answer holds the tokens so far (``finish_reason`` "stopped"), e.g. a cancel or a deadline."""
+        return self.answer_many([query], batch_size=1, max_new_tokens=max_new_tokens, errors="raise",
+                                should_stop=should_stop)[0]
 
     def answer_many(
         self, queries: Sequence[RegionQuery], batch_size: int = 8, max_new_tokens: Optional[int] = None,
-        errors: str = "return",
+        errors: str = "return", should_stop: Optional[Callable[[], bool]] = None,
     ) -> List[Any]:
         """Answer queries in batches of ``batch_size`` (greedy answers equal one-by-one answering). Queries that
         share a prompt prefix (same clip and marks) are brought together first, so engines that reuse a prefix see
@@ -84,7 +106,7 @@ class PromptedEngine(Engine):
         errors: "return" (default): one bad query never fails the others: a query this engine refuses (too long
         for the context, too many frames, ...) or whose generation fails on its own gets its typed error (an
         `RGPT4DError` instance) in its slot, and every other query is answered. "raise": the first error is raised
-        (what `answer` does)."""
+        (what `answer` does). ``should_stop``: as in `answer`."""
         if errors not in ("return", "raise"):
             raise QueryError(f"errors={errors!r} is unknown; use 'return' or 'raise'.")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -94,6 +116,7 @@ class PromptedEngine(Engine):
         for i, q in enumerate(queries):
             try:
                 preps[i] = self.prepare(q, max_new_tokens)
+                preps[i].should_stop = should_stop
             except RGPT4DError as e:
                 if errors == "raise":
                     raise
@@ -155,18 +178,17 @@ class PromptedEngine(Engine):
                 f"frames (CLI: --num-frames {self.max_frames}; Python: clip.sample({self.max_frames})) or build the "
                 f"engine with max_frames={n}."
             )
-        frames = [f.image for f in clip.frames]
+        frames = list(clip.frames)  # pixels are taken when needed (LazyImages)
         times = relative_times(clip.timestamps, self.spec.tpe.origin)
-        keys = [frame_key(f.image, f.source, f.camera_id, f.timestamp_s, f.digest()) for f in clip.frames] \
-            if self.identify_images else []
+        keys = [self.frame_identity(f) for f in clip.frames] if self.identify_images else []
         if query.prompt_mode == "r4d":
             som, som_digest = self._som(query)
-            images, image_times = [som] + frames, with_som_time(times, self.spec.tpe.som)
+            images, image_times = LazyImages([som] + frames), with_som_time(times, self.spec.tpe.som)
             if keys:  # the SoM image is keyed by its own pixels: other marks, other key
                 f0 = clip.frames[0]
                 keys = [frame_key(som, "som:" + f0.source, f0.camera_id, f0.timestamp_s, som_digest)] + keys
         else:
-            images, image_times = frames, times
+            images, image_times = LazyImages(frames), times
         text = query_text(query, self.prompt)
         prompt_text = chat_prompt(self.tokenizer, user_content(len(images), text))
         input_ids = self.tokenizer.encode(prompt_text, add_special_tokens=False)
@@ -184,6 +206,12 @@ class PromptedEngine(Engine):
                 "use fewer frames or a shorter question."
             )
         return prep
+
+    @staticmethod
+    def frame_identity(frame: Frame) -> tuple:
+        """The key of a frame's encoder output (source, camera, stamp, pixel digest); the one definition, shared by
+        `prepare` and by pre-encoding of live frames."""
+        return frame_key(None, frame.source, frame.camera_id, frame.timestamp_s, frame.digest())
 
     def _som(self, query: RegionQuery):
         """(SoM image, its pixel hash or None). Renders are memoised per (first frame, marks) when images are

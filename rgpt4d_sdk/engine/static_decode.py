@@ -93,8 +93,10 @@ class StaticDecoder:
 
     # ------------------------------------------------------------------------------------------------ generate
     @torch.no_grad()
-    def generate(self, embeds: torch.Tensor, stop_ids: Sequence[int], max_new_tokens: int) -> Generation:
-        """Greedy continuation of one (L, D) prompt; L + max_new_tokens must fit in ``max_len``."""
+    def generate(self, embeds: torch.Tensor, stop_ids: Sequence[int], max_new_tokens: int,
+                 should_stop=None) -> Generation:
+        """Greedy continuation of one (L, D) prompt; L + max_new_tokens must fit in ``max_len``. ``should_stop``:
+        checked before every decode step (see `greedy_decode`)."""
         length = int(embeds.shape[0])
         if length + max_new_tokens > self.max_len:
             raise ValueError(f"prompt of {length} + {max_new_tokens} new positions exceeds the static cache "
@@ -109,17 +111,21 @@ class StaticDecoder:
             sync_device(self.device)
             t_prefill = time.perf_counter() - t0
             first = logits[0].clone()
-            stops, tokens = set(int(s) for s in stop_ids), []
+            stops, tokens, interrupted = set(int(s) for s in stop_ids), [], False
             t1 = time.perf_counter()
             for n in range(max_new_tokens):
                 token = int(logits.argmax(-1))
                 tokens.append(token)
                 if token in stops or n == max_new_tokens - 1:
                     break
+                if should_stop is not None and should_stop():
+                    interrupted = True
+                    break
                 logits = self.step(token, length + n)
             sync_device(self.device)
             t_decode = time.perf_counter() - t1
         stopped = bool(tokens) and tokens[-1] in stops
-        return Generation(tokens[:-1] if stopped else tokens, "stop" if stopped else "length", first.cpu(),
+        reason = "stop" if stopped else ("stopped" if interrupted else "length")
+        return Generation(tokens[:-1] if stopped else tokens, reason, first.cpu(),
                           {"prefill": t_prefill, "decode": t_decode})
 

@@ -7,6 +7,10 @@ Shared work is done once:
 - Queries in one `answer_many` call that share images, times and the prompt text before the question (same clip,
   same marks) are grouped: that prefix is prefilled once and its KV cache continued by every question of the group;
   only each question's own tokens are prefilled.
+- With ``prefix_cache_mb`` > 0, a prefilled prompt prefix outlives its call (`PrefixCache`): a later query about the
+  same images, times and marks continues its KV cache and prefills only the tokens where its prompt differs.
+- Live frames may be encoded before any query asks for them (`preencode`, used by `rgpt4d_sdk.live.preencode`)
+  into ``arrival_cache``, a vision cache with its own budget that `_vision_features` reads after its own.
 `counters` count encoded images and prefilled positions (what the benchmarks report).
 """
 from __future__ import annotations
@@ -25,7 +29,8 @@ from ..model.nvila import NvilaModel
 from ..model.processor import preprocess_images
 from ..prompt.template import PromptConfig
 from .cache import VisionCache
-from .generate import Generation, cache_tensors, greedy_decode, greedy_generate, hf_step, sync_device
+from .generate import Generation, cache_tensors, greedy_decode, hf_step, sync_device
+from .prefix_cache import PrefixCache, PrefixEntry
 from .prompted import DEFAULT_MAX_NEW_TOKENS, PreparedQuery, PromptedEngine
 from .static_decode import StaticDecoder
 
@@ -46,18 +51,26 @@ class TorchEngine(PromptedEngine):
         prefix_reuse: bool = True,
         decode: str = "auto",
         static_len: Optional[int] = None,
+        prefix_cache_mb: float = 0.0,
     ) -> None:
         """vision_cache_mb: byte budget of the per-frame encoder cache (0 disables it); prefix_reuse: prefill a
         prompt prefix shared by several queries of one `answer_many` call once; decode: "dynamic" (the
         `transformers` cache), "static" (a static KV cache of ``static_len`` positions, replayed as a CUDA graph on
-        CUDA) or "auto" (static for single queries on CUDA, else dynamic)."""
+        CUDA) or "auto" (static for single queries on CUDA, else dynamic); prefix_cache_mb: byte budget of the KV
+        cache of prompt prefixes kept across calls (0, the default, disables it; queries it serves decode on the
+        dynamic cache)."""
         self.model = model
         self.engine_id = engine_id or f"torch:{model.dtype}:{model.device}"
         context = int(getattr(model.llm.config, "max_position_embeddings", 32768))
         self._setup_prompting(model.spec, model.tokenizer, context, max_frames, prompt, max_new_tokens)
         self.vision_cache = VisionCache(int(vision_cache_mb * (1 << 20))) if vision_cache_mb else None
         self.prefix_reuse = bool(prefix_reuse)
-        self.identify_images = self.vision_cache is not None or self.prefix_reuse
+        if prefix_cache_mb < 0:
+            raise ConfigError(f"prefix_cache_mb must be >= 0, got {prefix_cache_mb}.")
+        self.prefix_cache = PrefixCache(int(prefix_cache_mb * (1 << 20))) if prefix_cache_mb else None
+        self.arrival_cache: Optional[VisionCache] = None  # frames encoded on arrival (live pre-encoding)
+        self.checkpoint = ""  # set by `load`; part of every prefix-cache key
+        self.identify_images = self.vision_cache is not None or self.prefix_reuse or self.prefix_cache is not None
         if decode not in ("auto", "dynamic", "static"):
             raise ConfigError(f"decode {decode!r} is unknown; choose auto, dynamic or static.")
         self.decode = decode
@@ -65,7 +78,8 @@ class TorchEngine(PromptedEngine):
         self.static_len = int(static_len or min(context, (self.max_frames + 1) * ppf + 640))
         self._static: Optional[StaticDecoder] = None
         self._lock = threading.Lock()
-        self.counters = {"queries": 0, "encoded_frames": 0, "encoded_som": 0, "prefill_positions": 0}
+        self.counters = {"queries": 0, "encoded_frames": 0, "encoded_som": 0, "prefill_positions": 0,
+                         "preencoded_frames": 0}
 
     @classmethod
     def load(cls, path, device: str = "auto", dtype: str = "auto", **options: Any) -> "TorchEngine":
@@ -73,7 +87,9 @@ class TorchEngine(PromptedEngine):
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         model = NvilaModel.from_pretrained(path, device=device, dtype=dtype, **model_opts)
-        return cls(model, **options)
+        engine = cls(model, **options)
+        engine.checkpoint = str(path)
+        return engine
 
     # ------------------------------------------------------------------------------------------ stages
     def _count(self, **delta: int) -> None:
@@ -94,6 +110,11 @@ class TorchEngine(PromptedEngine):
             self._count_encoded(keys, list(range(len(images))), som_first)
             return self.model.encode_images(preprocess_images(images, self.model.spec))
         found, missing = cache.lookup(keys)
+        arrival = self.arrival_cache
+        if missing and arrival is not None:
+            for i in missing:
+                found[i] = arrival.get(keys[i])
+            missing = [i for i in missing if found[i] is None]
         if missing:
             new = self.model.encode_images(preprocess_images([images[i] for i in missing], self.model.spec))
             self._count_encoded(keys, missing, som_first)
@@ -101,6 +122,21 @@ class TorchEngine(PromptedEngine):
                 found[i] = new[j].clone()  # its own storage: an entry never pins a whole batch
                 cache.put(keys[i], found[i])
         return torch.stack(found)
+
+    def preencode(self, images: Sequence[Any], keys: Sequence[tuple], cache: VisionCache) -> int:
+        """Encode the images (arrays, e.g. a `LazyImages` of frames) whose keys neither ``cache`` nor the engine's own
+        vision cache holds, into ``cache``; returns how many were encoded. Called by the live pre-encoder thread."""
+        own = self.vision_cache
+        todo = [i for i, k in enumerate(keys) if k not in cache and (own is None or k not in own)]
+        if not todo:
+            return 0
+        pixels = preprocess_images([images[i] for i in todo], self.model.spec)
+        with torch.no_grad():
+            feats = self.model.encode_images(pixels)
+        for j, i in enumerate(todo):
+            cache.put(keys[i], feats[j].clone())
+        self._count(preencoded_frames=len(todo))
+        return len(todo)
 
     def _image_embeds(self, prep: PreparedQuery) -> torch.Tensor:
         """(N, T, D) projected visual embeddings (TPE added), with vision and projector times recorded."""
@@ -123,21 +159,26 @@ class TorchEngine(PromptedEngine):
             groups.setdefault(self._prefix_signature(prep, i), []).append(i)
         out: List[Optional[Generation]] = [None] * len(batch)
         singles = [i for members in groups.values() if len(members) == 1 for i in members]
+        if self.prefix_cache is not None:
+            for i in [i for i in singles if batch[i].image_keys]:
+                out[i] = self._run_cached(batch[i])
+            singles = [i for i in singles if out[i] is None]
         if singles:
             embeds = [self._prefill_inputs(batch[i]) for i in singles]
             self._count(prefill_positions=sum(int(e.shape[0]) for e in embeds), queries=len(singles))
             limit = max(batch[i].max_new_tokens for i in singles)
+            stop = _all_stop([batch[i] for i in singles])
             gens = None
             if len(singles) == 1 and self._static_fits(embeds[0], limit):
                 try:
-                    gens = [self._static_decoder().generate(embeds[0], self.stop_ids, limit)]
+                    gens = [self._static_decoder().generate(embeds[0], self.stop_ids, limit, should_stop=stop)]
                 except (RuntimeError, ValueError) as e:  # e.g. graph capture refused by this GPU/driver
                     if self.decode == "static":
                         raise
                     warnings.warn(f"static-cache decoding failed ({e}); using the dynamic cache from now on.")
                     self.decode = "dynamic"
             if gens is None:
-                gens = greedy_generate(self.model.llm, embeds, self.stop_ids, limit)
+                gens = greedy_decode(hf_step(self.model.llm), embeds, self.stop_ids, limit, should_stop=stop)
             for i, g in zip(singles, gens):
                 out[i] = g
         for members in groups.values():
@@ -145,6 +186,67 @@ class TorchEngine(PromptedEngine):
                 for i, g in zip(members, self._run_group([batch[i] for i in members])):
                     out[i] = g
         return out  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------------------------------ prefix cache
+    def _last_image(self, ids: Sequence[int]) -> int:
+        return max(i for i, t in enumerate(ids) if t == self.model.image_token_id)
+
+    def _prefix_key(self, prep: PreparedQuery) -> Any:
+        """What determines a prompt's KV cache up to its last image: engine, images, their TPE times, prompt ids."""
+        last = self._last_image(prep.input_ids)
+        return (id(self.model), self.checkpoint, self.engine_id, tuple(prep.image_keys),
+                prep.image_times.numpy().tobytes(), tuple(prep.input_ids[:last + 1]))
+
+    def _position(self, prep: PreparedQuery, n_ids: int) -> int:
+        """LLM positions of the first ``n_ids`` prompt ids, when every image lies within them."""
+        n = len(prep.images)
+        return n_ids - n + n * self.spec.positions_per_frame
+
+    def _past(self, layers, positions: int, rows: int = 1):
+        """A fresh `transformers` cache holding the first ``positions`` positions of ``layers`` (copied: the stored
+        tensors are never written)."""
+        from transformers import DynamicCache
+
+        past = DynamicCache()
+        for layer, (k, v) in enumerate(layers):
+            k, v = k[:, :, :positions], v[:, :, :positions]
+            if rows > 1:
+                k, v = k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)
+            past.update(k.contiguous(), v.contiguous(), layer)
+        return past
+
+    def _run_cached(self, prep: PreparedQuery) -> Generation:
+        """One query through the prefix cache: continue a stored prefix (prefill only the differing tokens, no vision
+        work), or prefill all but the last prompt position, store that, and continue it."""
+        ids = prep.input_ids
+        key = self._prefix_key(prep)
+        need = self._last_image(ids) + 1
+        found = self.prefix_cache.lookup(key, ids, need)
+        step = hf_step(self.model.llm)
+        t_split = 0.0
+        if found is not None:
+            entry, shared = found
+            shared = min(shared, len(ids) - 1)  # at least one position to prefill: the first logits come from it
+            prefix_len = self._position(prep, shared)
+            past = self._past(entry.layers, prefix_len)
+            suffix = self.model.embed_tokens(ids[shared:])
+            prep.timings.update(vision=0.0, projector=0.0)
+        else:
+            embeds = self._prefill_inputs(prep)
+            prefix_len = int(embeds.shape[0]) - 1
+            sync_device(embeds.device)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                _, past = step(embeds[None, :prefix_len], None, None, None, None)
+            sync_device(embeds.device)
+            t_split = time.perf_counter() - t0
+            self.prefix_cache.put(key, PrefixEntry(tuple(ids[:-1]), prefix_len, list(cache_tensors(past))))
+            suffix = embeds[prefix_len:]
+        self._count(prefill_positions=int(suffix.shape[0]) + (0 if found else prefix_len), queries=1)
+        gen = greedy_decode(step, [suffix], self.stop_ids, prep.max_new_tokens, past, prefix_len=prefix_len,
+                            should_stop=prep.should_stop)[0]
+        gen.timings["prefill"] += t_split
+        return gen
 
     def _static_fits(self, embeds: torch.Tensor, limit: int) -> bool:
         use = self.decode == "static" or (self.decode == "auto" and embeds.device.type == "cuda")
@@ -166,43 +268,77 @@ class TorchEngine(PromptedEngine):
         return (tuple(prep.image_keys), times, tuple(prep.input_ids[:last + 1]))
 
     def _run_group(self, preps: List[PreparedQuery]) -> List[Generation]:
-        """Prefill the shared prefix once, then every query's own tokens on a copy of its KV cache."""
-        from transformers import DynamicCache
-
+        """Prefill the shared prefix once (or take it from the prefix cache), then every query's own tokens on a copy
+        of its KV cache."""
         ids = [p.input_ids for p in preps]
         cut = max(i for i, t in enumerate(ids[0]) if t == self.model.image_token_id) + 1
         shortest = min(len(x) for x in ids)
         while cut < shortest - 1 and all(x[cut] == ids[0][cut] for x in ids):
             cut += 1  # the text after the last image that every question shares (e.g. the duration sentence)
-        image_embeds = self._image_embeds(preps[0])
-        for p in preps[1:]:
-            p.timings.update(vision=0.0, projector=0.0)
-        prefix = self.model.fuse(ids[0][:cut], image_embeds).inputs_embeds  # (P, D)
         step = hf_step(self.model.llm)
-        sync_device(prefix.device)
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            _, cache = step(prefix[None], None, None, None, None)
-        sync_device(prefix.device)
-        t_prefix = time.perf_counter() - t0
-        layers = cache_tensors(cache)
+        cached = key = None
+        if self.prefix_cache is not None:
+            key = self._prefix_key(preps[0])
+            cached = self.prefix_cache.lookup(key, ids[0], cut)
+        t_prefix = 0.0
+        if cached is not None:  # the group's shared prefix was prefilled by an earlier call
+            layers, prefix_len, fresh = cached[0].layers, self._position(preps[0], cut), 0
+            for p in preps:
+                p.timings.update(vision=0.0, projector=0.0)
+        else:
+            image_embeds = self._image_embeds(preps[0])
+            for p in preps[1:]:
+                p.timings.update(vision=0.0, projector=0.0)
+            prefix = self.model.fuse(ids[0][:cut], image_embeds).inputs_embeds  # (P, D)
+            sync_device(prefix.device)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                _, cache = step(prefix[None], None, None, None, None)
+            sync_device(prefix.device)
+            t_prefix = time.perf_counter() - t0
+            layers = list(cache_tensors(cache))
+            prefix_len = fresh = int(prefix.shape[0])
+            if key is not None:
+                self.prefix_cache.put(key, PrefixEntry(tuple(ids[0][:cut]), prefix_len, layers))
         suffixes = [self.model.embed_tokens(x[cut:]) for x in ids]
-        self._count(prefill_positions=int(prefix.shape[0]) + sum(int(e.shape[0]) for e in suffixes),
-                    queries=len(preps))
+        self._count(prefill_positions=fresh + sum(int(e.shape[0]) for e in suffixes), queries=len(preps))
         b = len(preps)
-        past = DynamicCache()
-        for layer, (k, v) in enumerate(layers):
-            past.update(k.expand(b, -1, -1, -1).contiguous(), v.expand(b, -1, -1, -1).contiguous(), layer)
+        past = self._past(layers, prefix_len, rows=b)
         gens = greedy_decode(step, suffixes, self.stop_ids, max(p.max_new_tokens for p in preps), past,
-                             prefix_len=int(prefix.shape[0]))
+                             prefix_len=prefix_len, should_stop=_all_stop(preps))
         for g in gens:
             g.timings["prefill"] += t_prefix / b
         return gens
 
     def stats(self) -> Dict[str, Any]:
-        """Counters and vision-cache statistics (hits, misses, evictions, bytes)."""
+        """Counters and cache statistics (hits, misses, evictions, bytes) of the vision, arrival and prefix caches."""
         out: Dict[str, Any] = dict(self.counters)
-        if self.vision_cache is not None:
-            out["vision_cache"] = self.vision_cache.stats.to_dict()
+        for name in ("vision_cache", "arrival_cache", "prefix_cache"):
+            cache = getattr(self, name)
+            if cache is not None:
+                out[name] = cache.stats.to_dict()
         return out
+
+    def set_prefix_cache(self, budget_mb: float) -> None:
+        """Keep prefilled prompt prefixes across calls within ``budget_mb`` (0: off). Replaces the current cache."""
+        if budget_mb < 0:
+            raise ConfigError(f"prefix_cache_mb must be >= 0, got {budget_mb}.")
+        self.prefix_cache = PrefixCache(int(budget_mb * (1 << 20))) if budget_mb else None
+        self.identify_images = self.vision_cache is not None or self.prefix_reuse or self.prefix_cache is not None
+
+    def clear_caches(self) -> None:
+        """Drop every cached encoder output and prefix KV cache."""
+        for cache in (self.vision_cache, self.arrival_cache, self.prefix_cache):
+            if cache is not None:
+                cache.clear()
+
+
+def _all_stop(preps: Sequence[PreparedQuery]):
+    """One stop hook for a batch: stop when every query's hook says so (None when some query has none)."""
+    hooks = [p.should_stop for p in preps]
+    if not hooks or any(h is None for h in hooks):
+        return None
+    if len(hooks) == 1:
+        return hooks[0]
+    return lambda: all(h() for h in hooks)
 

@@ -5,7 +5,8 @@
 - `buffer`: per-camera ring buffers keyed by sensor stamp (nanoseconds), bounded by count and age.
 - `window`: which frames a query uses: N frames picked evenly in time from a window ending at a stamp.
 - `goals`: a goal (camera, question, regions, window) -> a `RegionQuery` over the buffered frames.
-- `service`: one worker that owns the engine, a bounded goal queue, cancellation and latency statistics.
+- `service`: one worker that owns the engine, a bounded goal queue, cancellation, deadlines and latency statistics.
+- `preencode`: the background encoder that feeds arriving frames into the engine's vision cache.
 
 Every refusal is a `GoalError` whose ``code`` is one of `REASONS`; the ROS action carries the code's index.
 """
@@ -33,6 +34,7 @@ REASONS = (
     "CANCELED",
     "ENGINE_ERROR",
     "SHUTDOWN",  # the node was stopped (SIGINT/SIGTERM) before it could answer the goal
+    "DEADLINE",
 )
 
 

@@ -1,16 +1,20 @@
 """Per-camera ring buffers of stamped frames, bounded by count and by age.
 
 Subscription callbacks only call `FrameRing.push`: it stores the message payload as it arrived (JPEG bytes stay
-compressed; raw images keep their bytes) and returns at once. Decoding happens later, for the few frames a query
-picks. Frames are ordered by sensor stamp (``header.stamp``, integer ns), not by arrival: a late frame is inserted
-in place, a repeated stamp is dropped, and a frame older than the buffer's age limit is dropped.
+compressed; raw images keep their bytes) with a digest of it computed once at ingest, and returns at once.
+Decoding happens later, for the few frames a query picks (or in the background pre-encoder,
+`rgpt4d_sdk.live.preencode`, which listens to pushes). Frames are ordered by sensor stamp (``header.stamp``,
+integer ns), not by arrival: a late frame is inserted in place, a repeated stamp is dropped, and a frame older than
+the buffer's age limit is dropped.
 """
 from __future__ import annotations
 
 import bisect
+import hashlib
+import io
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -32,10 +36,34 @@ class StoredFrame:
     step: int = 0
     is_bigendian: int = 0
     received_ns: int = 0
+    digest: str = ""  # of the payload and its layout, computed once at ingest (pixel identity for the vision cache)
+
+    def __post_init__(self) -> None:
+        if not self.digest:
+            h = hashlib.blake2b(digest_size=16)
+            layout = f"{self.kind}|{self.encoding}|{self.width}|{self.height}|{self.step}|{self.is_bigendian}|"
+            h.update(layout.encode())
+            h.update(self.data)
+            self.digest = "payload:" + h.hexdigest()
 
     @property
     def nbytes(self) -> int:
         return len(self.data)
+
+    def size(self) -> Tuple[int, int]:
+        """(width, height) without decoding the pixels (a compressed frame's header is read once)."""
+        if self.kind == "compressed" and not (self.width and self.height):
+            from PIL import Image, UnidentifiedImageError
+
+            from ..errors import ImageError
+
+            try:
+                with Image.open(io.BytesIO(self.data)) as im:
+                    self.width, self.height = int(im.size[0]), int(im.size[1])
+            except (UnidentifiedImageError, OSError, ValueError) as exc:
+                raise ImageError(f"CompressedImage ({self.encoding or 'no format'}, {len(self.data)} bytes) cannot "
+                                 f"be decoded: {exc}") from None
+        return int(self.width), int(self.height)
 
     def decode(self) -> np.ndarray:
         """(H, W, 3) uint8 RGB."""
@@ -74,6 +102,7 @@ class FrameRing:
         self._lock = threading.Lock()
         self.stats = RingStats()
         self.camera_info: Optional[Any] = None  # latest CameraModel from CameraInfo (None until one arrives)
+        self.listeners: List[Callable[["FrameRing", StoredFrame], None]] = []  # called after each stored frame
 
     def push(self, frame: StoredFrame) -> bool:
         """Store a frame; False when it was dropped (same stamp as a stored frame, or too old)."""
@@ -98,7 +127,9 @@ class FrameRing:
             self._bytes += frame.nbytes
             st.stored += 1
             self._evict()
-            return True
+        for listener in list(self.listeners):
+            listener(self, frame)
+        return True
 
     def _evict(self) -> None:
         cut = bisect.bisect_left(self._stamps, self._stamps[-1] - self.max_age_ns)
@@ -108,6 +139,11 @@ class FrameRing:
             del self._stamps[:cut]
             del self._frames[:cut]
             self.stats.evicted += cut
+
+    def oldest_ns(self) -> int:
+        """Stamp of the oldest buffered frame (0 when empty)."""
+        with self._lock:
+            return self._stamps[0] if self._stamps else 0
 
     def snapshot(self) -> Tuple[List[int], List[StoredFrame]]:
         """Copies of the stamp list and frame references (the frames themselves are never mutated)."""

@@ -12,15 +12,17 @@ undistorted outline reaches past the undistorted frame's border is cut at that b
 """
 from __future__ import annotations
 
+import hashlib
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import GoalError, ImageError, QueryError, RegionError
-from ..types import Clip, Frame, Region, RegionQuery, mentioned_ids
+from ..types import Clip, Frame, Region, RegionQuery, mentioned_ids, to_rgb_uint8
 from .buffer import StoredFrame
 from .images import Undistorter
 from .window import NS, WindowSpec, select_window
@@ -66,6 +68,53 @@ class Goal:
     answer_type: Optional[str] = None
     task: str = ""
     id: str = ""
+    max_latency_s: float = 0.0  # > 0: the goal ends with DEADLINE (and its partial answer) this long after submission
+
+
+class LiveFrame(Frame):
+    """A buffered frame seen as a `Frame` without decoding it: its pixels are decoded (and undistorted) on first
+    access, and its digest is the one computed at ingest (`StoredFrame.digest`, plus the undistortion's identity).
+    A frame whose encoder output is already cached is therefore never decoded."""
+
+    def __init__(self, stored: StoredFrame, camera_id: str, source: str = "",
+                 undistorter: Optional[Undistorter] = None) -> None:  # noqa: D107 - Frame's fields, set directly
+        self._stored = stored
+        self._und = undistorter if undistorter is not None and undistorter.needed else None
+        self._pixels: Optional[np.ndarray] = None
+        self._lock = threading.Lock()
+        self.timestamp_s = stored.stamp_ns / NS
+        self.camera_id, self.source, self.camera = camera_id, source, None
+
+    @property
+    def image(self) -> np.ndarray:  # type: ignore[override]
+        with self._lock:
+            if self._pixels is None:
+                img = self._stored.decode()
+                self._pixels = self._und(img) if self._und is not None else img
+            return self._pixels
+
+    @image.setter
+    def image(self, value: np.ndarray) -> None:
+        self._pixels = to_rgb_uint8(value, what=f"frame at t={self.timestamp_s}")
+        self._stored = None  # the pixels no longer come from the buffer: digest them
+
+    @property
+    def size(self) -> Tuple[int, int]:
+        if self._stored is None:
+            return int(self._pixels.shape[1]), int(self._pixels.shape[0])
+        return self._stored.size()
+
+    @property
+    def decoded(self) -> bool:
+        return self._pixels is not None
+
+    def digest(self) -> str:
+        if self._stored is None:
+            return super().digest()
+        if self._und is None:
+            return self._stored.digest
+        cam = hashlib.blake2b(repr(self._und.camera).encode(), digest_size=8).hexdigest()
+        return f"{self._stored.digest}:undistorted:{cam}"
 
 
 @dataclass
@@ -78,26 +127,35 @@ class Prepared:
 
 
 def prepare_query(goal: Goal, stamps: Sequence[int], frames: Sequence[StoredFrame],
-                  undistorter: Optional[Undistorter] = None, source: str = "") -> Prepared:
-    """Select the window, decode its frames, build the regions and the query. Raises `GoalError` with a reason."""
+                  undistorter: Optional[Undistorter] = None, source: str = "", lazy: bool = False) -> Prepared:
+    """Select the window, decode its frames, build the regions and the query. Raises `GoalError` with a reason.
+
+    lazy: the clip's frames are `LiveFrame`s (decoded only if the engine needs their pixels, keyed by the ingest
+    digest); else every frame is decoded here and keyed by a hash of its pixels."""
     t0 = time.perf_counter()
     _check_question(goal)
     idx = select_window(stamps, goal.window)
     t1 = time.perf_counter()
     und = undistorter if undistorter is not None and undistorter.needed else None
-    clip_frames = []
+    clip_frames: List[Frame] = []
     for i in idx:
         try:
-            img = frames[i].decode()
-            if und is not None:
-                img = und(img)
+            if lazy:
+                frame: Frame = LiveFrame(frames[i], goal.camera, source, und)
+                frame.size  # noqa: B018 - reads a compressed frame's header: a corrupt payload is refused here
+            else:
+                img = frames[i].decode()
+                if und is not None:
+                    img = und(img)
+                frame = Frame(img, frames[i].stamp_ns / NS, camera_id=goal.camera, source=source)
         except ImageError as e:
             raise GoalError("BAD_IMAGE", f"frame {frames[i].stamp_ns / NS:.9f} s: {e}") from None
-        clip_frames.append(Frame(img, frames[i].stamp_ns / NS, camera_id=goal.camera, source=source))
-    sizes = {f.image.shape[:2] for f in clip_frames}
+        clip_frames.append(frame)
+    sizes = {f.size for f in clip_frames}
     if len(sizes) > 1:
-        raise GoalError("BAD_IMAGE", f"the window mixes frame sizes {sorted(sizes)}; the camera changed resolution.")
-    height, width = clip_frames[0].image.shape[:2]
+        raise GoalError("BAD_IMAGE", "the window mixes frame sizes "
+                                     f"{sorted((h, w) for w, h in sizes)}; the camera changed resolution.")
+    width, height = clip_frames[0].size
     regions = [build_region(r, width, height, und) for r in goal.regions]
     _check_mentions(goal, regions)
     t2 = time.perf_counter()

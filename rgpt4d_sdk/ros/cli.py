@@ -79,6 +79,14 @@ def serve(
     use_sim_time: Optional[bool] = typer.Option(None, "--use-sim-time/--no-sim-time", help="Follow /clock."),
     verify_digests: Optional[bool] = typer.Option(None, "--verify-digests", help="Hash the compiled model's files "
                                                   "afresh instead of trusting the digest cache."),
+    preencode: Optional[str] = typer.Option(None, help="Encode frames as they arrive: auto (on with a GPU) | on | "
+                                                       "off."),
+    preencode_stride: Optional[int] = typer.Option(None, help="Pre-encode every k-th frame (1 every frame, 0 "
+                                                              "adaptive to load)."),
+    preencode_cache_mb: Optional[float] = typer.Option(None, help="Budget of the pre-encoded frames' cache (MB)."),
+    prefix_cache_mb: Optional[float] = typer.Option(None, help="Budget of the prompt-prefix KV cache kept across "
+                                                               "goals (MB; 0 disables)."),
+    vision_cache_mb: Optional[float] = typer.Option(None, help="Budget of the engine's vision cache (MB; 0 disables)."),
     autostart: bool = typer.Option(True, help="Configure and activate at start (else wait for lifecycle calls)."),
 ) -> None:
     """Run the region-query lifecycle node (action ~/region_query, service ~/get_status, /diagnostics)."""
@@ -86,7 +94,10 @@ def serve(
                                        buffer_seconds=buffer_seconds, device=device, dtype=dtype,
                                        backend=backend, compiled=None if compiled is None else str(compiled),
                                        undistort=undistort, use_sim_time=use_sim_time,
-                                       verify_digests=verify_digests).items() if v is not None}
+                                       verify_digests=verify_digests, preencode=preencode,
+                                       preencode_stride=preencode_stride, preencode_cache_mb=preencode_cache_mb,
+                                       prefix_cache_mb=prefix_cache_mb,
+                                       vision_cache_mb=vision_cache_mb).items() if v is not None}
     try:
         args = ros_arguments(model, cameras, camera_info, params_file, name, namespace, overrides)
     except FileNotFoundError as e:

@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional
 import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
@@ -65,6 +66,13 @@ PARAMETERS = {  # name: (default, description)
     "stamp_tolerance_ms": (1.0, "how far a goal's stamp may be from a frame's stamp and still name it"),
     "diagnostics_period_s": (1.0, "period of /diagnostics messages"),
     "verify_digests": (False, "hash the compiled model's files afresh instead of trusting the digest cache"),
+    "preencode": ("auto", "encode frames as they arrive: auto (on when the engine runs on a GPU), on, off"),
+    "preencode_stride": (1, "pre-encode every k-th frame of a camera (1: every frame; 0: adaptive to load)"),
+    "preencode_cache_mb": (256.0, "budget of the pre-encoded frames' cache (its own share, apart from goal work)"),
+    "vision_cache_mb": (-1.0, "budget of the engine's vision cache (encoder outputs of goal work); -1 keeps the "
+                              "engine's default (1024 MB for torch), 0 disables it"),
+    "prefix_cache_mb": (256.0, "budget of the KV cache of prompt prefixes kept across goals (same window and "
+                               "marks); 0 disables it"),
 }
 
 
@@ -74,6 +82,13 @@ def _rss_bytes() -> int:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _switch(value: Any) -> str:
+    """A tri-state parameter given as a string (auto/on/off) or as a YAML boolean (on/off, true/false)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value).strip().lower()
 
 
 def _time_msg(ns: int) -> Time:
@@ -87,7 +102,10 @@ class RegionQueryNode(LifecycleNode):
     def __init__(self, node_name: str = "rgpt4d", engine: Any = None, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         for name, (default, _) in PARAMETERS.items():
-            self.declare_parameter(name, default)
+            if name == "preencode":  # YAML reads a bare on/off as a boolean: accept both spellings
+                self.declare_parameter(name, default, ParameterDescriptor(dynamic_typing=True))
+            else:
+                self.declare_parameter(name, default)
         self._given_engine = engine  # tests and embedders may pass a ready engine instead of `model`
         self.engine: Any = None
         self.cameras: List[CameraSpec] = []
@@ -125,15 +143,24 @@ class RegionQueryNode(LifecycleNode):
             for cam in self.cameras:
                 self.buffers.add(cam.name)
             self.engine = self._given_engine or self._load_engine()
+            prefix_mb = float(self._param("prefix_cache_mb"))
+            if callable(getattr(self.engine, "set_prefix_cache", None)):
+                self.engine.set_prefix_cache(prefix_mb)
+            elif prefix_mb:
+                self.get_logger().info("prefix_cache_mb ignored: this engine keeps no prefix cache")
             limit = int(self._param("max_new_tokens")) or None
             self.service = QueryService(self.engine, self.buffers, int(self._param("queue_depth")),
-                                        bool(self._param("undistort")), max_new_tokens=limit)
+                                        bool(self._param("undistort")), max_new_tokens=limit,
+                                        preencode=_switch(self._param("preencode")),
+                                        preencode_stride=int(self._param("preencode_stride")),
+                                        preencode_cache_mb=float(self._param("preencode_cache_mb")))
         except (RGPT4DError, ValueError) as e:
             self.get_logger().error(f"configure failed: {type(e).__name__}: {e}")
             self._release()
             return TransitionCallbackReturn.FAILURE
         self.get_logger().info(f"configured: engine {getattr(self.engine, 'engine_id', '?')}, cameras "
-                               f"{[c.name for c in self.cameras]}")
+                               f"{[c.name for c in self.cameras]}, pre-encoding "
+                               f"{'on' if self.service.preencoder is not None else 'off'}")
         return TransitionCallbackReturn.SUCCESS
 
     def _load_engine(self) -> Any:
@@ -143,7 +170,10 @@ class RegionQueryNode(LifecycleNode):
         if not model:
             raise ConfigError("parameter `model` is empty; set it to a checkpoint folder (or hub id).")
         compiled = str(self._param("compiled"))
-        extra = {"compiled": compiled} if compiled else {}
+        extra: Dict[str, Any] = {"compiled": compiled} if compiled else {}
+        vision_mb = float(self._param("vision_cache_mb"))
+        if vision_mb >= 0 and str(self._param("backend")) == "torch":
+            extra["vision_cache_mb"] = vision_mb
         return Engine.from_pretrained(model, backend=self._param("backend"), device=self._param("device"),
                                       dtype=self._param("dtype"), verify_digests=bool(self._param("verify_digests")),
                                       **extra)
@@ -332,6 +362,17 @@ class RegionQueryNode(LifecycleNode):
         response.pending_goals = self.service.pending() if self.service is not None else 0
         response.queue_depth = int(self._param("queue_depth"))
         response.cameras = self._camera_status()
+        if self.service is not None:
+            st = self.service.status()
+            pre, prefix = st["preencode"], st["prefix_cache"]
+            response.preencode = bool(pre["enabled"])
+            response.preencode_rate_hz = float(pre["rate_hz"])
+            response.preencode_backlog = int(pre["backlog"])
+            response.preencode_cache_bytes = int(pre.get("cache", {}).get("bytes", 0))
+            response.prefix_cache_hits = int(prefix["hits"])
+            response.prefix_cache_misses = int(prefix["misses"])
+            response.prefix_cache_bytes = int(prefix["bytes"])
+            response.vision_cache_bytes = int(st["vision_cache"].get("bytes", 0))
         return response
 
     def _publish_diagnostics(self) -> None:
@@ -355,7 +396,13 @@ class RegionQueryNode(LifecycleNode):
         w = self.service.status()
         values = dict(pending=w["pending"], queue_depth=w["queue_depth"], latency_last_s=w["latency_last"],
                       latency_p50_s=w["latency_p50"], latency_p95_s=w["latency_p95"], rss_mb=_rss_bytes() / 1e6,
-                      **{f"goals_{k.lower()}": v for k, v in sorted(w["counts"].items())}, **_gpu_memory())
+                      **{f"goals_{k.lower()}": v for k, v in sorted(w["counts"].items())}, **_gpu_memory(),
+                      preencode=w["preencode"]["enabled"], preencode_rate_hz=w["preencode"]["rate_hz"],
+                      preencode_backlog=w["preencode"]["backlog"],
+                      preencode_cache_mb=w["preencode"].get("cache", {}).get("bytes", 0) / 1e6,
+                      prefix_cache_hits=w["prefix_cache"]["hits"], prefix_cache_misses=w["prefix_cache"]["misses"],
+                      prefix_cache_mb=w["prefix_cache"]["bytes"] / 1e6,
+                      vision_cache_mb=w["vision_cache"].get("bytes", 0) / 1e6)
         arr.status.append(_status(f"{self.get_name()}: engine", DiagnosticStatus.OK, "active",
                                   hardware_id=str(getattr(self.engine, "engine_id", "")), **values))
         self._diag_pub.publish(arr)
@@ -422,11 +469,14 @@ def goal_from_msg(req: Any, tolerance_ms: float = 1.0) -> Goal:
             except ImageError as e:
                 raise GoalError("BAD_REGION", f"region {r.id}: mask: {e}") from None
         regions.append(spec)
+    max_latency = float(getattr(req, "max_latency_s", 0.0))
+    if not math.isfinite(max_latency) or max_latency < 0:
+        raise GoalError("BAD_QUERY", f"max_latency_s {max_latency} is invalid; give 0 (no deadline) or seconds > 0.")
     window = WindowSpec(num_frames=int(req.num_frames), duration_s=float(req.duration_s),
                         end_ns=stamp_to_ns(req.end_stamp), reference_ns=stamp_to_ns(req.reference_stamp),
                         tolerance_ns=int(tolerance_ms * 1e6))
     return Goal(camera=req.camera, question=req.question, options=list(req.options), regions=regions, window=window,
-                answer_type=req.answer_type or None)
+                answer_type=req.answer_type or None, max_latency_s=max_latency)
 
 
 def result_to_msg(res: LiveResult) -> RegionQuery.Result:
@@ -438,6 +488,7 @@ def result_to_msg(res: LiveResult) -> RegionQuery.Result:
     msg.latency_stages = list(res.latency)
     msg.latency_s = [float(v) for v in res.latency.values()]
     msg.engine = res.engine_id
+    msg.partial = bool(res.partial)
     return msg
 
 
