@@ -208,7 +208,7 @@ def _run_analyze(config: Optional[str], overrides: dict) -> None:
 # Options every analyze source shares (same names, metavars and help in `analyze nuscenes` and `analyze rosbag`).
 _MODEL = dict(metavar="DIR", help="Checkpoint folder in the released layout, or a hub id.")
 _OUT = dict(metavar="DIR", help="Output folder (default rgpt4d-out).")
-_CONFIG = dict(metavar="FILE|NAME", help="YAML config (a path, or a shipped one by name: analyze_nuscenes, "
+_CONFIG = dict(metavar="CONFIG", help="YAML config (a path, or a shipped one by name: analyze_nuscenes, "
                                          "analyze_rosbag); command-line options override it.")
 _DEVICE = dict(metavar="DEVICE", help="auto | cpu | cuda | cuda:N (default: auto)")
 _DTYPE = dict(metavar="DTYPE", help="auto | float32 | bfloat16 | float16 (default: auto)")

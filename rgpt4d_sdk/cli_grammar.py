@@ -24,8 +24,8 @@ Context = typer.Context
 
 REMOVED_IN = "0.3"
 
-# Readable metavars for value options that declare none, by click parameter type name.
-_TYPE_METAVARS = {"integer": "N", "float": "X", "path": "PATH", "text": "TEXT", "boolean": "BOOL"}
+# Readable metavars for value options that declare none, by the parameter's type.
+_TYPE_METAVARS = {"int": "N", "float": "X", "Path": "PATH", "str": "TEXT", "bool": "BOOL"}
 
 
 def deprecation_line(old: str, new: str) -> str:
@@ -40,7 +40,8 @@ def _readable(params: list) -> list:
                 if p.metavar is None:
                     p.metavar = ""  # no "<bool>" column for a switch
             elif p.metavar is None:
-                p.metavar = _TYPE_METAVARS.get(p.type.name, p.type.name.upper())
+                kind = p.bare_type().removeprefix("list[").rstrip("]")
+                p.metavar = _TYPE_METAVARS.get(kind, kind.upper())
     return params
 
 

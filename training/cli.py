@@ -28,7 +28,7 @@ def _overrides(items: List[str]) -> dict:
 @train_app.callback(invoke_without_command=True)
 def train_cmd(
     ctx: typer.Context,
-    config: Optional[str] = typer.Option(None, metavar="FILE|NAME", help="Training config: a YAML path, or a "
+    config: Optional[str] = typer.Option(None, metavar="CONFIG", help="Training config: a YAML path, or a "
                                          "shipped one by name (p4d_code_lora, p4d_paper, nuscenes_sensor)."),
     set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a config value: section.key=value (repeatable)."),
     restart: bool = typer.Option(False, help="Delete the run folder's checkpoints and logs and start over."),
