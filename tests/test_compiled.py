@@ -43,7 +43,7 @@ from rgpt4d_sdk.types import Region, RegionQuery  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _hash_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("RGPT4D_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("RGPT4D_CACHE", str(tmp_path / "cache"))
 
 
 @pytest.fixture(scope="module")

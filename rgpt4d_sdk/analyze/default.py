@@ -1,15 +1,19 @@
 """The embedded default run: a generated nuScenes-format sample log and the tiny demo checkpoint.
 
-Both are made once and cached (``$RGPT4D_CACHE``, else ``~/.cache/rgpt4d-sdk``); the checkpoint has random weights,
-so the answers show that the pipeline works end to end, not what 4D-RGPT would say.
+Both are made once and cached in the SDK's cache folder (`rgpt4d_sdk.cache`: ``$RGPT4D_CACHE``, else
+``~/.cache/rgpt4d-sdk``), saying so on stderr the first time; a build that was killed half-way is cleaned up by the
+next run. The checkpoint has random weights, so the answers show that the pipeline works end to end, not what
+4D-RGPT would say.
 """
 from __future__ import annotations
 
-import os
 import shutil
+import sys
+import time
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
+from ..cache import ENV, cache_root, remove_interrupted, temp_name
 from .config import AnalyzeConfig, ExecutorConfig
 from .runner import Echo, RunStats, run_analysis
 
@@ -17,8 +21,12 @@ DEMO_NOTICE = ("These answers come from an untrained demo model with random weig
                "works, not what 4D-RGPT would say. Point --model at real 4D-RGPT weights for real answers.")
 
 
+_TINY_TMP_PREFIX = ".tiny-checkpoint.tmp-"
+
+
 def cache_dir() -> Path:
-    return Path(os.environ.get("RGPT4D_CACHE") or Path.home() / ".cache" / "rgpt4d-sdk")
+    """The SDK's cache folder (`rgpt4d_sdk.cache.cache_root`)."""
+    return cache_root()
 
 
 def ensure_tiny_checkpoint(cache: Path) -> Path:
@@ -28,7 +36,8 @@ def ensure_tiny_checkpoint(cache: Path) -> Path:
     path = cache / "tiny-checkpoint"
     if (path / "config.json").is_file():
         return path
-    tmp = cache / f".tiny-checkpoint.tmp-{os.getpid()}"
+    remove_interrupted(cache, _TINY_TMP_PREFIX)
+    tmp = cache / (temp_name(_TINY_TMP_PREFIX) + "build")
     shutil.rmtree(tmp, ignore_errors=True)
     make_tiny(tmp, seed=0)
     shutil.rmtree(path, ignore_errors=True)
@@ -36,13 +45,36 @@ def ensure_tiny_checkpoint(cache: Path) -> Path:
     return path
 
 
-def default_config(out: "str | Path" = "rgpt4d-out", cache: Optional[Path] = None) -> AnalyzeConfig:
+def first_run_lines(cache: Path) -> List[str]:
+    """What the default run is about to generate and where (empty when everything is cached already)."""
+    from ..adapters.nuscenes.sample import CAMERA_RIGS, GENERATOR_VERSION, default_sample_scenes
+
+    lines = []
+    log = cache / f"nuscenes-sample-v{GENERATOR_VERSION}"
+    if not (log / ".rgpt4d-sample-complete").is_file():
+        lines.append(f"first run: generating the sample nuScenes-format log ({len(default_sample_scenes())} scenes, "
+                     f"{len(CAMERA_RIGS)} cameras) in {log} ...")
+    if not (cache / "tiny-checkpoint" / "config.json").is_file():
+        lines.append(f"first run: writing the tiny random demo checkpoint in {cache / 'tiny-checkpoint'} ...")
+    if lines:
+        lines.append(f"(made once and reused; set {ENV} to use another cache folder)")
+    return lines
+
+
+def default_config(out: "str | Path" = "rgpt4d-out", cache: Optional[Path] = None,
+                   echo: Optional[Echo] = None) -> AnalyzeConfig:
     from ..adapters.nuscenes.sample import ensure_sample_log
 
     cache = Path(cache or cache_dir())
     cache.mkdir(parents=True, exist_ok=True)
+    notes = first_run_lines(cache)
+    for line in notes:
+        (echo or _stderr)(line)
+    started = time.monotonic()
     dataroot = ensure_sample_log(cache)
     ckpt = ensure_tiny_checkpoint(cache)
+    if notes:
+        (echo or _stderr)(f"first run: done in {time.monotonic() - started:.0f} s")
     return AnalyzeConfig(
         out=str(out),
         nuscenes={"dataroot": str(dataroot), "version": "v1.0-mini", "cameras": ["CAM_FRONT", "CAM_FRONT_LEFT"]},
@@ -52,9 +84,13 @@ def default_config(out: "str | Path" = "rgpt4d-out", cache: Optional[Path] = Non
     )
 
 
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def run_default(out: "str | Path" = "rgpt4d-out", cache: Optional[Path] = None, progress: Optional[bool] = None,
                 echo: Optional[Echo] = None, executor: Optional[dict] = None) -> RunStats:
-    cfg = default_config(out, cache)
+    cfg = default_config(out, cache, echo=echo)
     cfg.progress = progress
     if executor:
         cfg.executor = ExecutorConfig(**{k: v for k, v in executor.items() if v is not None})
