@@ -80,6 +80,7 @@ class ExportStats:
     out: Optional[Path] = None
 
     def skip(self, reason: str, message: str = "") -> None:
+        """Count one item not written, by reason (the first 50 messages are kept for the summary)."""
         self.skipped[reason] += 1
         if message and len(self.problems) < 50:
             self.problems.append(message)
@@ -89,6 +90,7 @@ class ExportStats:
         return sum(self.skipped.values())
 
     def to_dict(self) -> Dict[str, Any]:
+        """The counts as printed by the CLI: records written, skipped by reason, output file."""
         return {"records": self.records, "skipped": dict(sorted(self.skipped.items())),
                 "skipped_total": self.skipped_total, "out": str(self.out) if self.out else None}
 

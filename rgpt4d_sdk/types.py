@@ -375,6 +375,7 @@ class Answer:
     finish_reason: str = ""
 
     def to_dict(self) -> Dict[str, Any]:
+        """The answer as plain JSON-ready values (what `rgpt4d-sdk query --json` prints)."""
         return {
             "query_id": self.query_id,
             "text": self.text,

@@ -63,6 +63,7 @@ def first_run_lines(cache: Path) -> List[str]:
 
 def default_config(out: "str | Path" = "rgpt4d-out", cache: Optional[Path] = None,
                    echo: Optional[Echo] = None) -> AnalyzeConfig:
+    """The default run's config: the sample log and tiny checkpoint (generated on first use, said on ``echo``)."""
     from ..adapters.nuscenes.sample import ensure_sample_log
 
     cache = Path(cache or cache_dir())
@@ -90,6 +91,7 @@ def _stderr(message: str) -> None:
 
 def run_default(out: "str | Path" = "rgpt4d-out", cache: Optional[Path] = None, progress: Optional[bool] = None,
                 echo: Optional[Echo] = None, executor: Optional[dict] = None) -> RunStats:
+    """`rgpt4d-sdk analyze` with no sub-command: analyse the embedded sample log into ``out``."""
     cfg = default_config(out, cache, echo=echo)
     cfg.progress = progress
     if executor:

@@ -50,9 +50,13 @@ class Engine:
         return impl.load(path, device=device, dtype=dtype, **options)
 
     def answer(self, query: RegionQuery, max_new_tokens: Optional[int] = None) -> Answer:
+        """Answer one region query (greedy decoding); the `Answer` holds the raw text, the parsed choice or value
+        and the stage timings."""
         raise NotImplementedError
 
     def answer_many(
         self, queries: Sequence[RegionQuery], batch_size: int = 8, max_new_tokens: Optional[int] = None
     ) -> List[Answer]:
+        """Answer many queries in batches of ``batch_size``, in order; shared work (vision cache, one prefill per
+        marked clip) is done once and never changes an answer."""
         raise NotImplementedError
