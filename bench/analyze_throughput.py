@@ -23,14 +23,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (
-    RESULTS_DIR,
-    bench_parser,
-    ensure_importable,
-    finish,
-    format_table,
-    versions,
-)
+from _common import (RESULTS_DIR, bench_parser, ensure_importable, finish, format_table,  # noqa: E402
+                     summarize, versions)
 
 ensure_importable()
 
