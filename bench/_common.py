@@ -245,8 +245,10 @@ def results_path(name: str, device: str = "cpu", label: Optional[str] = None, ou
 
 def finish(result: Dict[str, Any], table: str, name: str, device: str = "cpu", label: Optional[str] = None,
            out: Optional[Path] = None) -> Path:
-    """Add machine, versions and commit to ``result``, print ``table``, write the results file; return its path."""
-    result.update(machine=machine_info(device), versions=versions(), git=git_info())
+    """Add machine, versions (on top of any the script set, e.g. onnxruntime's) and commit to ``result``, print
+    ``table``, write the results file; return its path."""
+    result.update(machine=machine_info(device), versions={**versions(), **(result.get("versions") or {})},
+                  git=git_info())
     print(table)
     path = write_json(results_path(name, device, label, out), result)
     print(f"wrote {path}")

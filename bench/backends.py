@@ -180,7 +180,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         import onnxruntime
 
-        result["onnxruntime_version"] = onnxruntime.__version__
+        result["versions"] = {"onnxruntime": onnxruntime.__version__}
     except ImportError:
         pass
     finish(result, report_gpu(result) if args.full_size else report_cpu(result), "backends", device,

@@ -125,14 +125,15 @@ def query(
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path.home() / ".cache" / "rgpt4d-sdk" / "demo", metavar="DIR",
-                             help="Where the demo files go."),
+    out: Optional[Path] = typer.Option(None, metavar="DIR", help="Where the demo files go (default: demo/ in the "
+                                                                 "cache folder, $RGPT4D_CACHE or ~/.cache/rgpt4d-sdk)."),
 ) -> None:
     """Run a region query end to end on an embedded sample (tiny random checkpoint + a synthetic video)."""
+    from .cache import cache_root
     from .demo import run_demo
 
     try:
-        result = run_demo(out)
+        result = run_demo(out or cache_root() / "demo")
     except RGPT4DError as e:
         _fail(e)
     typer.echo(DEMO_NOTICE)

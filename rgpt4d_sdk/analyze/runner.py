@@ -66,7 +66,7 @@ def open_source(cfg: AnalyzeConfig):
 
         if not cfg.nuscenes.dataroot:
             raise ConfigError(
-                "nuscenes.dataroot is empty; pass --dataroot DIR (the folder holding v1.0-*/ and samples/).")
+                "nuscenes.dataroot is empty; pass --data DIR (the folder holding v1.0-*/ and samples/).")
         return NuScenesSource(cfg.nuscenes)
     if cfg.source == "rosbag":
         from ..adapters.rosbag.source import RosbagSource
