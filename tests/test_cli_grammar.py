@@ -132,3 +132,8 @@ def test_reference_page_covers_every_verb():
         assert f"## `rgpt4d-sdk {v.path}`".replace(" `", " `") in text or v.path == ""
         for o in v.options:
             assert max(o.opts, key=len) in text
+
+
+def test_ros_serve_without_a_camera_names_the_option():
+    res = _cli("ros", "serve", "--model", "/m")
+    assert res.returncode == 2 and "--camera NAME=IMAGE_TOPIC" in res.stderr and ":=" not in res.stderr
