@@ -46,11 +46,14 @@ extras = {
     "tensorrt": ["tensorrt>=10.0; platform_machine == 'x86_64'"],
     "train": ["peft>=0.10", "tensorboard>=2.10"],
     "ray": ["ray[data]>=2.9"],
-    "test": ["pytest>=7.4", "setuptools>=64", "wheel", "nuscenes-devkit>=1.1", "pyarrow>=14,<24"],
+    # The docs site (mkdocs build --strict; API reference from the docstrings).
+    "docs": ["mkdocs>=1.5", "mkdocstrings[python]>=0.24"],
+    # selenium drives Debian's chromium + chromium-driver (apt) in the report's browser test; it downloads nothing.
+    "test": ["pytest>=7.4", "setuptools>=64", "wheel", "nuscenes-devkit>=1.1", "pyarrow>=14,<24", "selenium>=4.10"],
 }
 extras["test"] += extras["ros2"] + ["colcon-common-extensions"]  # the colcon build of ros2_nodes/ is tested too
-extras["test"] += extras["onnx"] + extras["train"] + extras["ray"]
-extras["all"] = sorted({r for k, v in extras.items() if k not in ("tensorrt", "onnx-gpu", "test") for r in v})
+extras["test"] += extras["onnx"] + extras["train"] + extras["ray"] + extras["docs"]
+extras["all"] = sorted({r for k, v in extras.items() if k not in ("tensorrt", "onnx-gpu", "test", "docs") for r in v})
 
 setup(
     name="rgpt4d-sdk",

@@ -1,11 +1,13 @@
-"""Helpers shared by the scripts in bench/: statistics, machine/version/commit metadata, device limits, JSON output,
-synthetic clips and queries.
+"""The harness every script in bench/ shares: argument parsing (`bench_parser`), the results file with machine,
+versions and commit (`finish`), the table (`format_table`), statistics, device limits, synthetic clips and queries.
 
-Benchmarks are scripts, not tests (see PERFORMANCE.md "How we measure"): each prints a table and writes a JSON file.
-Import from a script in this folder with ``from _common import ...`` (the script's folder is on sys.path).
+Benchmarks are scripts, not tests (timings never go into tests): each prints a table and writes a JSON file under
+bench/results/, named ``<benchmark>-<device>[-<label>].json``. Import from a script in this folder with
+``from _common import ...`` (the script's folder is on sys.path).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -21,14 +23,15 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 
-# Peak memory bandwidth (bytes/s) and reachable dense bf16 rate (FLOP/s) per device, from PERFORMANCE.md.
+# Peak memory bandwidth (bytes/s) and reachable dense bf16 rate (FLOP/s) per device (vendor figures; the bf16 rate
+# is what dense GEMMs reach in practice, below the datasheet peak).
 # Matched against torch.cuda.get_device_name() in order; the first matching rule wins.
 DEVICE_LIMITS: List[Dict[str, Any]] = [
     {"match": ("H200",), "name": "H200", "bandwidth_Bps": 4.8e12, "bf16_reachable_flops": 700e12},
     # Only the SXM H100 (HBM3, 3.35 TB/s) is in the table; PCIe (2.0 TB/s) and NVL (3.9 TB/s) differ.
     {"match": ("H100",), "exclude": ("PCIE", "NVL"), "name": "H100 SXM", "bandwidth_Bps": 3.35e12,
      "bf16_reachable_flops": 700e12},
-    # A100: PERFORMANCE.md gives the 312 TFLOP/s dense peak, no reachable figure.
+    # A100: only the 312 TFLOP/s dense datasheet peak is known, no reachable figure.
     {"match": ("A100",), "require": ("80GB",), "name": "A100 80GB", "bandwidth_Bps": 2.0e12,
      "bf16_reachable_flops": None},
     {"match": ("ORIN",), "name": "Jetson AGX Orin", "bandwidth_Bps": 2.05e11, "bf16_reachable_flops": None},
@@ -36,7 +39,7 @@ DEVICE_LIMITS: List[Dict[str, Any]] = [
 
 
 def device_limits(gpu_name: Optional[str]) -> Dict[str, Any]:
-    """The PERFORMANCE.md limits of a GPU by its name, or {"name": "unknown", ...None} when not in the table."""
+    """The limits of a GPU by its name (`DEVICE_LIMITS`), or {"name": "unknown", ...None} when not in the table."""
     up = (gpu_name or "").upper()
     for rule in DEVICE_LIMITS:
         if (any(m in up for m in rule["match"]) and not any(x in up for x in rule.get("exclude", ()))
@@ -211,3 +214,42 @@ def ensure_importable() -> None:
         import rgpt4d_sdk  # noqa: F401
     except ImportError:
         sys.path.insert(0, str(REPO_ROOT))
+
+
+# ------------------------------------------------------------------------------------------------ the harness
+def bench_parser(doc: Optional[str], threads: bool = True, **kwargs: Any) -> argparse.ArgumentParser:
+    """The parser every benchmark starts from: its description (the script docstring's first paragraph), ``--out``
+    (the results file; default bench/results/<benchmark>-<device>[-<label>].json) and, for CPU-bound scripts,
+    ``--threads`` (torch threads; default torch's)."""
+    p = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0] or None, **kwargs)
+    p.add_argument("--out", type=Path, default=None, help="results file (default: under bench/results/)")
+    if threads:
+        p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    return p
+
+
+def apply_threads(threads: Optional[int]) -> None:
+    """Set torch's CPU threads when ``threads`` is given."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
+def results_path(name: str, device: str = "cpu", label: Optional[str] = None, out: Optional[Path] = None) -> Path:
+    """``out``, or bench/results/<name>-<device kind>[-<label>].json."""
+    if out is not None:
+        return Path(out)
+    return RESULTS_DIR / f"{name}-{device_kind(device)}{'-' + label if label else ''}.json"
+
+
+def finish(result: Dict[str, Any], table: str, name: str, device: str = "cpu", label: Optional[str] = None,
+           out: Optional[Path] = None) -> Path:
+    """Add machine, versions (on top of any the script set, e.g. onnxruntime's) and commit to ``result``, print
+    ``table``, write the results file; return its path."""
+    result.update(machine=machine_info(device), versions={**versions(), **(result.get("versions") or {})},
+                  git=git_info())
+    print(table)
+    path = write_json(results_path(name, device, label, out), result)
+    print(f"wrote {path}")
+    return path

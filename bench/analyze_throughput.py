@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (RESULTS_DIR, ensure_importable, format_table, git_info, machine_info,  # noqa: E402
-                     summarize, versions, write_json)
+from _common import (RESULTS_DIR, bench_parser, ensure_importable, finish, format_table,  # noqa: E402
+                     summarize, versions)
 
 ensure_importable()
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Clips/s and questions/s of analyze on the embedded sample log (CPU).")
+    p = bench_parser("Clips/s and questions/s of analyze on the embedded sample log (CPU).", threads=False)
     p.add_argument("--repeats", type=int, default=2, help="Full pipeline runs (each into a fresh folder).")
     p.add_argument("--max-clips", type=int, default=0, help="Clips per scene and camera (0 = all).")
     p.add_argument("--batch-size", type=int, default=8)
@@ -38,7 +38,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--executor", choices=("local", "ray"), default="local")
     p.add_argument("--num-workers", type=int, default=2, help="ray: workers of the scaled run (against 1 worker).")
     p.add_argument("--address", default=None, help="ray: cluster address (default: start a local Ray).")
-    p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     if args.out is None:
         tag = "" if args.executor == "local" else "-ray"
@@ -109,7 +108,6 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     med = {k: summarize([r[k] for r in runs])["median"] for k in runs[0]}
     result = {
         "benchmark": "analyze_throughput",
-        "machine": machine_info("cpu"), "versions": versions(), "git": git_info(),
         "config": {"model": "tiny", "device": "cpu", "dtype": "float32", "repeats": args.repeats,
                    "batch_size": args.batch_size, "max_clips_per_scene": args.max_clips,
                    "data": "embedded nuScenes-format sample log (800x450 JPEG, 16-frame clips at 12 Hz)"},
@@ -122,7 +120,6 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "notes": ["other_s = opening the devkit tables, loading the model, writing Parquet/metrics/report",
                   "engine_preprocess_s is inside engine_s: frames are resized and normalised once per question"],
     }
-    write_json(args.out, result)
     return result
 
 
@@ -159,7 +156,6 @@ def run_ray(args: argparse.Namespace) -> Dict[str, Any]:
     med = {w: summarize(v)["median"] for w, v in walls.items()}
     result = {
         "benchmark": "analyze_throughput", "executor": "ray",
-        "machine": machine_info("cpu"), "versions": versions(), "git": git_info(),
         "config": {"model": "tiny", "device": "cpu", "repeats": args.repeats, "batch_size": args.batch_size,
                    "workers": list(walls), "address": args.address or "local Ray"},
         "clips": clips, "wall_s": {str(w): summarize(v) for w, v in walls.items()},
@@ -168,7 +164,6 @@ def run_ray(args: argparse.Namespace) -> Dict[str, Any]:
         "notes": ["each run starts its actors and loads the model in them: fixed costs are included",
                   "on a 2-core machine the workers share the cores with the driver and Ray itself"],
     }
-    write_json(args.out, result)
     return result
 
 
@@ -197,8 +192,7 @@ def report(res: Dict[str, Any]) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     res = run_ray(args) if args.executor == "ray" else run(args)
-    print(report(res))
-    print(f"wrote {args.out}")
+    finish(res, report(res), "analyze_throughput", "cpu", out=args.out)
     return 0
 
 

@@ -19,16 +19,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from _common import (
-    RESULTS_DIR,
-    device_kind,
+    bench_parser,
     device_limits,
     ensure_importable,
+    finish,
     format_table,
-    git_info,
-    machine_info,
     summarize,
-    versions,
-    write_json,
 )
 
 ensure_importable()
@@ -37,7 +33,7 @@ import torch  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = bench_parser(__doc__)
     p.add_argument("--full-size", action="store_true", help="GPU part: 8B architecture, random bf16 weights")
     p.add_argument("--queries", type=int, default=6, help="CPU part: sample queries per repeat")
     p.add_argument("--repeats", type=int, default=3)
@@ -45,8 +41,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--new-tokens", type=int, default=64, help="GPU part: tokens decoded per measurement")
     p.add_argument("--llm-layers", type=int, default=None, help="GPU part: fewer LLM layers (smoke checks only)")
     p.add_argument("--vision-layers", type=int, default=None, help="GPU part: fewer SigLIP layers (smoke only)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for both backends (default: torch's)")
-    p.add_argument("--out", type=Path, default=None)
     return p.parse_args(argv)
 
 
@@ -183,18 +177,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     result = run_gpu(args) if args.full_size else run_cpu(args)
     device = "cuda" if args.full_size else "cpu"
-    result.update(machine=machine_info(device), versions=versions(), git=git_info())
     try:
         import onnxruntime
 
-        result["versions"]["onnxruntime"] = onnxruntime.__version__
+        result["versions"] = {"onnxruntime": onnxruntime.__version__}
     except ImportError:
         pass
-    print(report_gpu(result) if args.full_size else report_cpu(result))
-    label = result["config"]["model"]
-    out = args.out or RESULTS_DIR / f"backends-{device_kind(device)}-{label}.json"
-    write_json(out, result)
-    print(f"wrote {out}")
+    finish(result, report_gpu(result) if args.full_size else report_cpu(result), "backends", device,
+           result["config"]["model"], args.out)
     return 0
 
 

@@ -18,16 +18,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from _common import (
-    RESULTS_DIR,
-    device_kind,
+    bench_parser,
     ensure_importable,
+    finish,
     format_table,
-    git_info,
-    machine_info,
     summarize,
     synthetic_clip,
-    versions,
-    write_json,
 )
 
 ensure_importable()
@@ -47,14 +43,12 @@ QUESTIONS = [
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = bench_parser(__doc__)
     p.add_argument("--clips", type=int, default=4)
     p.add_argument("--questions", type=int, default=8, help="questions per clip (at most 8)")
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", type=Path, default=None)
     return p.parse_args(argv)
 
 
@@ -140,15 +134,12 @@ def run(args) -> Dict[str, Any]:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     r = run(args)
-    r.update(machine=machine_info("cpu"), versions=versions(), git=git_info())
     rows = [[name, r[name]["queries_per_s"], r[name]["encoded_images_per_query"],
              r[name]["prefill_positions_per_query"]] for name in ("naive", "engine")]
-    print(format_table(["path", "queries/s", "images encoded/query", "prefill positions/query"], rows))
-    print(f"engine / naive: {r['speedup']:.2f}x queries/s; answers identical: {r['answers_identical'] * 100:.0f} %; "
-          f"peak RSS {r['peak_rss_gb']:.2f} GB")
-    out = args.out or RESULTS_DIR / f"batch_questions-{device_kind('cpu')}-tiny.json"
-    write_json(out, r)
-    print(f"wrote {out}")
+    table = format_table(["path", "queries/s", "images encoded/query", "prefill positions/query"], rows)
+    table += (f"\nengine / naive: {r['speedup']:.2f}x queries/s; answers identical: "
+              f"{r['answers_identical'] * 100:.0f} %; peak RSS {r['peak_rss_gb']:.2f} GB")
+    finish(r, table, "batch_questions", "cpu", "tiny", args.out)
     return 0
 
 

@@ -17,17 +17,13 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from _common import (
-    RESULTS_DIR,
-    device_kind,
+    bench_parser,
     device_limits,
     ensure_importable,
+    finish,
     format_table,
-    git_info,
-    machine_info,
     r4d_query,
     summarize,
-    versions,
-    write_json,
 )
 
 ensure_importable()
@@ -36,7 +32,7 @@ import torch  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = bench_parser(__doc__, threads=False)
     p.add_argument("--tiny", action="store_true", help="tiny checkpoint instead of the full-size architecture")
     p.add_argument("--device", default="cuda")
     p.add_argument("--frames", type=int, default=16)
@@ -44,7 +40,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--questions", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--llm-layers", type=int, default=None, help="fewer LLM layers (smoke checks only)")
-    p.add_argument("--out", type=Path, default=None)
     return p.parse_args(argv)
 
 
@@ -120,14 +115,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU here; use --tiny --device cpu for a smoke check")
     r = run(args)
-    r.update(machine=machine_info(args.device), versions=versions(), git=git_info())
     rows = [[mode, s["ttft_ms"].get("median"), s["decode_tok_s"].get("median"), s["of_bandwidth_bound"]]
             for mode, s in r["decode"].items()]
-    print(format_table(["decode", "TTFT ms (warm cache)", "decode tok/s", "of bound"], rows))
-    print(f"{args.questions} questions on one clip, answer_many / one by one: {r['batch']['ratio']:.2f}x")
-    out = args.out or RESULTS_DIR / f"engine_gpu-{device_kind(args.device)}-{r['config']['model']}.json"
-    write_json(out, r)
-    print(f"wrote {out}")
+    table = format_table(["decode", "TTFT ms (warm cache)", "decode tok/s", "of bound"], rows)
+    table += f"\n{args.questions} questions on one clip, answer_many / one by one: {r['batch']['ratio']:.2f}x"
+    finish(r, table, "engine_gpu", args.device, r["config"]["model"], args.out)
     return 0
 
 

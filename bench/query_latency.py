@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (RESULTS_DIR, device_kind, device_limits, ensure_importable, format_table,  # noqa: E402
-                     git_info, machine_info, r4d_query, summarize, versions, write_json)
+from _common import (RESULTS_DIR, bench_parser, device_kind, device_limits, ensure_importable,  # noqa: E402
+                     format_table, git_info, machine_info, r4d_query, summarize, versions, write_json)
 
 ensure_importable()
 
@@ -35,11 +35,9 @@ TTFT_STAGES = ("preprocess", "vision", "projector", "prefill")
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description="Per-stage latency of one R4D region query (tiny model on CPU by default; --full-size for the "
-                    "8B architecture with random weights on a GPU).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = bench_parser("Per-stage latency of one R4D region query (tiny model on CPU by default; --full-size for the "
+                     "8B architecture with random weights on a GPU).", threads=False,
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--full-size", action="store_true",
                    help="build the full NVILA-Lite-8B / 4D-RGPT-8B architecture with random weights on the device "
                         "(no files; tiny tokenizer) instead of the tiny checkpoint")
@@ -71,8 +69,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--vision-layers", type=int, default=None,
                    help="--full-size only: override the SigLIP layer count (smoke checks; labelled in the output)")
     p.add_argument("--seed", type=int, default=0, help="seed for the synthetic clip and random weights")
-    p.add_argument("--out", default=None,
-                   help="JSON output path; default bench/results/query_latency-<device-kind>-<model>.json")
     args = p.parse_args(argv)
     if args.full_size and args.model:
         p.error("--full-size and --model are exclusive")

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, Dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS_DIR, ensure_importable, format_table, git_info, machine_info, versions, write_json  # noqa
+from _common import (RESULTS_DIR, bench_parser, ensure_importable, format_table, git_info, machine_info,  # noqa
+                     versions, write_json)
 from _ros import (cpu_seconds, get_status, jpeg_frames, publish_frames, rss_bytes, start_node, stop_node,  # noqa: E402
                   tiny_checkpoint, wait_status)
 
@@ -92,7 +93,7 @@ PROFILE = Path(__file__).resolve().parent.parent / "ros2_nodes" / "rgpt4d_ros" /
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser(__doc__, threads=False, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--cameras", type=int, default=6)
     p.add_argument("--hz", type=float, default=30.0)
@@ -104,9 +105,9 @@ def main() -> None:
                         "fastdds_large_images.xml); each runs in its own process, side by side in one run")
     p.add_argument("--model", default="")
     p.add_argument("--log", default="/tmp/rgpt4d_ingest_node.log")
-    p.add_argument("--out", type=Path, default=RESULTS_DIR / "ros_ingest-cpu.json")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    args.out = args.out or RESULTS_DIR / "ros_ingest-cpu.json"
     if args.child:  # one configuration; the DDS profile is read once per process, hence a process per run
         args.out.write_text(json.dumps(run(args)))
         return

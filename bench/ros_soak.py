@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS_DIR, ensure_importable, format_table, git_info, machine_info, versions, write_json  # noqa
+from _common import (RESULTS_DIR, bench_parser, ensure_importable, format_table, git_info, machine_info,  # noqa
+                     versions, write_json)
 from _ros import (cpu_seconds, get_status, jpeg_frames, publish_frames, rss_bytes, start_node, stop_node,  # noqa: E402
                   tiny_checkpoint, wait_status)
 
@@ -175,7 +176,7 @@ def _sample(pid: int, start: float, cpu0: float, goals: Goals, status) -> Dict[s
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser(__doc__, threads=False, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--cameras", type=int, default=2)
     p.add_argument("--hz", type=float, default=30.0)
@@ -193,8 +194,8 @@ def main() -> None:
     p.add_argument("--vision-cache-mb", type=float, default=32.0)
     p.add_argument("--model", default="", help="checkpoint folder (default: the tiny random one)")
     p.add_argument("--log", default="/tmp/rgpt4d_soak_node.log", help="where the node's output goes")
-    p.add_argument("--out", type=Path, default=RESULTS_DIR / "ros_soak-cpu-tiny.json")
     args = p.parse_args()
+    args.out = args.out or RESULTS_DIR / "ros_soak-cpu-tiny.json"
     res = run(args)
     print(f"\nRSS {res['rss_start_mb']} MB at start (engine loaded, buffers empty), {res['rss_after_warmup_mb']} MB "
           f"after {args.warmup_min} min of warm-up, {res['rss_last_mb']} MB at the end (max {res['rss_max_mb']}); "

@@ -17,16 +17,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from _common import (
-    RESULTS_DIR,
-    device_kind,
+    bench_parser,
     ensure_importable,
+    finish,
     format_table,
-    git_info,
-    machine_info,
     summarize,
     synthetic_clip,
-    versions,
-    write_json,
 )
 
 ensure_importable()
@@ -35,12 +31,10 @@ import torch  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = bench_parser(__doc__)
     p.add_argument("--window", type=int, default=16)
     p.add_argument("--queries", type=int, default=40, help="queries (new frames) after the first full window")
     p.add_argument("--max-new-tokens", type=int, default=8)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", type=Path, default=None)
     return p.parse_args(argv)
 
 
@@ -104,15 +98,12 @@ def run(args) -> Dict[str, Any]:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     r = run(args)
-    r.update(machine=machine_info("cpu"), versions=versions(), git=git_info())
     rows = [[n, r[n]["queries_per_s"], r[n]["frame_encodings_per_query"], r[n]["som_encodings_per_query"],
              r[n]["prefill_positions_per_query"], r[n]["latency_ms"]["median"]] for n in ("naive", "engine")]
-    print(format_table(["path", "queries/s", "frames encoded/query", "SoM encoded/query", "prefill pos/query",
-                        "latency ms"], rows))
-    print(f"engine / naive: {r['speedup']:.2f}x queries/s; answers identical: {r['answers_identical'] * 100:.0f} %")
-    out = args.out or RESULTS_DIR / f"streaming-{device_kind('cpu')}-tiny.json"
-    write_json(out, r)
-    print(f"wrote {out}")
+    table = format_table(["path", "queries/s", "frames encoded/query", "SoM encoded/query", "prefill pos/query",
+                          "latency ms"], rows)
+    table += f"\nengine / naive: {r['speedup']:.2f}x queries/s; answers identical: {r['answers_identical'] * 100:.0f} %"
+    finish(r, table, "streaming", "cpu", "tiny", args.out)
     return 0
 
 

@@ -16,15 +16,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from _common import (
-    RESULTS_DIR,
-    device_kind,
+    bench_parser,
     ensure_importable,
+    finish,
     format_table,
-    git_info,
-    machine_info,
     summarize,
-    versions,
-    write_json,
 )
 
 ensure_importable()
@@ -33,7 +29,7 @@ import torch  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = bench_parser(__doc__, threads=False)
     p.add_argument("--full-size", action="store_true", help="8B architecture with random bf16 weights (GPU)")
     p.add_argument("--lora", action="store_true", help="LoRA (r 16) instead of full fine-tuning of the LLM")
     p.add_argument("--frames", type=int, default=16)
@@ -42,7 +38,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--llm-layers", type=int, default=None, help="--full-size: fewer LLM layers (smoke checks only)")
-    p.add_argument("--out", type=Path, default=None)
     return p.parse_args(argv)
 
 
@@ -156,15 +151,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     result = run(args)
     device = result["config"]["device"]
-    result.update(machine=machine_info(device), versions=versions(), git=git_info())
     s = result["step_s"]
-    print(format_table(["model", "trainable params", "step s (median)", "p90", "peak GB"],
-                       [[result["config"]["model"] + (" + LoRA" if args.lora else ""), result["params"]["trainable"],
-                         s["median"], s["p90"], result["peak_memory_gb"]]]))
+    table = format_table(["model", "trainable params", "step s (median)", "p90", "peak GB"],
+                         [[result["config"]["model"] + (" + LoRA" if args.lora else ""), result["params"]["trainable"],
+                           s["median"], s["p90"], result["peak_memory_gb"]]])
     label = result["config"]["model"] + ("-lora" if args.lora else "")
-    out = args.out or RESULTS_DIR / f"train_step-{device_kind(device)}-{label}.json"
-    write_json(out, result)
-    print(f"wrote {out}")
+    finish(result, table, "train_step", device, label, args.out)
     return 0
 
 

@@ -8,6 +8,7 @@
 The core imports no optional runtime (nuscenes, rclpy, onnxruntime, tensorrt, ray); torch and transformers are
 imported when an engine is built.
 """
+from . import media as _media  # noqa: F401  (registers the file readers behind Clip.from_video/from_image_folder)
 from .errors import RGPT4DError
 from .types import Answer, Clip, Frame, Region, RegionQuery
 

@@ -8,8 +8,10 @@ from typing import List, Optional
 
 import typer
 
+from . import __version__
 from .cli_boundary import BoundaryGroup
 from .cli_common import fail as _fail
+from .cli_grammar import App, Group
 from .compiled.cli import export_app
 from .data_cli import data_app
 from .readiness_cli import doctor as doctor_cmd
@@ -19,12 +21,19 @@ from .eval.cli import eval_app
 from .ros.cli import ros_app
 from .training.cli import train_app
 
-app = typer.Typer(cls=BoundaryGroup, add_completion=False, no_args_is_help=True,
-                  help="Region-level 4D video question answering. On an internal error, rerun with "
-                       "`rgpt4d-sdk --debug ...` (or RGPT4D_DEBUG=1) to see the traceback.")
-checkpoint_app = typer.Typer(no_args_is_help=True, help="Inspect checkpoints, or write a tiny random one.")
+
+
+class RootGroup(BoundaryGroup, Group):
+    """The root group: the grammar's readable help (`cli_grammar.Group`) inside the one error boundary
+    (`cli_boundary.BoundaryGroup`)."""
+
+
+app = App(cls=RootGroup, no_args_is_help=True,
+          help="Region-level 4D video question answering. On an internal error, rerun with "
+               "`rgpt4d-sdk --debug ...` (or RGPT4D_DEBUG=1) to see the traceback.")
+checkpoint_app = App(no_args_is_help=True, help="Inspect checkpoints, or write a tiny random one.")
 app.add_typer(checkpoint_app, name="checkpoint")
-analyze_app = typer.Typer(help="Batch analysis of driving logs: questions with ground truth, answers, metrics, report.")
+analyze_app = App(help="Batch analysis of driving logs: questions with ground truth, answers, metrics, report.")
 app.add_typer(analyze_app, name="analyze")
 app.add_typer(ros_app, name="ros")
 app.add_typer(eval_app, name="eval")
@@ -33,6 +42,20 @@ app.add_typer(export_app, name="export")
 app.add_typer(train_app, name="train")
 app.command("doctor")(doctor_cmd)
 app.command("plan")(plan_cmd)
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"rgpt4d-sdk {__version__}")
+        raise typer.Exit()
+
+
+@app.callback(cls=RootGroup)
+def _root(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print the SDK's version and exit."),
+) -> None:
+    """Region-level 4D video question answering with 4D-RGPT: the grammar of every verb is in docs/cli.md."""
+
 
 DEMO_NOTICE = "NOTE: answers come from an untrained demo model with random weights; point --model at real weights."
 
@@ -65,20 +88,25 @@ def parse_region(spec: str):
         raise QueryError(f"region {spec!r} cannot be read ({e}); use 1:x0,y0,x1,y1 in pixels of the first frame.")
 
 
-@app.command()
+@app.command(deprecated={"--frames": "--images"})
 def query(
-    model: str = typer.Option(..., help="Checkpoint folder in the released layout (or a hub id)."),
-    question: str = typer.Option(..., help="The question; refer to marks as <obj_N>."),
-    video: Optional[Path] = typer.Option(None, help="Video file (frame times from its presentation timestamps)."),
-    frames: Optional[Path] = typer.Option(None, help="Folder of images (needs --timestamps)."),
-    timestamps: Optional[Path] = typer.Option(None, help="Times file for --frames: txt, CSV or JSON (seconds)."),
-    region: List[str] = typer.Option([], help="N:x0,y0,x1,y1 | N:poly=x,y,... | N:mask=FILE.png (repeatable)."),
-    option: List[str] = typer.Option([], help="Answer option (repeatable); makes it multiple choice."),
-    answer_type: Optional[str] = typer.Option(None, help="choice | number | text (default: choice with options)."),
-    mode: str = typer.Option("r4d", help="r4d (SoM image + duration + options) or plain (NVILA video QA)."),
-    num_frames: int = typer.Option(16, help="Frames sampled evenly from the video or folder."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
-    dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16"),
+    model: str = typer.Option(..., metavar="DIR", help="Checkpoint folder in the released layout (or a hub id)."),
+    question: str = typer.Option(..., metavar="TEXT", help="The question; refer to marks as <obj_N>."),
+    video: Optional[Path] = typer.Option(None, metavar="FILE", help="Video file (frame times from its presentation "
+                                                                     "timestamps)."),
+    images: Optional[Path] = typer.Option(None, metavar="DIR", help="Folder of images (needs --timestamps)."),
+    timestamps: Optional[Path] = typer.Option(None, metavar="FILE", help="Times file for --images: txt, CSV or JSON "
+                                                                         "(seconds)."),
+    region: List[str] = typer.Option([], metavar="N:BOX", help="N:x0,y0,x1,y1 | N:poly=x,y,... | N:mask=FILE.png "
+                                                               "(repeatable)."),
+    option: List[str] = typer.Option([], metavar="TEXT", help="Answer option (repeatable); makes it multiple choice."),
+    answer_type: Optional[str] = typer.Option(None, metavar="TYPE", help="choice | number | text (default: choice "
+                                                                         "with options)."),
+    mode: str = typer.Option("r4d", metavar="MODE", help="r4d (SoM image + duration + options) or plain (NVILA "
+                                                         "video QA)."),
+    num_frames: int = typer.Option(16, metavar="N", help="Frames sampled evenly from the video or folder."),
+    device: str = typer.Option("auto", metavar="DEVICE", help="auto | cpu | cuda | cuda:N"),
+    dtype: str = typer.Option("auto", metavar="DTYPE", help="auto | float32 | bfloat16 | float16"),
     as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
     time_unit_check: bool = typer.Option(True, "--time-unit-check/--no-time-unit-check",
                                          help="Refuse --timestamps that look like ms/us/ns rather than seconds "
@@ -89,12 +117,12 @@ def query(
     from .types import Clip, RegionQuery
 
     try:
-        if (video is None) == (frames is None):
-            raise QueryError("give exactly one of --video FILE or --frames DIR (with --timestamps FILE).")
-        if frames is not None and timestamps is None:
-            raise QueryError("--frames needs --timestamps FILE (one time in seconds per image).")
+        if (video is None) == (images is None):
+            raise QueryError("give exactly one of --video FILE or --images DIR (with --timestamps FILE).")
+        if images is not None and timestamps is None:
+            raise QueryError("--images needs --timestamps FILE (one time in seconds per image).")
         clip = (Clip.from_video(video, num_frames=num_frames) if video is not None
-                else Clip.from_image_folder(frames, timestamps, num_frames=num_frames, check_units=time_unit_check))
+                else Clip.from_image_folder(images, timestamps, num_frames=num_frames, check_units=time_unit_check))
         q = RegionQuery(clip, [parse_region(r) for r in region], question, options=list(option),
                         answer_type=answer_type, prompt_mode=mode, id="cli")
         engine = Engine.from_pretrained(model, device=device, dtype=dtype)
@@ -112,22 +140,24 @@ def query(
         typer.echo("timings: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in ans.timings.items()))
 
 
-demo_app = typer.Typer(help="Demos: one region query end to end (no sub-command), or `demo train`.")
+demo_app = App(help="Demos: one region query end to end (no sub-command), or `demo train`.")
 app.add_typer(demo_app, name="demo")
 
 
 @demo_app.callback(invoke_without_command=True)
 def demo(
     ctx: typer.Context,
-    out: Path = typer.Option(Path.home() / ".cache" / "rgpt4d-sdk" / "demo", help="Where the demo files go."),
+    out: Optional[Path] = typer.Option(None, metavar="DIR", help="Where the demo files go (default: demo/ in the "
+                                                                 "cache folder, $RGPT4D_CACHE or ~/.cache/rgpt4d-sdk)."),
 ) -> None:
     """Run a region query end to end on an embedded sample (tiny random checkpoint + a synthetic video)."""
     if ctx.invoked_subcommand is not None:
         return
+    from .cache import cache_root
     from .demo import run_demo
 
     try:
-        result = run_demo(out)
+        result = run_demo(out or cache_root() / "demo")
     except RGPT4DError as e:
         _fail(e)
     typer.echo(DEMO_NOTICE)
@@ -173,11 +203,13 @@ def _print_run(stats) -> None:
 @analyze_app.callback(invoke_without_command=True)
 def analyze_default(
     ctx: typer.Context,
-    out: Path = typer.Option(Path("rgpt4d-out"), help="Output folder of the embedded default run."),
+    out: Path = typer.Option(Path("rgpt4d-out"), metavar="DIR", help="Output folder of the embedded default run."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a TTY)."),
-    executor: str = typer.Option("local", help="local or ray (an actor pool on a local or running Ray cluster)."),
-    address: Optional[str] = typer.Option(None, help="ray: cluster address ('auto' joins a running one)."),
-    num_workers: int = typer.Option(1, help="ray: actors, each loading the engine once."),
+    executor: str = typer.Option("local", metavar="KIND", help="local or ray (an actor pool on a local or running "
+                                                               "Ray cluster)."),
+    address: Optional[str] = typer.Option(None, metavar="ADDRESS", help="ray: cluster address ('auto' joins a "
+                                                                        "running one)."),
+    num_workers: int = typer.Option(1, metavar="N", help="ray: actors, each loading the engine once."),
 ) -> None:
     """With no sub-command: analyse the embedded sample log (generated once) with the tiny demo checkpoint."""
     if ctx.invoked_subcommand is not None:
@@ -212,56 +244,84 @@ def _run_sections(model, device, dtype, batch_size, backend, compiled, executor,
     }
 
 
-def _run_analyze(config: Optional[Path], overrides: dict) -> None:
+def _run_analyze(config: Optional[str], overrides: dict) -> None:
     """Command-line overrides on top of the YAML config (if any) -> a checked config -> the run -> its summary."""
     from .analyze.config import AnalyzeConfig
     from .analyze.runner import run_analysis
 
     try:
-        cfg = AnalyzeConfig.load(config, overrides)
+        cfg = AnalyzeConfig.load(_config_path(config), overrides)
         stats = run_analysis(cfg, echo=lambda m: typer.echo(m, err=True))
     except RGPT4DError as e:
         _fail(e)
     _print_run(stats)
 
 
-@analyze_app.command("nuscenes")
+# Options every analyze source shares (same names, metavars and help in `analyze nuscenes` and `analyze rosbag`).
+_MODEL = dict(metavar="DIR", help="Checkpoint folder in the released layout, or a hub id.")
+_OUT = dict(metavar="DIR", help="Output folder (default rgpt4d-out).")
+_CONFIG = dict(metavar="CONFIG", help="YAML config (a path, or a shipped one by name: analyze_nuscenes, "
+                                         "analyze_rosbag); command-line options override it.")
+_DEVICE = dict(metavar="DEVICE", help="auto | cpu | cuda | cuda:N (default: auto)")
+_DTYPE = dict(metavar="DTYPE", help="auto | float32 | bfloat16 | float16 (default: auto)")
+_BATCH = dict(metavar="N", help="Questions answered per batch.")
+_BACKEND = dict(metavar="BACKEND", help="torch | onnxruntime | tensorrt")
+_COMPILED = dict(metavar="DIR", help="Export (onnxruntime) or engine (tensorrt) folder.")
+_EXECUTOR = dict(metavar="KIND", help="local (default) or ray: an actor pool on a Ray cluster.")
+_ADDRESS = dict(metavar="ADDRESS", help="ray: cluster address ('auto' joins a running one; none starts a local Ray).")
+_WORKERS = dict(metavar="N", help="ray: actors, each loading the engine once.")
+_GPUS = dict(metavar="X", help="ray: GPUs per actor (0 on CPU-only machines).")
+_PROGRESS = dict(help="Progress bar (default: on a TTY; a line per clip otherwise).")
+
+
+def _config_path(config: Optional[str]) -> Optional[Path]:
+    from .cli_grammar import resolve_config
+
+    return resolve_config(config, Path(__file__).resolve().parent / "configs", "analyze")
+
+
+@analyze_app.command("nuscenes", deprecated={"--dataroot": "--data", "--version": "--nuscenes-version",
+                                             "--scenes": "--scene", "--cameras": "--camera",
+                                             "--frames": "--frame-source"})
 def analyze_nuscenes(
-    dataroot: Optional[Path] = typer.Option(None, help="nuScenes dataroot (holds v1.0-*/, samples/, sweeps/, maps/)."),
-    version: Optional[str] = typer.Option(None, help="Table version folder, e.g. v1.0-mini or v1.0-trainval."),
-    scenes: List[str] = typer.Option([], "--scenes", help="Scene name (repeatable); default: all scenes."),
-    cameras: List[str] = typer.Option([], "--cameras", help="Camera channel (repeatable); default: CAM_FRONT."),
-    model: Optional[str] = typer.Option(None, help="Checkpoint folder in the released layout, or a hub id."),
-    out: Optional[Path] = typer.Option(None, help="Output folder (default rgpt4d-out)."),
-    config: Optional[Path] = typer.Option(None, help="YAML config; command-line options override it."),
-    shard: Optional[str] = typer.Option(None, help="i/N: process every N-th clip (writes out/shard-i-of-N)."),
-    frames: Optional[str] = typer.Option(None, help="sweeps (every camera image, ~12 Hz) or keyframes (2 Hz)."),
-    num_frames: Optional[int] = typer.Option(None, help="Frames per clip (default 16)."),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
-    dtype: Optional[str] = typer.Option(None, help="auto | float32 | bfloat16 | float16"),
-    batch_size: Optional[int] = typer.Option(None, help="Questions answered per batch."),
-    backend: Optional[str] = typer.Option(None, help="torch | onnxruntime | tensorrt"),
-    compiled: Optional[Path] = typer.Option(None, help="Export (onnxruntime) or engine (tensorrt) folder."),
-    executor: Optional[str] = typer.Option(None, help="local (default) or ray: an actor pool on a Ray cluster."),
-    address: Optional[str] = typer.Option(None, help="ray: cluster address ('auto' joins a running one; none starts "
-                                                     "a local Ray)."),
-    num_workers: Optional[int] = typer.Option(None, help="ray: actors, each loading the engine once."),
-    gpus_per_worker: Optional[float] = typer.Option(None, help="ray: GPUs per actor (0 on CPU-only machines)."),
+    data: Optional[Path] = typer.Option(None, metavar="DIR", help="nuScenes dataroot (holds v1.0-*/, samples/, "
+                                                                  "sweeps/, maps/)."),
+    nuscenes_version: Optional[str] = typer.Option(None, metavar="VERSION", help="Table version folder, e.g. "
+                                                   "v1.0-mini (default: the only one present)."),
+    scene: List[str] = typer.Option([], metavar="NAME", help="Scene name (repeatable); default: all scenes."),
+    camera: List[str] = typer.Option([], metavar="CHANNEL", help="Camera channel (repeatable); default: CAM_FRONT."),
+    model: Optional[str] = typer.Option(None, **_MODEL),
+    out: Optional[Path] = typer.Option(None, **_OUT),
+    config: Optional[str] = typer.Option(None, **_CONFIG),
+    shard: Optional[str] = typer.Option(None, metavar="I/N", help="Process every N-th clip (writes "
+                                                                  "out/shard-i-of-N)."),
+    frame_source: Optional[str] = typer.Option(None, metavar="SOURCE", help="sweeps (every camera image, ~12 Hz) or "
+                                                                            "keyframes (2 Hz)."),
+    num_frames: Optional[int] = typer.Option(None, metavar="N", help="Frames per clip (default 16)."),
+    device: Optional[str] = typer.Option(None, **_DEVICE),
+    dtype: Optional[str] = typer.Option(None, **_DTYPE),
+    batch_size: Optional[int] = typer.Option(None, **_BATCH),
+    backend: Optional[str] = typer.Option(None, **_BACKEND),
+    compiled: Optional[Path] = typer.Option(None, **_COMPILED),
+    executor: Optional[str] = typer.Option(None, **_EXECUTOR),
+    address: Optional[str] = typer.Option(None, **_ADDRESS),
+    num_workers: Optional[int] = typer.Option(None, **_WORKERS),
+    gpus_per_worker: Optional[float] = typer.Option(None, **_GPUS),
     retry_errors: Optional[bool] = typer.Option(None, "--retry-errors/--no-retry-errors",
                                                 help="Redo clips that failed before (default: no)."),
     verify_digests: bool = typer.Option(False, "--verify-digests", help=VERIFY_HELP),
     allow_outside_data_root: bool = typer.Option(
         False, "--allow-outside-data-root", help="Read files that data records place outside the data folder "
                                                 "(refused by default: such clips become error rows)."),
-    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a TTY)."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", **_PROGRESS),
 ) -> None:
     """Ask questions with known answers about a nuScenes log, answer them, and grade the answers (resumable)."""
     overrides = {
         "source": "nuscenes", "out": None if out is None else str(out), "shard": shard,
         "retry_errors": retry_errors, "progress": progress,
-        "nuscenes": {"dataroot": None if dataroot is None else str(dataroot), "version": version,
-                     "scenes": scenes or None, "cameras": cameras or None, "frames": frames, "num_frames": num_frames,
-                     "allow_outside_data_root": allow_outside_data_root or None},
+        "nuscenes": {"dataroot": None if data is None else str(data), "version": nuscenes_version,
+                     "scenes": scene or None, "cameras": camera or None, "frames": frame_source,
+                     "num_frames": num_frames, "allow_outside_data_root": allow_outside_data_root or None},
         **_run_sections(model, device, dtype, batch_size, backend, compiled, executor, address, num_workers,
                         gpus_per_worker, verify_digests),
     }
@@ -270,36 +330,39 @@ def analyze_nuscenes(
 
 @analyze_app.command("rosbag")
 def analyze_rosbag(
-    bag: Optional[Path] = typer.Argument(None, help="rosbag2 folder (metadata.yaml + .db3/.mcap) or ROS 1 .bag file."),
-    camera: Optional[str] = typer.Option(None, help="Image or CompressedImage topic, e.g. /cam/image_raw/compressed."),
-    queries: Optional[Path] = typer.Option(None, help="Queries YAML (format: rgpt4d_sdk.adapters.rosbag.queries)."),
-    camera_info: Optional[str] = typer.Option(None, help="CameraInfo topic (default: the camera's sibling "
-                                                          "camera_info; \"\" for none)."),
+    bag: Optional[Path] = typer.Argument(None, metavar="BAG", help="rosbag2 folder (metadata.yaml + .db3/.mcap) or "
+                                                                  "ROS 1 .bag file."),
+    camera: Optional[str] = typer.Option(None, metavar="TOPIC", help="Image or CompressedImage topic, e.g. "
+                                                                     "/cam/image_raw/compressed."),
+    queries: Optional[Path] = typer.Option(None, metavar="FILE", help="Queries YAML (format: "
+                                                                      "rgpt4d_sdk.adapters.rosbag.queries)."),
+    camera_info: Optional[str] = typer.Option(None, metavar="TOPIC", help="CameraInfo topic (default: the camera's "
+                                                                          "sibling camera_info; \"\" for none)."),
     undistort: Optional[bool] = typer.Option(None, "--undistort/--no-undistort",
                                              help="Undistort frames with the CameraInfo (default: yes)."),
-    tolerance_ms: Optional[float] = typer.Option(None, help="How far (ms) an end/reference stamp may be from a "
-                                                            "frame's stamp (default 1)."),
-    model: Optional[str] = typer.Option(None, help="Checkpoint folder in the released layout, or a hub id."),
-    out: Optional[Path] = typer.Option(None, help="Output folder (default rgpt4d-out)."),
-    config: Optional[Path] = typer.Option(None, help="YAML config; command-line options override it."),
-    shard: Optional[str] = typer.Option(None, help="i/N: process every N-th query (writes out/shard-i-of-N)."),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
-    dtype: Optional[str] = typer.Option(None, help="auto | float32 | bfloat16 | float16"),
-    batch_size: Optional[int] = typer.Option(None, help="Questions answered per batch."),
-    backend: Optional[str] = typer.Option(None, help="torch | onnxruntime | tensorrt"),
-    compiled: Optional[Path] = typer.Option(None, help="Export (onnxruntime) or engine (tensorrt) folder."),
-    executor: Optional[str] = typer.Option(None, help="local (default) or ray: an actor pool on a Ray cluster."),
-    address: Optional[str] = typer.Option(None, help="ray: cluster address ('auto' joins a running one; none starts "
-                                                     "a local Ray)."),
-    num_workers: Optional[int] = typer.Option(None, help="ray: actors, each loading the engine once."),
-    gpus_per_worker: Optional[float] = typer.Option(None, help="ray: GPUs per actor (0 on CPU-only machines)."),
+    tolerance_ms: Optional[float] = typer.Option(None, metavar="MS", help="How far (ms) an end/reference stamp may "
+                                                                          "be from a frame's stamp (default 1)."),
+    model: Optional[str] = typer.Option(None, **_MODEL),
+    out: Optional[Path] = typer.Option(None, **_OUT),
+    config: Optional[str] = typer.Option(None, **_CONFIG),
+    shard: Optional[str] = typer.Option(None, metavar="I/N", help="Process every N-th query (writes "
+                                                                  "out/shard-i-of-N)."),
+    device: Optional[str] = typer.Option(None, **_DEVICE),
+    dtype: Optional[str] = typer.Option(None, **_DTYPE),
+    batch_size: Optional[int] = typer.Option(None, **_BATCH),
+    backend: Optional[str] = typer.Option(None, **_BACKEND),
+    compiled: Optional[Path] = typer.Option(None, **_COMPILED),
+    executor: Optional[str] = typer.Option(None, **_EXECUTOR),
+    address: Optional[str] = typer.Option(None, **_ADDRESS),
+    num_workers: Optional[int] = typer.Option(None, **_WORKERS),
+    gpus_per_worker: Optional[float] = typer.Option(None, **_GPUS),
     retry_errors: Optional[bool] = typer.Option(None, "--retry-errors/--no-retry-errors",
                                                 help="Redo queries that failed before (default: no)."),
     verify_digests: bool = typer.Option(False, "--verify-digests", help=VERIFY_HELP),
     allow_outside_data_root: bool = typer.Option(
         False, "--allow-outside-data-root", help="Read files that data records place outside the data folder "
                                                 "(refused by default: such clips become error rows)."),
-    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a TTY)."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", **_PROGRESS),
 ) -> None:
     """Answer the region queries of a queries file on a ROS bag's frames, and grade those with a truth (resumable)."""
     overrides = {
@@ -314,8 +377,9 @@ def analyze_rosbag(
     _run_analyze(config, overrides)
 
 
-@analyze_app.command("merge")
-def analyze_merge(out: Path = typer.Argument(..., help="The --out folder that holds shard-i-of-N folders.")) -> None:
+@analyze_app.command("merge", deprecated_positional="--out")
+def analyze_merge(out: Path = typer.Option(..., metavar="DIR", help="The --out folder of the sharded run (holds "
+                                                                    "shard-i-of-N folders).")) -> None:
     """Combine the shards of a sharded run into one results set, metrics and report."""
     from .analyze.runner import merge_shards
 
@@ -326,12 +390,12 @@ def analyze_merge(out: Path = typer.Argument(..., help="The --out folder that ho
     typer.echo(f"merged {metrics['counts']['rows']} rows; report: {out / 'report.html'}")
 
 
-@checkpoint_app.command("make-tiny")
+@checkpoint_app.command("make-tiny", deprecated_positional="--out")
 def make_tiny_cmd(
-    out: Path = typer.Argument(..., help="Empty folder to write the checkpoint into."),
-    seed: int = typer.Option(0, help="Seed of the random weights."),
+    out: Path = typer.Option(..., metavar="DIR", help="Empty folder to write the checkpoint into."),
+    seed: int = typer.Option(0, metavar="N", help="Seed of the random weights."),
     tpe: bool = typer.Option(True, help="Declare TPE in the root config (use_time_pe)."),
-    shards: int = typer.Option(2, help="Number of LLM safetensors shards."),
+    shards: int = typer.Option(2, metavar="N", help="Number of LLM safetensors shards."),
 ) -> None:
     """Write a tiny random checkpoint in the released 4D-RGPT layout (for tests and demos)."""
     from .model.tiny import make_tiny
@@ -345,7 +409,7 @@ def make_tiny_cmd(
 
 @checkpoint_app.command("inspect")
 def inspect_cmd(
-    path: str = typer.Argument(..., help="Checkpoint folder (or hub id)."),
+    path: str = typer.Argument(..., metavar="CHECKPOINT", help="Checkpoint folder (or hub id)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Report what a checkpoint holds: dims, projector, tokens per frame, TPE, tokenizer form, size."""

@@ -1,7 +1,7 @@
 """`rgpt4d-sdk data ...`: data-set tools (registered on the main app as the `data` group).
 
 ``export-conversations`` writes LLaVA/NVILA-style training conversations; the format is documented in
-`rgpt4d_sdk.export`.
+`rgpt4d_sdk.conversations`.
 """
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from typing import List, Optional
 
 import typer
 
+from .cli_grammar import App
 from .errors import RGPT4DError
 
-data_app = typer.Typer(no_args_is_help=True, help="Data-set tools: export training conversations.")
+data_app = App(no_args_is_help=True, help="Data-set tools: export training conversations.")
 
 
 @data_app.callback()
@@ -21,33 +22,37 @@ def _data() -> None:
     """Data-set tools: export training conversations."""  # a callback keeps `data` a group with one command
 
 
-@data_app.command("export-conversations")
+@data_app.command("export-conversations", deprecated={"--frames": "--num-frames", "--version": "--nuscenes-version"})
 def export_conversations_cmd(
-    source: str = typer.Option(..., help="robofac | nuscenes"),
-    data: Path = typer.Option(..., help="Data-set root: the RoboFAC download, or a nuScenes dataroot."),
-    out: Path = typer.Option(..., help="Output JSON file (a list of conversation records)."),
-    split: Optional[str] = typer.Option(None, help="RoboFAC split: training | test_sim | test_realworld "
-                                                   "(default: training, else every split present)."),
-    frames: int = typer.Option(16, help="Frames per record (RoboFAC: sampled evenly; nuScenes: clip length)."),
-    limit: Optional[int] = typer.Option(None, help="Write at most N records."),
-    media_dir: Optional[Path] = typer.Option(None, help="Folder for SoM images (default: <out stem>_media)."),
-    regions: Optional[Path] = typer.Option(None, help="RoboFAC region file: items with regions become R4D "
-                                                      "region queries with a SoM image."),
-    version: Optional[str] = typer.Option(None, help="nuScenes version folder (default: the only one present)."),
-    camera: List[str] = typer.Option(["CAM_FRONT"], help="nuScenes camera channel (repeat for several)."),
-    scene: List[str] = typer.Option([], help="nuScenes scene name (repeat; default: every scene)."),
+    source: str = typer.Option(..., metavar="SOURCE", help="robofac | nuscenes"),
+    data: Path = typer.Option(..., metavar="DIR", help="Data-set root: the RoboFAC download, or a nuScenes dataroot."),
+    out: Path = typer.Option(..., metavar="FILE", help="Output JSON file (a list of conversation records)."),
+    split: Optional[str] = typer.Option(None, metavar="SPLIT", help="RoboFAC split: training | test_sim | "
+                                        "test_realworld (default: training, else every split present)."),
+    num_frames: int = typer.Option(16, metavar="N", help="Frames per record (RoboFAC: sampled evenly; nuScenes: "
+                                                         "clip length)."),
+    limit: Optional[int] = typer.Option(None, metavar="N", help="Write at most N records."),
+    media_dir: Optional[Path] = typer.Option(None, metavar="DIR", help="Folder for SoM images (default: <out "
+                                                                       "stem>_media)."),
+    regions: Optional[Path] = typer.Option(None, metavar="FILE", help="RoboFAC region file: items with regions "
+                                                                      "become R4D region queries with a SoM image."),
+    nuscenes_version: Optional[str] = typer.Option(None, metavar="VERSION", help="nuScenes version folder "
+                                                   "(default: the only one present)."),
+    camera: List[str] = typer.Option(["CAM_FRONT"], metavar="CHANNEL", help="nuScenes camera channel (repeatable)."),
+    scene: List[str] = typer.Option([], metavar="NAME", help="nuScenes scene name (repeatable; default: every "
+                                                             "scene)."),
 ) -> None:
     """Write one conversation record per question (RoboFAC QA pair, or nuScenes question with ground truth)."""
-    from .export import export_conversations
+    from .conversations import export_conversations
 
     options: dict = {}
     if source == "robofac":
         if regions is not None:
             options["region_file"] = regions
     elif source == "nuscenes":
-        options.update(version=version, nuscenes={"cameras": list(camera), "scenes": list(scene)})
+        options.update(version=nuscenes_version, nuscenes={"cameras": list(camera), "scenes": list(scene)})
     try:
-        stats = export_conversations(source, data, out, split=split, num_frames=frames, limit=limit,
+        stats = export_conversations(source, data, out, split=split, num_frames=num_frames, limit=limit,
                                      media_dir=media_dir, echo=lambda m: typer.echo(m, err=True), **options)
     except RGPT4DError as e:
         typer.echo(f"error: {e}", err=True)

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import ImageError, MediaError, QueryError, TimestampError
-from .types import Clip, Frame, check_time_units, to_rgb_uint8, uniform_indices
+from .types import Clip, Frame, check_time_units, register_reader, to_rgb_uint8, uniform_indices
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -456,3 +456,7 @@ def write_video(path: "str | Path", images: Sequence[np.ndarray], pts_s: Sequenc
             container.mux(packet)
     tmp.replace(path)
     return path
+
+
+register_reader("video", read_video)  # Clip.from_video
+register_reader("image_folder", read_image_folder)  # Clip.from_image_folder

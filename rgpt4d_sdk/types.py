@@ -4,6 +4,10 @@ Everything a source produces becomes a `RegionQuery`; everything an engine retur
 Images are ``np.ndarray`` of shape (H, W, 3), dtype uint8, RGB. Timestamps are seconds (float) on the
 source's own clock (video PTS, ROS ``header.stamp``, nuScenes µs / 1e6); TPE uses them relative to the
 first frame of the clip.
+
+Reading files is one direction: `rgpt4d_sdk.media` imports this module and registers its readers here
+(`register_reader`); this module never imports it. `Clip.from_video` and `Clip.from_image_folder` call those readers
+(the package's ``__init__`` imports `rgpt4d_sdk.media`, so they are always registered).
 """
 from __future__ import annotations
 
@@ -165,6 +169,21 @@ def _check_timestamps(ts: Sequence[float]) -> None:
             )
 
 
+# File readers behind Clip.from_video / Clip.from_image_folder, registered by rgpt4d_sdk.media.
+_READERS: Dict[str, Any] = {}
+
+
+def register_reader(kind: str, reader: Any) -> None:
+    """Install the function that builds a `Clip` from files of ``kind`` ("video" or "image_folder")."""
+    _READERS[kind] = reader
+
+
+def _reader(kind: str) -> Any:
+    if kind not in _READERS:
+        raise RuntimeError(f"no {kind} reader is registered; import rgpt4d_sdk.media (importing rgpt4d_sdk does).")
+    return _READERS[kind]
+
+
 def uniform_indices(n: int, k: int) -> List[int]:
     """Indices of ``k`` frames spread evenly over ``n`` (the official rule: round(linspace(0, n-1, k)))."""
     if k <= 0 or n <= 0:
@@ -240,10 +259,9 @@ class Clip:
 
     @classmethod
     def from_video(cls, path: "str | Path", num_frames: Optional[int] = 16, camera_id: str = "camera") -> "Clip":
-        """Decode a video file; frame times are the container's presentation timestamps (seconds)."""
-        from .media import read_video
-
-        return read_video(path, num_frames=num_frames, camera_id=camera_id)
+        """Decode a video file; frame times are the container's presentation timestamps (seconds)
+        (`rgpt4d_sdk.media.read_video`)."""
+        return _reader("video")(path, num_frames=num_frames, camera_id=camera_id)
 
     @classmethod
     def from_image_folder(
@@ -256,11 +274,9 @@ class Clip:
     ) -> "Clip":
         """Read the images of a folder in name order; ``timestamps`` is a file (one time per line, or CSV
         ``name,time``) or a list of seconds. ``check_units``: see `check_time_units` (all times are checked,
-        before sampling)."""
-        from .media import read_image_folder
-
-        return read_image_folder(folder, timestamps, num_frames=num_frames, camera_id=camera_id,
-                                 check_units=check_units)
+        before sampling; `rgpt4d_sdk.media.read_image_folder`)."""
+        return _reader("image_folder")(folder, timestamps, num_frames=num_frames, camera_id=camera_id,
+                                       check_units=check_units)
 
 
 def _polygon(points: Any, rid: int) -> List[Tuple[float, float]]:
@@ -463,6 +479,7 @@ class Answer:
     finish_reason: str = ""
 
     def to_dict(self) -> Dict[str, Any]:
+        """The answer as plain JSON-ready values (what `rgpt4d-sdk query --json` prints)."""
         return {
             "query_id": self.query_id,
             "text": self.text,

@@ -28,7 +28,7 @@ def frames_dir(tmp_path):
 
 def test_query_on_image_folder_json(tiny_ckpt_dir, frames_dir):
     folder, times = frames_dir
-    res = runner.invoke(app, ["query", "--model", str(tiny_ckpt_dir), "--frames", str(folder), "--timestamps",
+    res = runner.invoke(app, ["query", "--model", str(tiny_ckpt_dir), "--images", str(folder), "--timestamps",
                               str(times), "--region", "1:10,10,50,40", "--region", "2:poly=60,10,100,10,80,60",
                               "--question", "Is <obj_1> left of <obj_2>?", "--option", "yes", "--option", "no",
                               "--device", "cpu", "--dtype", "float32", "--json"])
@@ -40,12 +40,12 @@ def test_query_on_image_folder_json(tiny_ckpt_dir, frames_dir):
 
 @pytest.mark.parametrize("args,phrase", [
     (["--question", "q?"], "exactly one of --video"),
-    (["--frames", "FOLDER", "--question", "q?"], "--timestamps"),
-    (["--frames", "FOLDER", "--timestamps", "TIMES", "--region", "x:1,2,3,4", "--question", "<obj_1>?"], "region"),
-    (["--frames", "FOLDER", "--timestamps", "TIMES", "--region", "1:0,0,500,40", "--question", "<obj_1>?"],
+    (["--images", "FOLDER", "--question", "q?"], "--timestamps"),
+    (["--images", "FOLDER", "--timestamps", "TIMES", "--region", "x:1,2,3,4", "--question", "<obj_1>?"], "region"),
+    (["--images", "FOLDER", "--timestamps", "TIMES", "--region", "1:0,0,500,40", "--question", "<obj_1>?"],
      "leaves the 120x90"),
-    (["--frames", "FOLDER", "--timestamps", "TIMES", "--question", "Where is <obj_3>?"], "<obj_3>"),
-    (["--frames", "FOLDER", "--timestamps", "TIMES", "--question", "   "], "question is empty"),
+    (["--images", "FOLDER", "--timestamps", "TIMES", "--question", "Where is <obj_3>?"], "<obj_3>"),
+    (["--images", "FOLDER", "--timestamps", "TIMES", "--question", "   "], "question is empty"),
 ])
 def test_query_errors_exit_2(tiny_ckpt_dir, frames_dir, args, phrase):
     folder, times = frames_dir

@@ -43,7 +43,7 @@ from rgpt4d_sdk.types import Region, RegionQuery  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _hash_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("RGPT4D_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("RGPT4D_CACHE", str(tmp_path / "cache"))
 
 
 @pytest.fixture(scope="module")
@@ -330,7 +330,7 @@ def test_int8_export_runs_and_is_judged_by_the_gate(tiny_ckpt_dir, torch_engine,
 def test_cli_export_verify_and_refusals(tiny_ckpt_dir, other_ckpt, tmp_path, capsys):
     out = tmp_path / "cli-onnx"
     with pytest.raises(SystemExit) as e:
-        main(["export", "onnx", "--model", str(tiny_ckpt_dir), "--out", str(out), "--max-frames", "4"])
+        main(["export", "onnx", "--model", str(tiny_ckpt_dir), "--out", str(out), "--num-frames", "4"])
     assert e.value.code == 0 and (out / "manifest.json").is_file()
     with pytest.raises(SystemExit) as e:
         main(["export", "verify", "--model", str(tiny_ckpt_dir), "--onnx", str(out), "--queries", "3"])

@@ -15,7 +15,7 @@ from rgpt4d_sdk.adapters.robofac import RoboFACDataset
 from rgpt4d_sdk.data_cli import data_app
 from rgpt4d_sdk.engine.base import Engine
 from rgpt4d_sdk.eval.questions import make_questions
-from rgpt4d_sdk.export import choice_answer
+from rgpt4d_sdk.conversations import choice_answer
 from rgpt4d_sdk.media import write_video
 from rgpt4d_sdk.types import uniform_indices
 

@@ -1,14 +1,18 @@
-"""HTML report and SVG charts: well-formed, escaped, offline, and every referenced image on disk."""
+"""HTML report and SVG charts: well-formed, escaped, one self-contained file within its size budget."""
 from __future__ import annotations
 
+import base64
+import io
 import re
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
+import rgpt4d_sdk.analyze.report as report_mod
 from rgpt4d_sdk.analyze.plots import bar_svg, nice_ticks, scatter_svg
 from rgpt4d_sdk.analyze.report import referenced_media, write_report
 from rgpt4d_sdk.eval.metrics import summarize
@@ -152,8 +156,46 @@ def test_charts_are_valid_svg(report):
 def test_report_is_offline(report):
     _, text = report
     assert "http://" not in text and "https://" not in text
-    assert not re.search(r'(src|href)="(//|[a-z]+:)', text)
+    assert not re.search(r'(src|href)="(//|(?!data:image/jpeg;base64,)[a-z]+:)', text)
     assert "<link" not in text and "@import" not in text and "url(" not in text
+
+
+def test_report_is_one_self_contained_file(report):
+    out, text = report
+    srcs = re.findall(r'<img [^>]*src="([^"]*)"', text)
+    assert len(srcs) == 3 and all(s.startswith("data:image/jpeg;base64,") for s in srcs)
+    assert not re.search(r'(src|href)="media/', text)
+    moved = out.parent / "mailed.html"  # the page alone, away from its media/ folder, shows the same pictures
+    moved.write_text(text, encoding="utf-8")
+    decoded = [base64.b64decode(s.split(",", 1)[1]) for s in srcs]
+    assert decoded[0] == (out / "media" / "scene-0061_CAM_FRONT_0" / "som.jpg").read_bytes()
+    assert all(Image.open(io.BytesIO(d)).size[0] > 0 for d in decoded)
+
+
+def test_pictures_stay_within_the_size_budget(tmp_path, monkeypatch, rows):
+    rng = np.random.default_rng(0)
+    many = []
+    for i in range(12):  # noise JPEGs: large files that must be re-encoded smaller, then the budget runs out
+        unit = f"clip-{i}"
+        for kind, size in (("som", (1600, 900)), ("strip", (1600, 120))):
+            path = tmp_path / "media" / unit / f"{kind}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path, quality=95)
+        many.append(dict(rows[2], id=f"{unit}-q", unit_id=unit,
+                         media={"som": f"media/{unit}/som.jpg", "strip": f"media/{unit}/strip.jpg"}))
+    monkeypatch.setattr(report_mod, "PICTURE_BUDGET_BYTES", 300_000)
+    text = write_report(tmp_path, many, summarize(many), title="big").read_text(encoding="utf-8")
+    srcs = re.findall(r'src="(data:image/jpeg;base64,[^"]*)"', text)
+    assert 0 < len(srcs) < 24
+    assert sum(len(s) for s in srcs) <= 300_000
+    assert all(len(base64.b64decode(s.split(",", 1)[1])) <= report_mod.PICTURE_MAX_BYTES for s in srcs)
+    assert "not embedded (the report's picture budget of 0.286 MiB is spent): media/clip-11/strip.jpg" in text
+    assert len(text.encode()) < 300_000 + 100_000  # pictures within budget, the rest is text
+
+
+def test_the_stated_budget():
+    assert report_mod.PICTURE_BUDGET_BYTES == 16 * 1024 * 1024 and report_mod.PICTURE_MAX_BYTES == 96 * 1024
+    assert "16 MiB" in report_mod.__doc__
 
 
 def test_empty_rows_still_render(tmp_path):

@@ -411,7 +411,7 @@ def test_configure_loads_a_verified_compiled_engine_and_refuses_others(ros, tiny
     from rgpt4d_sdk.compiled.onnx_export import export_onnx
     from rgpt4d_sdk.compiled.verify import verify_cli
 
-    monkeypatch.setenv("RGPT4D_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("RGPT4D_CACHE", str(tmp_path / "cache"))
     server, client = ros
     folder = export_onnx(tiny_ckpt_dir, tmp_path / "onnx", max_frames=16)
     server.set_parameters([Parameter("model", value=str(tiny_ckpt_dir)), Parameter("backend", value="onnxruntime"),

@@ -301,7 +301,7 @@ def test_sensor_teacher_run_on_exported_nuscenes_conversations(tiny_ckpt_dir, tm
     masked losses; no latents)."""
     pytest.importorskip("nuscenes", reason="the [nuscenes] extra is not installed")
     from rgpt4d_sdk.adapters.nuscenes.sample import write_sample_log
-    from rgpt4d_sdk.export import export_conversations
+    from rgpt4d_sdk.conversations import export_conversations
 
     root = write_sample_log(tmp_path / "nuscenes", image_size=(320, 180), lidar=True)
     conv = tmp_path / "conv.json"

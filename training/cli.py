@@ -7,9 +7,10 @@ from typing import List, Optional
 import typer
 
 from rgpt4d_sdk.cli_common import fail
+from rgpt4d_sdk.cli_grammar import App, resolve_config
 from rgpt4d_sdk.errors import RGPT4DError
 
-train_app = typer.Typer(help="P4D fine-tuning on domain data; export without the P4D branch.")
+train_app = App(help="P4D fine-tuning on domain data; export without the P4D branch.")
 
 
 def _overrides(items: List[str]) -> dict:
@@ -27,20 +28,23 @@ def _overrides(items: List[str]) -> dict:
 @train_app.callback(invoke_without_command=True)
 def train_cmd(
     ctx: typer.Context,
-    config: Optional[Path] = typer.Option(None, help="Training config YAML (see training/configs/)."),
-    set_: List[str] = typer.Option([], "--set", help="Override a config value: section.key=value (repeatable)."),
+    config: Optional[str] = typer.Option(None, metavar="CONFIG", help="Training config: a YAML path, or a "
+                                         "shipped one by name (p4d_code_lora, p4d_paper, nuscenes_sensor)."),
+    set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a config value: section.key=value (repeatable)."),
     restart: bool = typer.Option(False, help="Delete the run folder's checkpoints and logs and start over."),
 ) -> None:
     """Fine-tune with P4D. Resumes from the run folder's latest checkpoint when the configuration is the same."""
     if ctx.invoked_subcommand is not None:
         return
     if config is None:
-        fail(RGPT4DError("give --config FILE.yaml (examples: training/configs/p4d_code_lora.yaml, p4d_paper.yaml)."))
+        fail(RGPT4DError("give --config FILE.yaml or a shipped config by name (p4d_code_lora, p4d_paper, "
+                         "nuscenes_sensor)."))
     from .config import TrainConfig
     from .recipe import run
 
     try:
-        cfg = TrainConfig.load(config, _overrides(set_))
+        cfg = TrainConfig.load(resolve_config(config, Path(__file__).resolve().parent / "configs", "training"),
+                               _overrides(set_))
         run(cfg, restart=restart, log=typer.echo)
     except RGPT4DError as e:
         fail(e)
@@ -48,9 +52,9 @@ def train_cmd(
 
 @train_app.command("export")
 def export_cmd(
-    run_dir: Path = typer.Argument(..., help="The run.out folder of a training run."),
-    out: Path = typer.Option(..., help="Empty folder for the checkpoint (released layout)."),
-    checkpoint: Optional[str] = typer.Option(None, help="step-NNNNNNN folder to export (default: the latest)."),
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="The run.out folder of a training run."),
+    out: Path = typer.Option(..., metavar="DIR", help="Empty folder for the checkpoint (released layout)."),
+    checkpoint: Optional[str] = typer.Option(None, metavar="STEP", help="step-NNNNNNN folder to export (default: the latest)."),
 ) -> None:
     """Write the released checkpoint layout: LoRA merged, every P4D module removed."""
     from .export import export_run

@@ -105,7 +105,7 @@ class ConversationDataset(torch.utils.data.Dataset):
                 raise DatasetError(f"record {r['id']!r} has {n} frame(s); a video sample needs at least 2.")
             if num_frames is not None and n != num_frames:
                 raise DatasetError(f"record {r['id']!r} has {n} frames but the recipe trains on {num_frames}; "
-                                   f"export the conversations with --frames {num_frames}.")
+                                   f"export the conversations with --num-frames {num_frames}.")
             if isinstance(r["video"], list) and len(r["video"]) != n:
                 raise DatasetError(f"record {r['id']!r} lists {len(r['video'])} frames for {n} timestamps.")
         self.stop = tokenizer.convert_tokens_to_ids("<|im_end|>")

@@ -58,7 +58,7 @@ class NuScenesConfig:
     """
 
     dataroot: str = ""
-    version: str = "v1.0-trainval"
+    version: str = ""  # "": the only version folder (v1.0-*) under dataroot
     scenes: Union[str, List[str]] = field(default_factory=list)
     cameras: Union[str, List[str]] = field(default_factory=lambda: ["CAM_FRONT"])
     num_frames: Annotated[int, Field(ge=2)] = 16
@@ -99,6 +99,8 @@ class NuScenesConfig:
         if not 0 <= self.min_distance_m < self.max_distance_m:
             raise ConfigError("nuscenes distances need 0 <= min_distance_m < max_distance_m.")
         self.clock_offsets_s = dict(ClockOffsets.from_mapping(self.clock_offsets_s or {}).offsets_s)
+        if not self.version and self.dataroot and Path(self.dataroot).is_dir():
+            self.version = find_version(Path(self.dataroot))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "NuScenesConfig":
@@ -146,11 +148,21 @@ class ClipData:
     row_fields: Dict[str, Any] = field(default_factory=dict)
 
 
+def find_version(dataroot: Path) -> str:
+    """The one table version folder (``v1.0-*`` holding scene.json) under ``dataroot``; several or none is an error
+    that lists them (then name one with --nuscenes-version)."""
+    found = sorted(p.name for p in Path(dataroot).glob("v1.0-*") if (p / "scene.json").is_file())
+    if len(found) != 1:
+        raise DatasetError(f"{dataroot}: found nuScenes versions {found or 'none'}; pass --nuscenes-version "
+                           "(nuscenes.version in a config), e.g. v1.0-trainval.")
+    return found[0]
+
+
 def check_dataroot(dataroot: Path, version: str) -> Path:
     """Check what the devkit needs before it starts (it asserts or raises bare I/O errors otherwise)."""
     table_root = Path(dataroot) / version
     if not Path(dataroot).is_dir():
-        raise DatasetError(f"nuScenes dataroot {dataroot} does not exist; pass --dataroot pointing at the folder "
+        raise DatasetError(f"nuScenes dataroot {dataroot} does not exist; pass --data pointing at the folder "
                            "that holds the version folder (e.g. v1.0-mini) and samples/.")
     if not table_root.is_dir():
         found = sorted(p.name for p in Path(dataroot).iterdir() if p.is_dir() and (p / "scene.json").exists())

@@ -1,11 +1,15 @@
 """One self-contained HTML page for an `analyze` run: summary, charts, and every query grouped by clip.
 
-The page is readable offline: inline CSS, a few lines of inline JS for filtering, charts as inline SVG, and images
-referenced by their relative ``media/...`` paths (the pipeline writes them; embedding thousands of JPEGs would make
-the page too heavy to open). Every string that comes from rows, metrics or config is escaped.
+The page travels on its own (mailed, uploaded, opened offline): inline CSS, a few lines of inline JS for filtering,
+charts as inline SVG, and the pictures (each clip's SoM image and frame strip) inlined as ``data:`` URIs. Size budget:
+at most `PICTURE_BUDGET_BYTES` (16 MiB) of inlined pictures per page, each picture at most `PICTURE_MAX_BYTES`
+(96 KiB; larger files are embedded as a smaller JPEG). Pictures past the budget are named by their file under the
+run's ``media/`` folder instead. Every string that comes from rows, metrics or config is escaped.
 """
 from __future__ import annotations
 
+import base64
+import io
 import json
 from collections.abc import Mapping, Sequence
 from html import escape
@@ -20,6 +24,11 @@ from ..prompt.parse import LETTERS
 from ..types import mentioned_ids
 from .plots import bar_svg, nice_ticks, scatter_svg
 from .store import atomic_write_text
+
+# Size budget of the inlined pictures (base64 bytes): the page stays quick to open and to mail.
+PICTURE_BUDGET_BYTES = 16 * 1024 * 1024
+PICTURE_MAX_BYTES = 96 * 1024  # a larger picture is embedded as a smaller JPEG
+_PICTURE_MAX_WIDTH = 1600
 
 # Relative errors above this are drawn on the top edge: one 10x-off answer would otherwise flatten the rest.
 REL_ERROR_CAP = 2.0
@@ -181,8 +190,38 @@ def _safe_media_path(path: Any) -> str | None:
     return str(p)
 
 
-def _media_html(rows: Sequence[Mapping[str, Any]], out_dir: Path) -> str:
-    """The clip's SoM image and frame strip, once; a visible note where the pipeline did not write one."""
+class _Budget:
+    """What is left of the page's picture budget."""
+
+    def __init__(self, total: int | None = None) -> None:
+        self.left = PICTURE_BUDGET_BYTES if total is None else total
+
+
+def _picture_bytes(path: Path) -> bytes:
+    """The JPEG bytes to inline: the file itself when small, else a smaller re-encoding of it."""
+    data = path.read_bytes()
+    if len(data) <= PICTURE_MAX_BYTES and data[:3] == b"\xff\xd8\xff":
+        return data
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        im = im.convert("RGB")
+        width = _PICTURE_MAX_WIDTH
+        for quality in (80, 70, 60, 50):
+            if im.width > width:
+                im = im.resize((width, max(1, round(im.height * width / im.width))))
+            buf = io.BytesIO()
+            im.save(buf, format="JPEG", quality=quality, optimize=True)
+            if buf.tell() <= PICTURE_MAX_BYTES:
+                break
+            width = max(200, int(width * 0.75))
+    return buf.getvalue()
+
+
+def _media_html(rows: Sequence[Mapping[str, Any]], out_dir: Path, budget: _Budget | None = None) -> str:
+    """The clip's SoM image and frame strip inlined, once; a visible note where the pipeline did not write one or
+    the page's picture budget is spent."""
+    budget = budget or _Budget()
     media: dict[str, Any] = {}
     for row in rows:
         media = row.get("media") or {}
@@ -196,8 +235,18 @@ def _media_html(rows: Sequence[Mapping[str, Any]], out_dir: Path) -> str:
         if not (out_dir / rel).is_file():
             parts.append(f'<p class="missing">{_e(alt)} not written: {_e(rel)}</p>')
             continue
-        src = _e(quote(rel, safe="/"))
-        parts.append(f'<a href="{src}"><img class="{kind}" src="{src}" alt="{_e(alt)}" loading="lazy"></a>')
+        try:
+            data = _picture_bytes(out_dir / rel)
+        except (OSError, ValueError) as e:
+            parts.append(f'<p class="missing">{_e(alt)} unreadable: {_e(rel)} ({_e(type(e).__name__)})</p>')
+            continue
+        uri = "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
+        if len(uri) > budget.left:
+            parts.append(f'<p class="missing">{_e(alt)} not embedded (the report\'s picture budget of '
+                         f'{PICTURE_BUDGET_BYTES / 2**20:.3g} MiB is spent): {_e(rel)}</p>')
+            continue
+        budget.left -= len(uri)
+        parts.append(f'<img class="{kind}" src="{uri}" data-file="{_e(quote(rel, safe="/"))}" alt="{_e(alt)}">')
     return f'<div class="media">{"".join(parts)}</div>' if parts else ""
 
 
@@ -265,7 +314,7 @@ def _query_row(row: Mapping[str, Any]) -> str:
             f'<td class="n">{_num(total, ".2f")}{" s" if total is not None else ""}</td></tr>')
 
 
-def _clip_html(unit_id: str, rows: Sequence[Mapping[str, Any]], out_dir: Path) -> str:
+def _clip_html(unit_id: str, rows: Sequence[Mapping[str, Any]], out_dir: Path, budget: _Budget) -> str:
     first = rows[0]
     ts = [v for v in (as_finite(t) for t in (first.get("timestamps_s") or [])) if v is not None]
     span = f"{len(ts)} frames, t = {ts[0]:.2f}–{ts[-1]:.2f} s" if ts else "no frame times"
@@ -274,7 +323,7 @@ def _clip_html(unit_id: str, rows: Sequence[Mapping[str, Any]], out_dir: Path) -
     head = "".join(f"<th>{h}</th>" for h in ("task / id", "format", "question", "answer", "truth", "verdict", "time"))
     body = "\n".join(_query_row(r) for r in rows)
     return (f'<section class="clip"><h3>{_e(unit_id)}</h3><p class="meta">{meta} · {_e(span)}</p>'
-            f"{_media_html(rows, out_dir)}<table><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>"
+            f"{_media_html(rows, out_dir, budget)}<table><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>"
             "</section>")
 
 
@@ -290,7 +339,8 @@ def _clips_html(rows: Sequence[Mapping[str, Any]], out_dir: Path) -> str:
                                                             for t in tasks)
     controls = (f'<p>Show <select id="fv" onchange="rgFilter()">{v_opts}</select> '
                 f'<select id="ft" onchange="rgFilter()">{t_opts}</select></p>')
-    sections = [_clip_html(uid, grp, out_dir) for uid, grp in groups.items()]
+    budget = _Budget()
+    sections = [_clip_html(uid, grp, out_dir, budget) for uid, grp in groups.items()]
     return "\n".join([f"<h2>Queries by clip ({len(groups)} clips, {len(rows)} queries)</h2>", controls] + sections)
 
 
@@ -306,8 +356,8 @@ def write_report(
 ) -> Path:
     """Write ``out_dir/report.html`` for the results ``rows`` and their ``metrics`` (from `summarize`).
 
-    Images are referenced by the rows' relative ``media`` paths and only when the file exists under ``out_dir``
-    (a missing one is named in the page instead of showing a broken image). Returns the path written.
+    Pictures are the files named by the rows' relative ``media`` paths under ``out_dir``, inlined within the size
+    budget (a missing one is named in the page instead of showing a broken image). Returns the path written.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -334,7 +384,7 @@ class _MediaParser(HTMLParser):
         self.paths: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        name = {"img": "src", "a": "href"}.get(tag)
+        name = {"img": "data-file", "a": "href"}.get(tag)
         for k, v in attrs:
             if k == name and v and not v.startswith("#"):
                 path = _safe_media_path(unquote(v))
@@ -343,7 +393,8 @@ class _MediaParser(HTMLParser):
 
 
 def referenced_media(html_text: str) -> list[str]:
-    """Relative file paths the report links to (``img src`` and ``a href``), in page order, each once."""
+    """The run's picture files the report shows (inlined ``img``, named by ``data-file``) or links to (``a href``),
+    as paths relative to the output folder, in page order, each once."""
     parser = _MediaParser()
     parser.feed(html_text)
     parser.close()

@@ -69,7 +69,7 @@ def open_source(cfg: AnalyzeConfig):
 
         if not cfg.nuscenes.dataroot:
             raise ConfigError(
-                "nuscenes.dataroot is empty; pass --dataroot DIR (the folder holding v1.0-*/ and samples/).")
+                "nuscenes.dataroot is empty; pass --data DIR (the folder holding v1.0-*/ and samples/).")
         return NuScenesSource(cfg.nuscenes)
     if cfg.source == "rosbag":
         from ..adapters.rosbag.source import RosbagSource
@@ -158,6 +158,9 @@ def run_analysis(cfg: AnalyzeConfig, engine=None, echo: Optional[Echo] = None) -
             stats.units_run += 1
             bar.update(1)
             bar.set_postfix(queries=stats.queries_answered, errors=stats.errors, refresh=False)
+            if bar.disable and cfg.progress is None:  # not a terminal: a plain line per clip instead of a bar
+                echo(f"analyze: clip {stats.units_skipped_done + stats.units_run}/{len(units)} done "
+                     f"({stats.queries_answered} answered, {stats.errors} errors)")
     finally:
         bar.close()
     _finish(out, store, units, cfg, stats)

@@ -31,9 +31,9 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
 
 # ------------------------------------------------------------------------------------------------ digests
 def _cache_file() -> Path:
-    root = os.environ.get("RGPT4D_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "rgpt4d-sdk")
-    return Path(root) / "sha256.json"
+    from ..cache import cache_root
+
+    return cache_root() / "sha256.json"
 
 
 _VERIFY = contextvars.ContextVar("rgpt4d_verify_digests", default=False)

@@ -8,31 +8,45 @@ from typing import Optional
 import typer
 
 from ..cli_common import fail
+from ..cli_grammar import App
 from ..errors import RGPT4DError
 
-export_app = typer.Typer(no_args_is_help=True, help="Compile the model: ONNX, TensorRT engines, parity gate.")
+export_app = App(no_args_is_help=True, help="Compile the model: ONNX, TensorRT engines, parity gate.")
 
 
-@export_app.command("onnx")
+def _export_device(device: str) -> str:
+    """``auto``: CUDA when torch sees one (fp16 tracing is faster there), else the CPU."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@export_app.command("onnx", deprecated={"--max-frames": "--num-frames"})
 def onnx_cmd(
-    model: str = typer.Option(..., help="Checkpoint folder in the released layout (or hub id)."),
-    out: Path = typer.Option(..., help="Empty folder for the graphs and manifest.json."),
-    dtype: str = typer.Option("float32", help="float32, float16 or bfloat16 (weights and activations)."),
-    quantize: str = typer.Option("none", help="none, int8 or fp8: explicit Q/DQ quantization calibrated on sample "
+    model: str = typer.Option(..., metavar="DIR", help="Checkpoint folder in the released layout (or hub id)."),
+    out: Path = typer.Option(..., metavar="DIR", help="Empty folder for the graphs and manifest.json."),
+    dtype: str = typer.Option("auto", metavar="DTYPE", help="auto | float32 | float16 | bfloat16 (weights and "
+                              "activations; auto = float32: an export's precision is chosen explicitly)."),
+    quantize: str = typer.Option("none", metavar="MODE", help="none, int8 or fp8: explicit Q/DQ quantization calibrated on sample "
                                               "clips (on top of --dtype)."),
-    max_frames: Optional[int] = typer.Option(None, help="Frames per query the engine must take (default 16; the "
-                                                        "SoM image comes on top)."),
-    max_batch: int = typer.Option(8, help="Largest batch of queries."),
-    max_seq: Optional[int] = typer.Option(None, help="Largest LLM sequence (prompt + answer) in positions."),
-    opset: int = typer.Option(18, help="ONNX opset (>= 17; fp8 needs >= 19)."),
-    device: str = typer.Option("cpu", help="Where to trace (cpu, cuda); fp16 tracing is faster on cuda."),
+    num_frames: Optional[int] = typer.Option(None, metavar="N", help="Frames per query the engine must take "
+                                             "(default 16; the SoM image comes on top)."),
+    max_batch: int = typer.Option(8, metavar="N", help="Largest batch of queries."),
+    max_seq: Optional[int] = typer.Option(None, metavar="N", help="Largest LLM sequence (prompt + answer) in "
+                                                                  "positions."),
+    opset: int = typer.Option(18, metavar="N", help="ONNX opset (>= 17; fp8 needs >= 19)."),
+    device: str = typer.Option("auto", metavar="DEVICE", help="Where to trace: auto | cpu | cuda | cuda:N (auto: "
+                                                              "CUDA when available; fp16 tracing is faster there)."),
 ) -> None:
     """Export the vision path (SigLIP + TPE + projector), the embedding table and the decoder (KV cache) to ONNX."""
     from .onnx_export import export_onnx
 
     try:
-        export_onnx(model, out, dtype=dtype, quantize=quantize, max_frames=max_frames, max_batch=max_batch,
-                    max_seq=max_seq, opset=opset, device=device, progress=typer.echo)
+        export_onnx(model, out, dtype="float32" if dtype == "auto" else dtype, quantize=quantize,
+                    max_frames=num_frames, max_batch=max_batch, max_seq=max_seq, opset=opset,
+                    device=_export_device(device), progress=typer.echo)
     except RGPT4DError as e:
         fail(e)
     typer.echo(f"next: rgpt4d-sdk export verify --model {model} --onnx {out}")
@@ -40,12 +54,12 @@ def onnx_cmd(
 
 @export_app.command("tensorrt")
 def tensorrt_cmd(
-    onnx: Path = typer.Option(..., help="Folder written by `rgpt4d-sdk export onnx`."),
-    out: Path = typer.Option(..., help="Folder for the engines (.plan), engine.json and timing.cache."),
-    workspace_gb: float = typer.Option(8.0, help="Builder workspace limit in GiB (Jetson: 2-4)."),
-    timing_cache: Optional[Path] = typer.Option(None, help="Timing cache to reuse and update (default: OUT/"
+    onnx: Path = typer.Option(..., metavar="DIR", help="Folder written by `rgpt4d-sdk export onnx`."),
+    out: Path = typer.Option(..., metavar="DIR", help="Folder for the engines (.plan), engine.json and timing.cache."),
+    workspace_gb: float = typer.Option(8.0, metavar="GB", help="Builder workspace limit in GiB (Jetson: 2-4)."),
+    timing_cache: Optional[Path] = typer.Option(None, metavar="FILE", help="Timing cache to reuse and update (default: OUT/"
                                                             "timing.cache)."),
-    opt_level: int = typer.Option(3, help="Builder optimisation level 0-5 (higher: longer builds, faster engines)."),
+    opt_level: int = typer.Option(3, metavar="N", help="Builder optimisation level 0-5 (higher: longer builds, faster engines)."),
     replace: bool = typer.Option(False, help="Overwrite engines already in OUT (otherwise refuse)."),
 ) -> None:
     """Build TensorRT engines from an ONNX export (precision and shape profile come from the export)."""
@@ -60,14 +74,17 @@ def tensorrt_cmd(
 
 @export_app.command("verify")
 def verify_cmd(
-    model: str = typer.Option(..., help="The checkpoint the engine must match (the fp32 torch reference)."),
-    onnx: Optional[Path] = typer.Option(None, help="An ONNX export to check on ONNX Runtime."),
-    engine: Optional[Path] = typer.Option(None, help="A TensorRT engine folder to check."),
-    provider: str = typer.Option("cpu", help="ONNX Runtime provider: cpu, cuda or tensorrt."),
-    ort_cache_dir: Optional[Path] = typer.Option(None, help="Engine cache folder for the ORT TensorRT provider."),
-    queries: int = typer.Option(8, help="Number of sample queries."),
-    reference_device: str = typer.Option("cpu", help="Device of the fp32 torch reference (cpu or cuda)."),
-    report: Optional[Path] = typer.Option(None, help="Also write the full report (JSON) here."),
+    model: str = typer.Option(..., metavar="DIR", help="The checkpoint the engine must match (the fp32 torch "
+                                                       "reference)."),
+    onnx: Optional[Path] = typer.Option(None, metavar="DIR", help="An ONNX export to check on ONNX Runtime."),
+    engine: Optional[Path] = typer.Option(None, metavar="DIR", help="A TensorRT engine folder to check."),
+    provider: str = typer.Option("cpu", metavar="PROVIDER", help="ONNX Runtime provider: cpu, cuda or tensorrt."),
+    ort_cache_dir: Optional[Path] = typer.Option(None, metavar="DIR", help="Engine cache folder for the ORT "
+                                                                           "TensorRT provider."),
+    queries: int = typer.Option(8, metavar="N", help="Number of sample queries."),
+    reference_device: str = typer.Option("cpu", metavar="DEVICE", help="Device of the fp32 torch reference (cpu or "
+                                                                       "cuda)."),
+    report: Optional[Path] = typer.Option(None, metavar="FILE", help="Also write the full report (JSON) here."),
 ) -> None:
     """Compare a compiled engine with the fp32 torch path; mark it valid only if it passes (exit 1 if not)."""
     from .verify import format_report, verify_cli

@@ -72,7 +72,7 @@ class CompiledEngine(PromptedEngine):
         if frames + 1 > self.profile.max_images:
             raise ShapeProfileError(
                 f"max_frames {frames} needs {frames + 1} images per query but {folder} was built for at most "
-                f"{self.profile.max_images}; re-export with --max-frames {frames}."
+                f"{self.profile.max_images}; re-export with --num-frames {frames}."
             )
         self._setup_prompting(spec, load_tokenizer(files), llm["context_length"], frames, prompt, max_new_tokens)
         self.image_token_id = special_token_id(self.tokenizer, "<image>")
@@ -102,7 +102,7 @@ class CompiledEngine(PromptedEngine):
         if n > self.profile.max_images:
             raise ShapeProfileError(
                 f"query {prep.query.id or ''} has {n} images but {self.folder} was built for at most "
-                f"{self.profile.max_images}; sample fewer frames or re-export with --max-frames {n - 1}."
+                f"{self.profile.max_images}; sample fewer frames or re-export with --num-frames {n - 1}."
             )
         need = self.positions(prep) + prep.max_new_tokens
         if need > self.profile.max_seq:

@@ -61,13 +61,16 @@ class Engine:
 
     def answer(self, query: RegionQuery, max_new_tokens: Optional[int] = None,
                should_stop: Optional[Callable[[], bool]] = None) -> Answer:
+        """Answer one region query (greedy decoding); the `Answer` holds the raw text, the parsed choice or value
+        and the stage timings. ``should_stop``: polled before every decode step (a cancel or a deadline)."""
         raise NotImplementedError
 
     def answer_many(
         self, queries: Sequence[RegionQuery], batch_size: int = 8, max_new_tokens: Optional[int] = None,
         errors: str = "return", should_stop: Optional[Callable[[], bool]] = None,
     ) -> List[Any]:
-        """Answers in the order of ``queries``; with errors="return" a query that fails gets its typed error
-        (`RGPT4DError`) in its slot and the others are still answered; errors="raise" raises the first.
+        """Answer many queries in batches of ``batch_size``, in order; shared work (vision cache, one prefill per
+        marked clip) is done once and never changes an answer. With errors="return" a query that fails gets its
+        typed error (`RGPT4DError`) in its slot and the others are still answered; errors="raise" raises the first.
         ``should_stop``: polled before every decode step (a cancel or a deadline); see `answer`."""
         raise NotImplementedError

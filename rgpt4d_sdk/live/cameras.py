@@ -52,8 +52,9 @@ def parse_cameras(cameras: Sequence[str], info_topics: Sequence[str] = ()) -> Li
     """``["front=/cam_front/image_raw/compressed", ...]`` -> camera specs (checked: names unique, topics set)."""
     cams = _pairs([c for c in cameras if str(c).strip()], "cameras")
     if not cams:
-        raise ConfigError("no camera configured; set the `cameras` parameter, e.g. "
-                          "cameras:=['front=/cam_front/image_raw/compressed'].")
+        raise ConfigError("no camera configured; give one with `rgpt4d-sdk ros serve --camera "
+                          "front=/cam_front/image_raw/compressed` (repeatable), or, with ros2 run/launch, the "
+                          "`cameras` parameter: cameras:=['front=/cam_front/image_raw/compressed'].")
     infos = _pairs([c for c in info_topics if str(c).strip()], "camera_info_topics")
     unknown = sorted(set(infos) - set(cams))
     if unknown:

@@ -7,13 +7,14 @@ from typing import List, Optional
 import typer
 
 from ..cli_common import fail as _fail
+from ..cli_grammar import App
 
-ros_app = typer.Typer(no_args_is_help=True, help="ROS 2: build the interfaces (pip wheels) and serve region queries.")
+ros_app = App(no_args_is_help=True, help="ROS 2: build the interfaces (pip wheels) and serve region queries.")
 
 
 @ros_app.command("build-interfaces")
 def build_interfaces_cmd(
-    prefix: Optional[Path] = typer.Option(None, help="Install prefix (default: this Python's, where rclpy is)."),
+    prefix: Optional[Path] = typer.Option(None, metavar="DIR", help="Install prefix (default: this Python's, where rclpy is)."),
     force: bool = typer.Option(False, help="Rebuild even when the installed interfaces match the sources."),
 ) -> None:
     """Build rgpt4d_interfaces (msg/srv/action) with CMake against the ros-* wheels and install it."""
@@ -57,23 +58,24 @@ def ros_arguments(model: str, cameras: List[str], camera_info: List[str], params
     return args
 
 
-@ros_app.command("serve")
+@ros_app.command("serve", deprecated={"--cameras": "--camera"})
 def serve(
-    model: str = typer.Option("", help="Checkpoint folder in the released layout (or a hub id)."),
-    cameras: List[str] = typer.Option([], help="NAME=IMAGE_TOPIC (repeatable or comma-separated); a topic ending "
+    model: str = typer.Option("", metavar="DIR", help="Checkpoint folder in the released layout (or a hub id)."),
+    camera: List[str] = typer.Option([], metavar="NAME=TOPIC", help="NAME=IMAGE_TOPIC (repeatable or comma-separated); a topic ending "
                                                "in /compressed is a CompressedImage topic."),
-    camera_info: List[str] = typer.Option([], help="NAME=TOPIC: CameraInfo topic override (default: beside the "
+    camera_info: List[str] = typer.Option([], metavar="NAME=TOPIC", help="NAME=TOPIC: CameraInfo topic override (default: beside the "
                                                    "image topic)."),
-    params_file: Optional[Path] = typer.Option(None, help="ROS 2 parameter YAML (see ros2_nodes/rgpt4d_ros/config)."),
-    name: str = typer.Option("rgpt4d", help="Node name."),
-    namespace: str = typer.Option("", help="Node namespace."),
-    queue_depth: Optional[int] = typer.Option(None, help="Goals admitted at once (running included)."),
-    buffer_frames: Optional[int] = typer.Option(None, help="Frames kept per camera."),
-    buffer_seconds: Optional[float] = typer.Option(None, help="Seconds kept per camera."),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
-    dtype: Optional[str] = typer.Option(None, help="auto | float32 | bfloat16 | float16"),
-    backend: Optional[str] = typer.Option(None, help="torch | onnxruntime | tensorrt"),
-    compiled: Optional[Path] = typer.Option(None, help="Export (onnxruntime) or engine (tensorrt) folder; loaded on "
+    params_file: Optional[Path] = typer.Option(None, metavar="FILE", help="ROS 2 parameter YAML (see ros2_nodes/rgpt4d_ros/config)."),
+    name: str = typer.Option("rgpt4d", metavar="NAME", help="Node name."),
+    namespace: str = typer.Option("", metavar="NAMESPACE", help="Node namespace."),
+    queue_depth: Optional[int] = typer.Option(None, metavar="N", help="Goals admitted at once (running included)."),
+    buffer_frames: Optional[int] = typer.Option(None, metavar="N", help="Frames kept per camera."),
+    buffer_seconds: Optional[float] = typer.Option(None, metavar="S", help="Seconds kept per camera."),
+    device: Optional[str] = typer.Option(None, metavar="DEVICE", help="auto | cpu | cuda | cuda:N (default: auto)"),
+    dtype: Optional[str] = typer.Option(None, metavar="DTYPE", help="auto | float32 | bfloat16 | float16 (default: "
+                                                                    "auto)"),
+    backend: Optional[str] = typer.Option(None, metavar="BACKEND", help="torch | onnxruntime | tensorrt"),
+    compiled: Optional[Path] = typer.Option(None, metavar="DIR", help="Export (onnxruntime) or engine (tensorrt) folder; loaded on "
                                                        "configure, never built."),
     undistort: Optional[bool] = typer.Option(None, "--undistort/--no-undistort", help="Undistort with CameraInfo."),
     use_sim_time: Optional[bool] = typer.Option(None, "--use-sim-time/--no-sim-time", help="Follow /clock."),
@@ -98,8 +100,11 @@ def serve(
                                        preencode_stride=preencode_stride, preencode_cache_mb=preencode_cache_mb,
                                        prefix_cache_mb=prefix_cache_mb,
                                        vision_cache_mb=vision_cache_mb).items() if v is not None}
+    if not camera and params_file is None:
+        _fail(RuntimeError("no camera given; name each one as --camera NAME=IMAGE_TOPIC, e.g. "
+                           "--camera front=/cam_front/image_raw/compressed (repeatable), or pass --params-file."))
     try:
-        args = ros_arguments(model, cameras, camera_info, params_file, name, namespace, overrides)
+        args = ros_arguments(model, camera, camera_info, params_file, name, namespace, overrides)
     except FileNotFoundError as e:
         _fail(e)
     try:
