@@ -168,9 +168,9 @@ def demo(
 
 @demo_app.command("train")
 def demo_train(
-    out: Path = typer.Option(Path("rgpt4d-demo-train"), help="Folder for the log, models, runs and results (cached: "
+    out: Path = typer.Option(Path("rgpt4d-demo-train"), metavar="DIR", help="Folder for the log, models, runs and results (cached: "
                                                              "finished steps are skipped on a rerun)."),
-    size: str = typer.Option("full", help="full (the committed run: 60 training / 40 held-out scenes) or ci (the "
+    size: str = typer.Option("full", metavar="SIZE", help="full (the committed run: 60 training / 40 held-out scenes) or ci (the "
                                           "smallest chain, for tests)."),
     seed: int = typer.Option(0, help="Seeds the scenes, the base weights, the data order and the questions."),
 ) -> None:

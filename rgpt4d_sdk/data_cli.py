@@ -64,7 +64,7 @@ def export_conversations_cmd(
 
 @data_app.command("sample-log")
 def sample_log_cmd(
-    out: Path = typer.Option(..., help="Folder for the two logs: OUT/train and OUT/heldout (+ OUT/scenes.json)."),
+    out: Path = typer.Option(..., metavar="DIR", help="Folder for the two logs: OUT/train and OUT/heldout (+ OUT/scenes.json)."),
     train_scenes: int = typer.Option(40, help="Training scenes (each drawn from its own seed)."),
     heldout_scenes: int = typer.Option(40, help="Held-out scenes (seeds never shared with a training scene)."),
     seed: int = typer.Option(0, help="Split seed: scene seeds are seed*100000 + i (train), + 50000 + i (held out)."),

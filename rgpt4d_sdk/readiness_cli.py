@@ -11,9 +11,9 @@ from .errors import ConfigError, RGPT4DError
 
 
 def doctor(
-    model: Optional[str] = typer.Option(None, help="Also summarise this checkpoint folder and plan for it."),
-    compiled: Optional[str] = typer.Option(None, help="Check an export or engine folder against this machine."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | a known device name (see plan)."),
+    model: Optional[str] = typer.Option(None, metavar="DIR", help="Also summarise this checkpoint folder and plan for it."),
+    compiled: Optional[str] = typer.Option(None, metavar="DIR", help="Check an export or engine folder against this machine."),
+    device: str = typer.Option("auto", metavar="DEVICE", help="auto | cpu | cuda | cuda:N | a known device name (see plan)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """What this machine can run: Python, torch/CUDA, GPUs, Jetson, runtimes, ROS 2, cache, and a recommendation."""
@@ -27,17 +27,17 @@ def doctor(
 
 
 def plan(
-    model: Optional[str] = typer.Option(None, help="Checkpoint folder (its configs give the sizes)."),
-    arch: str = typer.Option("8b", help="Built-in architecture when no --model is given: 8b."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda[:N] | a known device (--list-devices)."),
-    precision: str = typer.Option("auto", "--precision", "--dtype", help="auto | fp32 | bf16 | fp16 | int8 | fp8"),
+    model: Optional[str] = typer.Option(None, metavar="DIR", help="Checkpoint folder (its configs give the sizes)."),
+    arch: str = typer.Option("8b", metavar="ARCH", help="Built-in architecture when no --model is given: 8b."),
+    device: str = typer.Option("auto", metavar="DEVICE", help="auto | cpu | cuda[:N] | a known device (--list-devices)."),
+    precision: str = typer.Option("auto", "--precision", "--dtype", metavar="PRECISION", help="auto | fp32 | bf16 | fp16 | int8 | fp8"),
     num_frames: int = typer.Option(16, help="Frames per query (the SoM image comes on top)."),
     batch: int = typer.Option(1, help="Queries answered together."),
     new_tokens: int = typer.Option(32, help="Tokens generated per answer."),
-    attn: str = typer.Option("sdpa", help="sdpa | eager | flash_attention_2"),
+    attn: str = typer.Option("sdpa", metavar="ATTN", help="sdpa | eager | flash_attention_2"),
     vision_cache_mb: float = typer.Option(1024.0, help="Vision-cache budget of the torch engine (0: off)."),
-    decode: str = typer.Option("auto", help="auto | static | dynamic (static keeps a KV buffer on CUDA)."),
-    backend: str = typer.Option("torch", help="torch | onnxruntime | tensorrt (adds its context memory)."),
+    decode: str = typer.Option("auto", metavar="MODE", help="auto | static | dynamic (static keeps a KV buffer on CUDA)."),
+    backend: str = typer.Option("torch", metavar="BACKEND", help="torch | onnxruntime | tensorrt (adds its context memory)."),
     list_devices: bool = typer.Option(False, "--list-devices", help="Print the table of known devices and exit."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
 ) -> None:

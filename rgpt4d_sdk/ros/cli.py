@@ -81,7 +81,7 @@ def serve(
     use_sim_time: Optional[bool] = typer.Option(None, "--use-sim-time/--no-sim-time", help="Follow /clock."),
     verify_digests: Optional[bool] = typer.Option(None, "--verify-digests", help="Hash the compiled model's files "
                                                   "afresh instead of trusting the digest cache."),
-    preencode: Optional[str] = typer.Option(None, help="Encode frames as they arrive: auto (on with a GPU) | on | "
+    preencode: Optional[str] = typer.Option(None, metavar="MODE", help="Encode frames as they arrive: auto (on with a GPU) | on | "
                                                        "off."),
     preencode_stride: Optional[int] = typer.Option(None, help="Pre-encode every k-th frame (1 every frame, 0 "
                                                               "adaptive to load)."),
