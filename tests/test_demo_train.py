@@ -19,6 +19,7 @@ from rgpt4d_sdk.adapters.nuscenes.random_scenes import random_scene, split_seeds
 from rgpt4d_sdk.demo_train import baselines as B
 
 from rgpt4d_sdk.errors import ConfigError
+from rgpt4d_sdk.eval.questions import FAMILIES
 
 pytest.importorskip("nuscenes")
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,17 +62,21 @@ def test_split_logs_are_written_with_a_manifest(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- baselines
-def _row(i, task, fmt, truth, choice=None, value=None, clip="c0", options=4):
+def _row(i, task, fmt, truth, choice=None, value=None, clip="c0", options=4, matched_by=None):
+    if fmt == "mc" and matched_by is None:
+        matched_by = "letter" if choice else "none"
     return {"id": f"{clip}/{task}/{i}/{fmt}", "unit_id": clip, "status": "ok", "task": task, "format": fmt,
             "truth": truth, "options": [f"o{k}" for k in range(options)] if fmt == "mc" else [],
-            "answer_choice": choice, "answer_value": value}
+            "answer_choice": choice, "answer_value": value, "matched_by": matched_by}
 
 
 def test_family_table_baselines_and_intervals(tmp_path):
     truths = ["A", "B", "B", "C", "B", "D", "B", "A"]
     model = [_row(i, "speed", "mc", t, choice="B", clip=f"c{i % 4}") for i, t in enumerate(truths)]
     model += [_row(i, "distance", "numeric", 10.0 + i, value=10.0 + i, clip=f"c{i % 4}") for i in range(4)]
-    untrained = [dict(r, answer_choice=None, answer_value=None) for r in model]
+    model[1]["matched_by"] = "option_text"  # the reply was option B's whole text
+    untrained = [dict(r, answer_choice=None, answer_value=None, matched_by="none" if r["format"] == "mc" else None)
+                 for r in model]
     conv = [{"task": "speed", "format": "mc", "conversations": [{}, {"value": v}]}
             for v in ("(C) 4 m/s", "(C) 1 m/s", "(A) 2 m/s")]
     conv += [{"task": "distance", "format": "numeric", "conversations": [{}, {"value": f"{v} m"}]}
@@ -87,6 +92,9 @@ def test_family_table_baselines_and_intervals(tmp_path):
     assert mc["best_constant"] == {"name": "always_A", "score": 0.25}
     tuned = mc["models"]["tuned"]
     assert tuned["score"] == 0.5 and tuned["parse_rate"] == 1.0 and tuned["above_best_constant"]
+    assert tuned["matched_by"] == {"letter": 7, "option_text": 1, "none": 0}
+    assert mc["models"]["base"]["matched_by"] == {"letter": 0, "option_text": 0, "none": 8}
+    assert "matched_by" not in table["distance/numeric"]["models"]["tuned"]
     lo, hi = tuned["interval"]
     assert 0.0 <= lo <= 0.5 <= hi <= 1.0 and hi - lo > 0.1
     assert mc["models"]["base"]["score"] == 0.0 and mc["models"]["base"]["parse_rate"] == 0.0
@@ -95,14 +103,15 @@ def test_family_table_baselines_and_intervals(tmp_path):
     assert num["models"]["tuned"]["interval"] == [1.0, 1.0]
     assert num["baselines"]["training_median"] == pytest.approx(np.mean([B.mra(11.0, t) for t in (10, 11, 12, 13)]))
     s = B.summary(table, {"base": untrained, "tuned": model}, "tuned")
-    assert s == {"model": "tuned", "parse_rate": 1.0, "mc_families": 1, "mc_families_above_best_constant": 1,
-                 "mc_families_interval_above_best_constant": 0}
+    assert s == {"model": "tuned", "parse_rate": 1.0, "mc_matched_by": {"letter": 7, "option_text": 1, "none": 0},
+                 "mc_families": 1, "mc_families_above_best_constant": 1, "mc_families_interval_above_best_constant": 0}
 
 
 def test_parse_rate_counts_only_valid_options_and_numbers():
     assert B.parsed(_row(0, "x", "mc", "A", choice="B", options=2))
     assert not B.parsed(_row(0, "x", "mc", "A", choice="C", options=2))  # no option C
     assert not B.parsed(_row(0, "x", "mc", "A", choice=None))
+    assert not B.parsed(_row(0, "x", "mc", "A", choice="A", matched_by="none"))  # the strict scorer picked nothing
     assert B.parsed(_row(0, "x", "numeric", 3.0, value=0.0)) and not B.parsed(_row(0, "x", "numeric", 3.0))
 
 
@@ -133,6 +142,14 @@ def test_demo_train_chain_ci_size(tmp_path):
     assert not set(metrics["scenes"]["train"]) & set(metrics["scenes"]["heldout"])
     families = metrics["families"]
     assert any(k.endswith("/mc") for k in families) and any(k.endswith("/numeric") for k in families)
+    assert "direction/mc" not in families  # issue 15's families: motion_state, radial_motion, crossing
+    assert {e["family"] for e in families.values()} <= set(FAMILIES)
+    for m in ("base", "sft", "sft_p4d"):
+        assert metrics["models"][m]["checkpoint"] == f"models/{m}"  # relative to the run folder
+        assert (out / metrics["models"][m]["results"] / "results.jsonl").is_file()
+        how = metrics["summary"][m]["mc_matched_by"]
+        assert set(how) == {"letter", "option_text", "none"} and sum(how.values()) == sum(
+            e["n"] for e in families.values() if e["format"] == "mc")
     for entry in families.values():
         assert entry["best_constant"]["score"] is not None
         for m in ("base", "sft", "sft_p4d"):

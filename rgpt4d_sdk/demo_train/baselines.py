@@ -9,8 +9,9 @@ need no change here. Per family and format:
   the constant baselines;
 - numeric: MRA of each model; the constant baseline **training median** (every answer = the median of that family's
   numeric training truths);
-- every model's **parse rate**: the share of its replies that read as a valid option letter (mc) or a number
-  (numeric);
+- every model's **parse rate**: the share of its replies that read as a valid option (mc: picked by the official
+  R4D-Bench letter rule or by the exact whole-reply option text, `rgpt4d_sdk.eval.scoring`; the rows' ``matched_by``)
+  or a number (numeric), and for mc the count of replies per ``matched_by`` ("letter", "option_text", "none");
 - a 95 % interval for each model's score: percentile bootstrap over clips (questions about one clip share its
   frames, so they are resampled together), ``resamples`` draws from a generator seeded by ``seed``.
 """
@@ -27,6 +28,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..eval.metrics import as_finite, mra, score_row
+from ..eval.scoring import MATCHED_BY
 
 _LETTER = re.compile(r"^\(([A-Z])\)")
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
@@ -74,8 +76,11 @@ def most_frequent_letter(letters: Counter) -> Optional[str]:
 
 
 def parsed(row: Mapping[str, Any]) -> bool:
-    """Whether a reply reads as a valid option letter (mc) or a finite number (numeric)."""
+    """Whether a reply reads as a valid option (mc: the strict scorer picked one, ``matched_by`` "letter" or
+    "option_text") or a finite number (numeric)."""
     if row.get("format") == "mc":
+        if row.get("matched_by") == "none":
+            return False
         choice = row.get("answer_choice")
         return isinstance(choice, str) and len(choice) == 1 and 0 <= ord(choice.upper()) - 65 < len(
             row.get("options") or [])
@@ -141,6 +146,8 @@ def family_table(models: Mapping[str, Sequence[Mapping[str, Any]]], priors: Mapp
             lo, hi = bootstrap_interval(scores, clusters, resamples, seed)
             entry["models"][m] = {"score": _mean(scores), "interval": [lo, hi],
                                   "parse_rate": _mean([float(parsed(r)) for r in rows])}
+            if fmt == "mc":
+                entry["models"][m]["matched_by"] = matched_by_counts(rows)
         if fmt == "mc":
             top = most_frequent_letter(prior["letters"])
             entry["training_letter"] = top
@@ -162,6 +169,18 @@ def family_table(models: Mapping[str, Sequence[Mapping[str, Any]]], priors: Mapp
     return out
 
 
+def matched_by_counts(rows: Iterable[Mapping[str, Any]]) -> Dict[str, int]:
+    """How the strict scorer read the mc replies: {"letter": n, "option_text": n, "none": n} (a row without
+    ``matched_by`` counts as "none" unless it has a valid choice, then as "letter")."""
+    counts = {k: 0 for k in MATCHED_BY}
+    for r in rows:
+        how = r.get("matched_by")
+        if how not in counts:
+            how = "letter" if parsed(r) else "none"
+        counts[how] += 1
+    return counts
+
+
 def summary(table: Mapping[str, Any], models: Mapping[str, Sequence[Mapping[str, Any]]], model: str) -> Dict[str, Any]:
     """Headline numbers of ``model``: overall parse rate, and how many mc families it beats the best constant on."""
     mc = [e for e in table.values() if e["format"] == "mc"]
@@ -169,6 +188,7 @@ def summary(table: Mapping[str, Any], models: Mapping[str, Sequence[Mapping[str,
     return {
         "model": model,
         "parse_rate": _mean([float(parsed(r)) for r in rows]),
+        "mc_matched_by": matched_by_counts(r for r in rows if r.get("format") == "mc"),
         "mc_families": len(mc),
         "mc_families_above_best_constant": sum(bool(e["models"][model]["above_best_constant"]) for e in mc),
         "mc_families_interval_above_best_constant": sum(bool(e["models"][model]["interval_above_best_constant"])

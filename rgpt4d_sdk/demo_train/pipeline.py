@@ -235,8 +235,8 @@ def run_demo_train(out="rgpt4d-demo-train", size: str = "full", seed: int = 0, e
                 "`rgpt4d-sdk demo train`; NOT 4D-RGPT. Scores are on held-out scenes (seeds never used in training).",
         "size": size, "seed": seed, "demo": asdict(s),
         "scenes": json.loads((data / "scenes.json").read_text()),
-        "models": {m: {"title": MODEL_TITLES[m], "checkpoint": str(models / m), "results": str(held / m)}
-                   for m in MODELS},
+        "models": {m: {"title": MODEL_TITLES[m], "checkpoint": (models / m).relative_to(out).as_posix(),
+                       "results": (held / m).relative_to(out).as_posix()} for m in MODELS},  # relative to out
         "summary": {m: B.summary(table, rows, m) for m in MODELS},
         "families": table,
         "training": {name: _training_log(runs / name) for name in variants},

@@ -65,17 +65,21 @@ def write_report(path: Path, metrics: Mapping[str, Any], source: Optional[str] =
               f"{len(metrics['scenes']['heldout'])} held-out scenes (disjoint seeds), "
               f"{metrics['demo']['steps']} optimizer steps of {metrics['demo']['global_batch']} questions.", "",
               "Models: " + "; ".join(f"`{m}` = {metrics['models'][m]['title']}" for m in models) + ".", "",
-              "## Summary", "", "| model | replies parsed | mc families above the best constant "
-              "(point / whole interval) |", "|---|---|---|"]
+              "## Summary", "", "| model | replies parsed | mc replies read by letter / option text / none | mc "
+              "families above the best constant (point / whole interval) |", "|---|---|---|---|"]
     for m in models:
         s = metrics["summary"][m]
-        lines.append(f"| {m} | {_pct(s['parse_rate'])} % | {s['mc_families_above_best_constant']} / "
+        how = s.get("mc_matched_by") or {}
+        lines.append(f"| {m} | {_pct(s['parse_rate'])} % | {how.get('letter', '-')} / {how.get('option_text', '-')} / "
+                     f"{how.get('none', '-')} | {s['mc_families_above_best_constant']} / "
                      f"{s['mc_families_interval_above_best_constant']} of {s['mc_families']} |")
     lines += ["", "## Per family (held-out; accuracy % for mc, MRA % for numeric)", "",
               *family_lines(metrics["families"], models), "",
               "Intervals: 95 % percentile bootstrap over held-out clips. Constant baselines: always A; the letter most "
               "often correct for the family in the training conversations; for numeric questions the median of the "
-              "family's training answers. Parse rate: replies that read as a valid option letter or a number.", "",
+              "family's training answers. Parse rate: replies that read as a valid option or a number. Multiple choice is "
+              "scored strictly (docs/scoring.md): the official R4D-Bench letter rule, else the whole reply equal to one "
+              "option's text; anything else picks nothing and is wrong.", "",
               *ablation_lines(metrics["families"]), "", "## Training", ""]
     for name, t in metrics["training"].items():
         lines.append(f"- `{name}`: {t['steps']} steps in {t['seconds']} s; loss {t['first'].get('loss', 0):.3f} -> "
