@@ -17,13 +17,14 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from _common import RESULTS_DIR, ensure_importable, format_table, git_info, machine_info, versions, write_json
+from _common import RESULTS_DIR, bench_parser, ensure_importable, format_table, git_info, machine_info, versions, write_json
 
 ensure_importable()
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    # --out is the demo's run folder, as in `rgpt4d-sdk demo train --out`; the results file is --json.
+    p = bench_parser(__doc__, threads=False, conflict_handler="resolve")
     p.add_argument("--out", type=Path, default=Path("rgpt4d-demo-train"), help="the demo's folder (cached)")
     p.add_argument("--size", default="full", help="demo size (full or ci)")
     p.add_argument("--seed", type=int, default=0)

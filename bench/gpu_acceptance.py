@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO_ROOT, RESULTS_DIR, ensure_importable, git_info, write_json  # noqa: E402
+from _common import REPO_ROOT, RESULTS_DIR, bench_parser, ensure_importable, git_info, write_json  # noqa: E402
 
 ensure_importable()
 
@@ -52,7 +52,8 @@ OPTIONAL_MODULES = {"onnx": "onnx", "onnxscript": "onnx", "onnxruntime": "onnx-g
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    # --out is a folder here (the JSON and the Markdown table), not one results file.
+    p = bench_parser(__doc__, threads=False, conflict_handler="resolve")
     p.add_argument("--cpu-smoke", action="store_true", help="run every part on the CPU with the tiny model")
     p.add_argument("--parts", default=",".join(LIMITS_GPU), help="comma-separated subset of the parts")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for the JSON and Markdown results")

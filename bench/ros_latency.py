@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS_DIR, ensure_importable, format_table, git_info, machine_info, versions, write_json  # noqa
+from _common import RESULTS_DIR, bench_parser, ensure_importable, format_table, git_info, machine_info, versions, write_json  # noqa
 from _ros import (cpu_seconds, get_status, jpeg_frames, publish_frames, start_node, stamp, stop_node,  # noqa: E402
                   tiny_checkpoint, wait_status)
 
@@ -211,7 +211,8 @@ def compact(run: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser(__doc__, threads=False, conflict_handler="resolve",
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=30.0, help="planner time per configuration and round")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--hz", type=float, default=30.0)
