@@ -74,3 +74,19 @@ def test_registry_catches_a_changed_result(tmp_path):
     fake.write_text(json.dumps(data))
     entry["file"] = str(fake)
     assert quoted(entry) not in _flat((ROOT / "README.md").read_text(encoding="utf-8"))
+
+
+def test_quoted_result_blocks_equal_their_files():
+    """The blocks between `<!-- quoted: NAME -->` markers (README.md, docs/) are what docs/hooks/quoted_results.py
+    writes from the committed results files; after re-running a benchmark, run that script."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("quoted_results", ROOT / "docs" / "hooks" / "quoted_results.py")
+    quoted_results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quoted_results)
+    found = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        found += [m.group(2) for m in quoted_results.PATTERN.finditer(text)]
+        assert quoted_results.refresh(text) == text, f"{page.name}: run python docs/hooks/quoted_results.py"
+    assert {"demo_train", "ros_latency"} <= set(found)
