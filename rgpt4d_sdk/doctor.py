@@ -119,10 +119,11 @@ def jetson_facts() -> Dict[str, Any]:
 
 
 def cache_facts() -> Dict[str, Any]:
-    """The SDK's cache folders (sample data and demo checkpoint; compiled digests) and their sizes in bytes."""
-    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rgpt4d-sdk"
-    folders = {"data": Path(os.environ.get("RGPT4D_CACHE") or home),
-               "digests": Path(os.environ.get("RGPT4D_CACHE_DIR") or home)}
+    """The SDK's one cache folder (`rgpt4d_sdk.cache.cache_root`: sample data, demo checkpoint, the compiled
+    files' digest cache sha256.json) and its size in bytes."""
+    from .cache import cache_root
+
+    folders = {"cache": cache_root()}
     return {k: {"path": str(p), "exists": p.is_dir(), "size_bytes": folder_size(p)} for k, p in folders.items()}
 
 

@@ -532,7 +532,7 @@ def test_read_only_out_folder_is_a_typed_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(outdir, "_check_writable", read_only)
     for args in (["demo", "--out", str(tmp_path / "ro")],
-                 ["analyze", "nuscenes", "--dataroot", str(tmp_path), "--out", str(tmp_path / "ro2")]):
+                 ["analyze", "nuscenes", "--data", str(tmp_path), "--nuscenes-version", "v1.0-mini", "--out", str(tmp_path / "ro2")]):
         res = runner.invoke(app, args)
         line = check_result(res, 2, ["ro", "read-only"])
         assert "cannot be written" in line

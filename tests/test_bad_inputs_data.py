@@ -519,7 +519,7 @@ def _tiny(tiny_ckpt_dir):
 
 @pytest.fixture(autouse=True)
 def _own_digest_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("RGPT4D_CACHE_DIR", str(tmp_path / "digest-cache"))
+    monkeypatch.setenv("RGPT4D_CACHE", str(tmp_path / "digest-cache"))
 
 
 def test_there_are_at_least_fifty_cases():

@@ -39,7 +39,7 @@ from rgpt4d_sdk.compiled.quantize import qdq_problems  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _hash_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("RGPT4D_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("RGPT4D_CACHE", str(tmp_path / "cache"))
 
 
 @pytest.fixture(scope="module")

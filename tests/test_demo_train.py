@@ -212,7 +212,7 @@ def test_shipped_finetuned_checkpoint_answers_identically_on_onnxruntime(tmp_pat
     from rgpt4d_sdk.compiled.onnx_export import export_onnx
     from rgpt4d_sdk.compiled.verify import verify_cli
 
-    monkeypatch.setenv("RGPT4D_CACHE_DIR", str(tmp_path / "hash-cache"))
+    monkeypatch.setenv("RGPT4D_CACHE", str(tmp_path / "hash-cache"))
     fp32 = export_onnx(FINETUNED, tmp_path / "fp32")
     report = verify_cli(str(FINETUNED), onnx=fp32, queries=4, log=lambda m: None)
     assert report["passed"] and report["metrics"]["answers"] == 1.0, report

@@ -20,7 +20,7 @@ from rgpt4d_sdk.errors import CompiledModelError  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _hash_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("RGPT4D_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("RGPT4D_CACHE", str(tmp_path / "cache"))
 
 
 def _sha_all(folder: Path) -> dict:
@@ -74,7 +74,7 @@ def test_analyze_passes_verify_digests_to_the_engine(monkeypatch, tmp_path):
         return "engine"
 
     monkeypatch.setattr(Engine, "from_pretrained", staticmethod(fake))
-    cfg = AnalyzeConfig.from_dict({"source": "nuscenes", "nuscenes": {"dataroot": str(tmp_path)},
+    cfg = AnalyzeConfig.from_dict({"source": "nuscenes", "nuscenes": {"dataroot": str(tmp_path), "version": "v1.0-mini"},
                                    "engine": {"model": "/m", "backend": "onnxruntime", "compiled": "/c",
                                               "verify_digests": True}})
     assert R._get_engine(cfg, {}) == "engine" and seen["verify_digests"] is True

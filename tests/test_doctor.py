@@ -78,13 +78,11 @@ def test_tested_range_is_read_from_the_installed_metadata():
 
 def test_cache_sizes_are_the_files_in_the_cache_folders(tmp_path, monkeypatch):
     monkeypatch.setenv("RGPT4D_CACHE", str(tmp_path / "data"))
-    monkeypatch.setenv("RGPT4D_CACHE_DIR", str(tmp_path / "digests"))
     (tmp_path / "data" / "sub").mkdir(parents=True)
     (tmp_path / "data" / "sub" / "a.bin").write_bytes(b"x" * 1000)
     (tmp_path / "data" / "b.bin").write_bytes(b"y" * 234)
     folders = by_name(diagnose())["cache"]["folders"]
-    assert folders["data"] == {"path": str(tmp_path / "data"), "exists": True, "size_bytes": 1234}
-    assert folders["digests"]["exists"] is False and folders["digests"]["size_bytes"] == 0
+    assert folders == {"cache": {"path": str(tmp_path / "data"), "exists": True, "size_bytes": 1234}}
 
 
 def test_model_and_compiled_checks(tiny_ckpt_dir, tmp_path):
