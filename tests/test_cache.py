@@ -55,7 +55,10 @@ def test_interrupted_builds_are_removed_and_running_ones_kept(tmp_path):
     assert mine.is_dir() and other_host_new.is_dir() and unrelated.is_dir()
 
 
-def test_tiny_checkpoint_build_cleans_a_killed_build(tmp_path):
+def test_tiny_checkpoint_build_cleans_a_killed_build(tmp_path, monkeypatch):
+    import rgpt4d_sdk.analyze.default as default
+
+    monkeypatch.setattr(default, "FINETUNED", tmp_path / "no-shipped-copy")  # the random fallback is what is built
     killed = tmp_path / f".tiny-checkpoint.tmp-{socket.gethostname()}-{_dead_pid()}-build"
     (killed / "llm").mkdir(parents=True)
     assert any("tiny random demo checkpoint" in line for line in first_run_lines(tmp_path))

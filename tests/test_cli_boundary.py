@@ -16,8 +16,8 @@ def _leaf_calls():
     """One command per sub-app, with the arguments its parser needs (the callback itself is replaced)."""
     return {
         "query": ["query", "--model", "m", "--question", "q"], "demo": ["demo"], "analyze": ["analyze"],
-        "analyze nuscenes": ["analyze", "nuscenes"], "analyze merge": ["analyze", "merge", "x"],
-        "analyze rosbag": ["analyze", "rosbag"], "checkpoint make-tiny": ["checkpoint", "make-tiny", "x"],
+        "analyze nuscenes": ["analyze", "nuscenes"], "analyze merge": ["analyze", "merge", "--out", "x"],
+        "analyze rosbag": ["analyze", "rosbag"], "checkpoint make-tiny": ["checkpoint", "make-tiny", "--out", "x"],
         "checkpoint inspect": ["checkpoint", "inspect", "x"],
         "export tensorrt": ["export", "tensorrt", "--onnx", "o", "--out", "e"], "ros serve": ["ros", "serve"],
         "ros build-interfaces": ["ros", "build-interfaces"],
@@ -28,6 +28,8 @@ def _leaf_calls():
         "export onnx": ["export", "onnx", "--model", "m", "--out", "o"],
         "export verify": ["export", "verify", "--model", "m"],
         "train": ["train"], "train export": ["train", "export", "r", "--out", "o"],
+        "doctor": ["doctor"], "plan": ["plan"], "demo train": ["demo", "train"],
+        "data sample-log": ["data", "sample-log", "--out", "o"],
     }
 
 
