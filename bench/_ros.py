@@ -50,7 +50,7 @@ def start_node(model: str, cameras: List[str], extra: Optional[List[str]] = None
     """`rgpt4d-sdk ros serve` in a child process (configure + activate at start)."""
     cmd = [sys.executable, "-m", "rgpt4d_sdk.cli", "ros", "serve", "--model", model, "--name", "rgpt4d_bench"]
     for c in cameras:
-        cmd += ["--cameras", c]
+        cmd += ["--camera", c]
     cmd += extra or []
     out = open(log, "w") if log else subprocess.DEVNULL
     return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)

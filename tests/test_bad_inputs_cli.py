@@ -344,7 +344,7 @@ DATASETS: Dict[str, Case] = {
     "nuscenes-broken-sample-data-table": lambda ws: (_nus_run(ws, _broken_table(ws, "sample_data")), 2,
                                                      ["sample_data.json", "not valid JSON"]),
     "nuscenes-unknown-scene": lambda ws: (_nus_run(ws, str(ws.nus), "--scenes", "scene-9999"), 2, ["scene-9999"]),
-    "nuscenes-unknown-camera": lambda ws: (_nus_run(ws, str(ws.nus), "--cameras", "CAM_TOP"), 2, ["CAM_TOP"]),
+    "nuscenes-unknown-camera": lambda ws: (_nus_run(ws, str(ws.nus), "--camera", "CAM_TOP"), 2, ["CAM_TOP"]),
     "nuscenes-unknown-version": lambda ws: (_nus_run(ws, str(ws.nus), "--version", "v9.9"), 2, ["v9.9"]),
     "nuscenes-missing-table": lambda ws: (_nus_run(ws, _broken_table(ws, "sample_annotation", remove=True)), 2,
                                           ["sample_annotation"]),

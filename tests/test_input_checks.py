@@ -196,7 +196,7 @@ def test_ros_serve_answers_a_goal_without_printing_warnings(tiny_ckpt_dir, tmp_p
     log = tmp_path / "node.log"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
     proc = subprocess.Popen([sys.executable, "-m", "rgpt4d_sdk.cli", "ros", "serve", "--model", str(tiny_ckpt_dir),
-                             "--cameras", "cam=/nowarn/image_raw/compressed", "--name", "rgpt4d_nowarn"],
+                             "--camera", "cam=/nowarn/image_raw/compressed", "--name", "rgpt4d_nowarn"],
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
     context = rclpy.Context()
     rclpy.init(context=context)

@@ -103,7 +103,7 @@ def test_serve_answers_a_goal_and_stops_on_sigint(tiny_ckpt_dir, tmp_path):
 
     log = tmp_path / "node.log"
     proc = subprocess.Popen([sys.executable, "-m", "rgpt4d_sdk.cli", "ros", "serve", "--model", str(tiny_ckpt_dir),
-                             "--cameras", "cam=/cli/image_raw/compressed", "--name", "rgpt4d_cli"],
+                             "--camera", "cam=/cli/image_raw/compressed", "--name", "rgpt4d_cli"],
                             stdout=open(log, "w"), stderr=subprocess.STDOUT)
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -179,7 +179,7 @@ def test_colcon_builds_both_packages(tmp_path):
 def test_serve_with_a_bad_model_says_why_and_exits_1(tmp_path):
     require_ros()
     proc = subprocess.run([sys.executable, "-m", "rgpt4d_sdk.cli", "ros", "serve", "--model", str(tmp_path / "none"),
-                           "--cameras", "a=/bad/image_raw", "--name", "rgpt4d_bad"], capture_output=True, text=True,
+                           "--camera", "a=/bad/image_raw", "--name", "rgpt4d_bad"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 1
     assert "configure failed: CheckpointError" in proc.stderr + proc.stdout and "does not exist" in proc.stderr

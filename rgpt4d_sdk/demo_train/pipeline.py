@@ -206,12 +206,14 @@ def run_demo_train(out="rgpt4d-demo-train", size: str = "full", seed: int = 0, e
     steps.run("sample log", _cli("data", "sample-log", "--out", data, "--train-scenes", s.train_scenes,
                                  "--heldout-scenes", s.heldout_scenes, "--seed", seed, "--width", s.width), data)
     steps.run("export conversations", _cli("data", "export-conversations", "--source", "nuscenes", "--data",
-                                           data / "train", "--out", conv, "--frames", s.num_frames))
-    steps.run("base checkpoint", _cli("checkpoint", "make-tiny", models / "base", "--seed", seed), models / "base")
+                                           data / "train", "--out", conv, "--num-frames", s.num_frames))
+    steps.run("base checkpoint", _cli("checkpoint", "make-tiny", "--out", models / "base", "--seed", seed), models / "base")
     from ..training.config import example_configs
 
     common = ["--config", example_configs()["demo_tiny"], "--set", f"model={models / 'base'}",
               "--set", f"data.train={conv}",
+              # the conversations name the training log's frames, which lie outside the conversations' folder
+              "--set", "data.roots=" + json.dumps([str(data / "train")]),
               "--set", f"data.num_frames={s.num_frames}", "--set", f"run.max_steps={s.steps}",
               "--set", f"run.seed={seed}", "--set", f"batch.global_batch={s.global_batch}",
               "--set", f"batch.micro_batch={s.global_batch}"]
@@ -225,7 +227,7 @@ def run_demo_train(out="rgpt4d-demo-train", size: str = "full", seed: int = 0, e
     steps.run_group([(f"export {name}", _cli("train", "export", runs / name, "--out", models / name), models / name,
                       None, False) for name in variants])
     steps.run_group([(f"analyze held-out ({name})", _cli(
-        "analyze", "nuscenes", "--dataroot", data / "heldout", "--version", "v1.0-mini", "--model", models / name,
+        "analyze", "nuscenes", "--data", data / "heldout", "--nuscenes-version", "v1.0-mini", "--model", models / name,
         "--out", held / name, "--device", "cpu", "--dtype", "float32", "--num-frames", s.num_frames,
         "--no-progress"), held / name, None, True) for name in MODELS])
     rows = B.all_rows({m: held / m / "results.jsonl" for m in MODELS})
