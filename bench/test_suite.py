@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import List, Optional
 
 from _common import REPO_ROOT, bench_parser, ensure_importable, finish, format_table
@@ -19,12 +20,15 @@ ensure_importable()
 
 def main(argv: Optional[List[str]] = None) -> int:
     p = bench_parser(__doc__, threads=False)
+    p.add_argument("--log", type=Path, default=None, help="also write pytest's output to this file")
     p.add_argument("pytest_args", nargs="*", help="extra pytest arguments (default: none, the whole suite)")
     args = p.parse_args(argv)
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", *args.pytest_args], cwd=str(REPO_ROOT),
                           capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
+    if args.log is not None:
+        args.log.write_text(proc.stdout + proc.stderr, encoding="utf-8")
     summary = (proc.stdout.strip().splitlines() or [""])[-1]
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", summary)}
     result = {"benchmark": "test_suite", "command": "python -m pytest -q " + " ".join(args.pytest_args),
