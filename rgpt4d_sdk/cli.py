@@ -272,6 +272,8 @@ _ADDRESS = dict(metavar="ADDRESS", help="ray: cluster address ('auto' joins a ru
 _WORKERS = dict(metavar="N", help="ray: actors, each loading the engine once.")
 _GPUS = dict(metavar="X", help="ray: GPUs per actor (0 on CPU-only machines).")
 _PROGRESS = dict(help="Progress bar (default: on a TTY; a line per clip otherwise).")
+_ALLOW_OUTSIDE = dict(help="Read files that data records place outside the data folder (refused by default: such "
+                           "clips become error rows).")
 
 
 def _config_path(config: Optional[str]) -> Optional[Path]:
@@ -310,9 +312,7 @@ def analyze_nuscenes(
     retry_errors: Optional[bool] = typer.Option(None, "--retry-errors/--no-retry-errors",
                                                 help="Redo clips that failed before (default: no)."),
     verify_digests: bool = typer.Option(False, "--verify-digests", help=VERIFY_HELP),
-    allow_outside_data_root: bool = typer.Option(
-        False, "--allow-outside-data-root", help="Read files that data records place outside the data folder "
-                                                "(refused by default: such clips become error rows)."),
+    allow_outside_data_root: bool = typer.Option(False, "--allow-outside-data-root", **_ALLOW_OUTSIDE),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", **_PROGRESS),
 ) -> None:
     """Ask questions with known answers about a nuScenes log, answer them, and grade the answers (resumable)."""
@@ -359,9 +359,7 @@ def analyze_rosbag(
     retry_errors: Optional[bool] = typer.Option(None, "--retry-errors/--no-retry-errors",
                                                 help="Redo queries that failed before (default: no)."),
     verify_digests: bool = typer.Option(False, "--verify-digests", help=VERIFY_HELP),
-    allow_outside_data_root: bool = typer.Option(
-        False, "--allow-outside-data-root", help="Read files that data records place outside the data folder "
-                                                "(refused by default: such clips become error rows)."),
+    allow_outside_data_root: bool = typer.Option(False, "--allow-outside-data-root", **_ALLOW_OUTSIDE),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", **_PROGRESS),
 ) -> None:
     """Answer the region queries of a queries file on a ROS bag's frames, and grade those with a truth (resumable)."""
