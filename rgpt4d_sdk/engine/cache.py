@@ -15,7 +15,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Dict, Hashable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -66,19 +66,62 @@ class CacheStats:
                 "entries": self.entries, "hit_rate": self.hit_rate}
 
 
-class VisionCache:
-    """LRU map frame key -> (P, Dv) encoder features, never holding more than ``budget_bytes``."""
+class ByteBudgetLRU:
+    """An LRU map bounded by the bytes of its values (``size_of``), thread-safe; `VisionCache` and
+    `PrefixCache` (engine/prefix_cache.py) are the two kinds. ``what`` names the cache in errors."""
+
+    what = "cache"
 
     def __init__(self, budget_bytes: int) -> None:
         if budget_bytes < 0:
-            raise ConfigError(f"vision cache budget must be >= 0 bytes, got {budget_bytes}.")
+            raise ConfigError(f"{self.what} budget must be >= 0 bytes, got {budget_bytes}.")
         self.budget = int(budget_bytes)
-        self._items: "OrderedDict[Hashable, torch.Tensor]" = OrderedDict()
+        self._items: "OrderedDict[Hashable, Any]" = OrderedDict()
         self._lock = threading.Lock()
         self.stats = CacheStats()
 
+    @staticmethod
+    def size_of(value: Any) -> int:
+        raise NotImplementedError
+
     def __len__(self) -> int:
         return len(self._items)
+
+    def _store(self, key: Hashable, value: Any, replace: bool) -> None:
+        """Insert ``value`` (an existing entry is replaced, or only refreshed when not ``replace``), then evict least
+        recently used entries until the budget holds; a value larger than the whole budget is never cached."""
+        size = self.size_of(value)
+        if size > self.budget:
+            return
+        with self._lock:
+            if key in self._items:
+                if not replace:
+                    self._items.move_to_end(key)
+                    return
+                self.stats.bytes -= self.size_of(self._items.pop(key))
+            self._items[key] = value
+            self.stats.bytes += size
+            while self.stats.bytes > self.budget:
+                _, old = self._items.popitem(last=False)
+                self.stats.bytes -= self.size_of(old)
+                self.stats.evictions += 1
+            self.stats.entries = len(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.stats.bytes = 0
+            self.stats.entries = 0
+
+
+class VisionCache(ByteBudgetLRU):
+    """LRU map frame key -> (P, Dv) encoder features, never holding more than ``budget_bytes``."""
+
+    what = "vision cache"
+
+    @staticmethod
+    def size_of(value: torch.Tensor) -> int:
+        return value.numel() * value.element_size()
 
     def __contains__(self, key: Hashable) -> bool:
         """Whether ``key`` is cached (no statistics, no LRU move)."""
@@ -96,26 +139,8 @@ class VisionCache:
             return value
 
     def put(self, key: Hashable, value: torch.Tensor) -> None:
-        size = value.numel() * value.element_size()
-        if size > self.budget:
-            return  # larger than the whole budget: never cached
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return
-            self._items[key] = value
-            self.stats.bytes += size
-            while self.stats.bytes > self.budget:
-                _, old = self._items.popitem(last=False)
-                self.stats.bytes -= old.numel() * old.element_size()
-                self.stats.evictions += 1
-            self.stats.entries = len(self._items)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self.stats.bytes = 0
-            self.stats.entries = 0
+        """Store ``value`` unless ``key`` is cached already (a second encode of the same frame is a no-op)."""
+        self._store(key, value, replace=False)
 
     def lookup(self, keys: Sequence[Hashable]) -> Tuple[List[Optional[torch.Tensor]], List[int]]:
         """Cached features for each key (None where missing) and the indices that must be encoded."""

@@ -16,15 +16,12 @@ can serve any number of later queries. Thread-safe: one lock around the index.
 """
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Hashable, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..errors import ConfigError
-from .cache import CacheStats
+from .cache import ByteBudgetLRU
 
 
 @dataclass
@@ -50,19 +47,14 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
-class PrefixCache:
+class PrefixCache(ByteBudgetLRU):
     """LRU map prefix key -> `PrefixEntry`, never holding more than ``budget_bytes`` of KV tensors."""
 
-    def __init__(self, budget_bytes: int) -> None:
-        if budget_bytes < 0:
-            raise ConfigError(f"prefix cache budget must be >= 0 bytes, got {budget_bytes}.")
-        self.budget = int(budget_bytes)
-        self._items: "OrderedDict[Hashable, PrefixEntry]" = OrderedDict()
-        self._lock = threading.Lock()
-        self.stats = CacheStats()
+    what = "prefix cache"
 
-    def __len__(self) -> int:
-        return len(self._items)
+    @staticmethod
+    def size_of(value: PrefixEntry) -> int:
+        return value.nbytes
 
     def lookup(self, key: Hashable, ids: Sequence[int], need: int) -> Optional[Tuple[PrefixEntry, int]]:
         """The entry under ``key`` and how many leading ``ids`` it covers, when that is at least ``need``; counts a
@@ -79,23 +71,4 @@ class PrefixCache:
 
     def put(self, key: Hashable, entry: PrefixEntry) -> None:
         """Store ``entry`` (replacing one under the same key), evicting least recently used entries over budget."""
-        size = entry.nbytes
-        if size > self.budget:
-            return  # larger than the whole budget: never cached
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self.stats.bytes -= old.nbytes
-            self._items[key] = entry
-            self.stats.bytes += size
-            while self.stats.bytes > self.budget:
-                _, gone = self._items.popitem(last=False)
-                self.stats.bytes -= gone.nbytes
-                self.stats.evictions += 1
-            self.stats.entries = len(self._items)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self.stats.bytes = 0
-            self.stats.entries = 0
+        self._store(key, entry, replace=True)
