@@ -5,8 +5,12 @@ the interfaces, so a skip there would hide a broken install.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from typing import Any, Callable, List
@@ -118,3 +122,72 @@ def expected_picks(stored: List[int], start: int, end: int, n: int) -> List[int]
         return inside
     targets = [start + (end - start) * i / (n - 1) for i in range(n)] if n > 1 else [end]
     return [min(inside, key=lambda s: (abs(s - t), s)) for t in targets]
+
+
+class ServedNode:
+    """A `rgpt4d-sdk ros serve` child process with one compressed camera ``cam``, seen from a client node."""
+
+    def __init__(self, proc, log, status, action) -> None:
+        self.proc, self.log, self.status, self.action = proc, log, status, action
+        self.returncode: Any = None
+
+    def status_reply(self):
+        from rgpt4d_interfaces.srv import GetStatus
+
+        fut = self.status.call_async(GetStatus.Request())
+        wait_for(fut.done, 10, "status")
+        return fut.result()
+
+    def ask(self, goal):
+        """Send ``goal`` and return its result message."""
+        fut = self.action.send_goal_async(goal)
+        wait_for(fut.done, 10, "goal response")
+        res = fut.result().get_result_async()
+        wait_for(res.done, 60, "result")
+        return res.result().result
+
+
+@contextlib.contextmanager
+def served_node(model, log, name: str, topic: str, env=None):
+    """Start ``ros serve --model MODEL --camera cam=TOPIC --name NAME`` (output to ``log``), wait until it is active
+    and holds 10 published frames, yield a `ServedNode`; on exit stop the client, send SIGINT and keep the child's
+    exit code in ``returncode`` (a child that does not stop within 30 s is killed and the test fails)."""
+    import rclpy
+    from rclpy.action import ActionClient
+    from rclpy.qos import qos_profile_sensor_data
+    from rgpt4d_interfaces.action import RegionQuery
+    from rgpt4d_interfaces.srv import GetStatus
+    from sensor_msgs.msg import CompressedImage
+
+    proc = subprocess.Popen([sys.executable, "-m", "rgpt4d_sdk.cli", "ros", "serve", "--model", str(model),
+                             "--camera", f"cam={topic}", "--name", name],
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node(f"{name}_client", context=context)
+    pub = node.create_publisher(CompressedImage, topic, qos_profile_sensor_data)
+    served = ServedNode(proc, log, node.create_client(GetStatus, f"/{name}/get_status"),
+                        ActionClient(node, RegionQuery, f"/{name}/region_query"))
+    spin = Spinner(context, [node], threads=2)
+    try:
+        assert served.status.wait_for_service(timeout_sec=60), log.read_text()
+        wait_for(lambda: served.status_reply().active, 60, "the node to be active")
+
+        def fed() -> bool:
+            for k in range(10):
+                pub.publish(compressed_msg(k))
+            return served.status_reply().cameras[0].frames >= 10
+
+        wait_for(fed, 20, "frames to reach the node")
+        assert served.action.wait_for_server(timeout_sec=10)
+        yield served
+    finally:
+        spin.close()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+        proc.send_signal(signal.SIGINT)
+        try:
+            served.returncode = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise

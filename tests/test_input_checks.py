@@ -179,65 +179,19 @@ def test_decoding_uses_the_cache_keyword_of_the_installed_transformers():
 
 
 def test_ros_serve_answers_a_goal_without_printing_warnings(tiny_ckpt_dir, tmp_path):
-    """`ros serve` as users run it: start, answer one goal, stop on SIGINT; the log holds no Python warning."""
-    import signal
-
-    from ros_harness import Spinner, compressed_msg, require_ros, wait_for
+    """`ros serve` as users run it: start, answer two goals, stop on SIGINT; the log holds no Python warning."""
+    from ros_harness import require_ros, served_node
 
     require_ros()
-    import rclpy
-    from rclpy.action import ActionClient
-    from rclpy.qos import qos_profile_sensor_data
     from rgpt4d_interfaces.action import RegionQuery
     from rgpt4d_interfaces.msg import Region
-    from rgpt4d_interfaces.srv import GetStatus
-    from sensor_msgs.msg import CompressedImage
 
-    log = tmp_path / "node.log"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
-    proc = subprocess.Popen([sys.executable, "-m", "rgpt4d_sdk.cli", "ros", "serve", "--model", str(tiny_ckpt_dir),
-                             "--camera", "cam=/nowarn/image_raw/compressed", "--name", "rgpt4d_nowarn"],
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("nowarn_client", context=context)
-    pub = node.create_publisher(CompressedImage, "/nowarn/image_raw/compressed", qos_profile_sensor_data)
-    status = node.create_client(GetStatus, "/rgpt4d_nowarn/get_status")
-    action = ActionClient(node, RegionQuery, "/rgpt4d_nowarn/region_query")
-    spin = Spinner(context, [node], threads=2)
-    try:
-        assert status.wait_for_service(timeout_sec=60), log.read_text()
-
-        def status_reply():
-            fut = status.call_async(GetStatus.Request())
-            wait_for(fut.done, 10, "status")
-            return fut.result()
-
-        wait_for(lambda: status_reply().active, 60, "the node to be active")
-
-        def fed() -> bool:
-            for k in range(10):
-                pub.publish(compressed_msg(k))
-            return status_reply().cameras[0].frames >= 10
-
-        wait_for(fed, 20, "frames to reach the node")
-        assert action.wait_for_server(timeout_sec=10)
+    with served_node(tiny_ckpt_dir, tmp_path / "node.log", "rgpt4d_nowarn", "/nowarn/image_raw/compressed",
+                     env=env) as served:
         for _ in range(2):  # the warnings came once per goal
             goal = RegionQuery.Goal(camera="cam", question="Where is <obj_1> going?", num_frames=4, duration_s=0.3)
             goal.regions = [Region(id=1, kind=Region.KIND_BOX, box=[10.0, 10.0, 40.0, 30.0])]
-            fut = action.send_goal_async(goal)
-            wait_for(fut.done, 10, "goal response")
-            res = fut.result().get_result_async()
-            wait_for(res.done, 60, "result")
-            assert res.result().result.code == 0, res.result().result.reason
-    finally:
-        spin.close()
-        node.destroy_node()
-        rclpy.shutdown(context=context)
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    _no_warnings(log.read_text())
+            out = served.ask(goal)
+            assert out.code == 0, out.reason
+    _no_warnings(served.log.read_text())

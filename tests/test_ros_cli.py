@@ -2,14 +2,13 @@
 the colcon package files."""
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from ros_harness import PERIOD_NS, T0_NS, Spinner, compressed_msg, require_ros, wait_for
+from ros_harness import PERIOD_NS, T0_NS, require_ros, served_node
 
 ROOT = Path(__file__).resolve().parent.parent
 ROS2_NODES = ROOT / "ros2_nodes"
@@ -93,65 +92,19 @@ def test_build_interfaces_names_missing_wheels(tmp_path):
 
 def test_serve_answers_a_goal_and_stops_on_sigint(tiny_ckpt_dir, tmp_path):
     require_ros()
-    import rclpy
-    from rclpy.action import ActionClient
-    from rclpy.qos import qos_profile_sensor_data
     from rgpt4d_interfaces.action import RegionQuery
     from rgpt4d_interfaces.msg import Region
-    from rgpt4d_interfaces.srv import GetStatus
-    from sensor_msgs.msg import CompressedImage
 
-    log = tmp_path / "node.log"
-    proc = subprocess.Popen([sys.executable, "-m", "rgpt4d_sdk.cli", "ros", "serve", "--model", str(tiny_ckpt_dir),
-                             "--camera", "cam=/cli/image_raw/compressed", "--name", "rgpt4d_cli"],
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("cli_client", context=context)
-    pub = node.create_publisher(CompressedImage, "/cli/image_raw/compressed", qos_profile_sensor_data)
-    status = node.create_client(GetStatus, "/rgpt4d_cli/get_status")
-    action = ActionClient(node, RegionQuery, "/rgpt4d_cli/region_query")
-    spin = Spinner(context, [node], threads=2)
-    try:
-        assert status.wait_for_service(timeout_sec=60), log.read_text()
-
-        def status_reply():
-            fut = status.call_async(GetStatus.Request())
-            wait_for(fut.done, 10, "status")
-            return fut.result()
-
-        wait_for(lambda: status_reply().active, 60, "the node to be active")
-
-        def fed() -> bool:
-            for k in range(10):
-                pub.publish(compressed_msg(k))
-            return status_reply().cameras[0].frames >= 10
-
-        wait_for(fed, 20, "frames to reach the node")
+    with served_node(tiny_ckpt_dir, tmp_path / "node.log", "rgpt4d_cli", "/cli/image_raw/compressed") as served:
         goal = RegionQuery.Goal(camera="cam", question="Where is <obj_1> going?", num_frames=4, duration_s=0.3)
         goal.regions = [Region(id=1, kind=Region.KIND_BOX, box=[10.0, 10.0, 40.0, 30.0])]
-        assert action.wait_for_server(timeout_sec=10)
-        fut = action.send_goal_async(goal)
-        wait_for(fut.done, 10, "goal response")
-        res = fut.result().get_result_async()
-        wait_for(res.done, 60, "result")
-        out = res.result().result
+        out = served.ask(goal)
         assert out.code == 0, out.reason
         stamps = [t.sec * 1_000_000_000 + t.nanosec for t in out.stamps]
         assert stamps == [T0_NS + k * PERIOD_NS for k in (0, 3, 6, 9)]
         assert out.engine.startswith("torch")
-    finally:
-        spin.close()
-        node.destroy_node()
-        rclpy.shutdown(context=context)
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    assert code == 0, log.read_text()[-3000:]
-    assert "active" in log.read_text()
+    assert served.returncode == 0, served.log.read_text()[-3000:]
+    assert "active" in served.log.read_text()
 
 
 def test_colcon_builds_both_packages(tmp_path):
