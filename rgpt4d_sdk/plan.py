@@ -1,11 +1,12 @@
 """Memory planner: will a model, precision, frame count and batch fit a device, and what is the largest that does?
 
 Every figure is computed from the architecture (the checkpoint's configs, or the built-in 8B configs), never from a
-measurement: weights (parameter count x bytes per parameter of the precision), the KV cache of the prompt and answer,
-the activation peak of the vision encoder and of the LLM prefill (per attention implementation), the vision-cache
-budget, the static decode buffers and a workspace allowance. Tests compare the weight and KV figures with the real
-tensors of the tiny model (exactly) and the prefill peak with a CPU memory trace; `bench/gpu_acceptance.py` compares
-the whole plan with ``torch.cuda.max_memory_allocated`` on a GPU.
+measurement: weights (part by part, `weight_plan`: vision tower, projector, LLM, embedding, lm_head, each in its own
+format, int4 blocks with their scales and zero points), the KV cache of the prompt and answer, the activation peak of
+the vision encoder and of the LLM prefill (per attention implementation), the vision-cache budget, the static decode
+buffers and a workspace allowance, and the decode bound (bandwidth / bytes read per decode step, an upper bound).
+Tests compare the weight and KV figures with the real tensors of the tiny model (exactly) and the prefill peak with a
+CPU memory trace; `bench/gpu_acceptance.py` compares the whole plan with ``torch.cuda.max_memory_allocated`` on a GPU.
 
 The prefill model follows the `transformers` Qwen2 forward as it runs in this SDK (batch B of L positions, width D,
 MLP width I, H query heads, logits of the last position only). Live at the peak, in the last layer:
@@ -148,7 +149,8 @@ def detect_device(device: str = "auto") -> Device:
         props = torch.cuda.get_device_properties(idx)
         integrated = bool(getattr(props, "is_integrated", False))
         try:
-            known = _jetson_entry(int(props.total_memory)) if integrated else find_device(props.name)
+            known = (jetson_entry(_device_tree_model(), int(props.total_memory)) if integrated
+                     else find_device(props.name))
         except ConfigError:
             known = None
         reserve = known.reserve_bytes if known else int(0.6 * GiB)
@@ -160,21 +162,24 @@ def detect_device(device: str = "auto") -> Device:
     return find_device(device)
 
 
-def _jetson_entry(visible_bytes: int) -> Device:
-    """The table's Jetson module for this machine: Orin NX / Nano from the device-tree model, AGX Orin 32 or 64 GB
-    from the memory Linux sees (``visible_bytes``, the module's memory less its carve-outs)."""
-    try:
-        model = Path("/proc/device-tree/model").read_text().strip("\x00\n ")
-    except OSError:
-        model = ""
+def jetson_entry(model: str, visible_bytes: int) -> Device:
+    """The table's Jetson module for a device-tree ``model`` string (/proc/device-tree/model): Orin NX / Nano by name,
+    AGX Orin 32 or 64 GB by ``visible_bytes``, the memory Linux sees (the module's less its carve-outs)."""
     up = model.upper()
+    if "ORIN" not in up:
+        raise ConfigError(f"integrated GPU of {model or '(no device-tree model)'} is not in the table")
     if "NANO" in up:
         return KNOWN_DEVICES["Orin-Nano-8GB"]
     if "NX" in up:
         return KNOWN_DEVICES["Orin-NX-16GB"]
-    if "ORIN" not in up:
-        raise ConfigError(f"integrated GPU {model or '(no device-tree model)'} is not in the table")
     return KNOWN_DEVICES["AGX-Orin-64GB" if visible_bytes > 40 * GiB else "AGX-Orin-32GB"]
+
+
+def _device_tree_model() -> str:
+    try:
+        return Path("/proc/device-tree/model").read_text().strip("\x00\n ")
+    except OSError:
+        return ""
 
 
 def _meminfo() -> tuple:
@@ -404,7 +409,8 @@ class MemoryPlan:
         for k, v in b.items():
             out.append(f"  {k:21s} {gb(v)}")
         if self.weight_parts:
-            out.append("  weights by part       " + ", ".join(f"{k} {v / GiB:.2f}" for k, v in self.weight_parts.items())
+            parts = ", ".join(f"{k} {v / GiB:.2f}" for k, v in self.weight_parts.items())
+            out.append(f"  weights by part       {parts}"
                        + f" GiB ({', '.join(f'{k} {v}' for k, v in self.weights_spec['formats'].items())}"
                        + (f"; int4 blocks of {self.weights_spec['block_size']}, "
                           f"{'with' if self.weights_spec['zero_point'] else 'no'} zero points"

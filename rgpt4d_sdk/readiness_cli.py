@@ -42,7 +42,7 @@ def plan(
     decode: str = typer.Option("auto", metavar="MODE", help="auto | static | dynamic (static keeps a KV buffer on CUDA)."),
     backend: str = typer.Option("torch", metavar="BACKEND", help="torch | onnxruntime | tensorrt (adds its context memory)."),
     max_batch: Optional[int] = typer.Option(None, metavar="N", help="TensorRT profile's batch limit (export --max-batch; default 8)."),
-    table: bool = typer.Option(False, "--table", help="One row per device (--device, or every known one) at fp16, int8 and int4: fits, margin, frames, decode bound."),
+    table: bool = typer.Option(False, "--table", help="One row per device (--device, or every known one) at fp16, int8 and int4 (not --precision): fits, margin, frames, decode bound."),
     list_devices: bool = typer.Option(False, "--list-devices", help="Print the table of known devices and exit."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
 ) -> None:

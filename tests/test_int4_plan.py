@@ -179,3 +179,37 @@ def test_jetson_table_in_the_docs_is_the_planners():
     assert [p for p in ("fp16", "int8", "int4") if rows[("Orin-NX-16GB", p)]] == ["int4"]
     assert [p for p in ("fp16", "int8", "int4") if rows[("AGX-Orin-32GB", p)]] == ["int8", "int4"]
     assert all(rows[("AGX-Orin-64GB", p)] for p in ("fp16", "int8", "int4"))
+
+
+def test_jetson_module_from_the_device_tree_model():
+    assert plan.jetson_entry("NVIDIA Jetson Orin NX Engineering Reference Developer Kit", 15_189_422_080).name == \
+        "Orin-NX-16GB"
+    assert plan.jetson_entry("NVIDIA Jetson AGX Orin Developer Kit", 32_110_190_592).name == "AGX-Orin-32GB"
+    assert plan.jetson_entry("NVIDIA Jetson AGX Orin Developer Kit", 62 * GiB).name == "AGX-Orin-64GB"
+    assert plan.jetson_entry("NVIDIA Jetson Orin Nano Developer Kit", 7 * GiB).name == "Orin-Nano-8GB"
+    with pytest.raises(ConfigError, match="not in the table"):
+        plan.jetson_entry("NVIDIA Jetson AGX Xavier", 30 * GiB)
+
+
+@pytest.mark.parametrize("k,n", [(136, 64), (128, 96)])
+@pytest.mark.parametrize("float_type", ["fp16", "fp32"])
+@pytest.mark.parametrize("zero_point", [True, False])
+def test_int4_layout_equals_onnxruntime_matmulnbits(k, n, float_type, zero_point):
+    """ONNX Runtime's own 4-bit quantizer (MatMulNBits) stores exactly the bytes `matrix_bytes` counts."""
+    pytest.importorskip("onnxruntime.quantization.matmul_nbits_quantizer", reason="onnxruntime's quantizer is needed")
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    dt, npdt = (TensorProto.FLOAT16, np.float16) if float_type == "fp16" else (TensorProto.FLOAT, np.float32)
+    w = np.random.default_rng(0).standard_normal((k, n)).astype(npdt)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", dt, [1, k])],
+                              [helper.make_tensor_value_info("y", dt, [1, n])], [numpy_helper.from_array(w, "W")])
+    q = MatMulNBitsQuantizer(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), block_size=32,
+                             is_symmetric=not zero_point)
+    q.process()
+    model = q.model.model
+    assert [node.op_type for node in model.graph.node] == ["MatMulNBits"]
+    stored = sum(numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
+    assert stored == matrix_bytes(n, k, "int4", float_type, 32, zero_point)
