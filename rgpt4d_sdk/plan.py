@@ -281,8 +281,9 @@ def param_counts(a: Arch) -> Dict[str, int]:
 def weight_bytes(a: Arch, precision: str, weights: Optional[WeightSpec] = None) -> int:
     """Bytes of every parameter at ``precision``, part by part (`weight_plan.part_bytes`): a float precision stores
     every parameter in its type; int8/fp8 the linear layers' matrices in 1 byte with one 16-bit scale per output
-    channel, the rest 16-bit; int4 the LLM's matrices in 4-bit blocks with their scales and zero points, the rest
-    fp16. ``weights`` (`weight_plan.weight_spec`) sets each part's format, block size and zero points."""
+    channel, the rest 16-bit; int4 the LLM's matrices, lm_head and embedding table in 4-bit blocks with their scales
+    (zero points if asked), vision tower and projector fp16. ``weights`` (`weight_plan.weight_spec`) sets each part's
+    format, block size and zero points."""
     _precision(precision)
     return sum(part_bytes(a, weights or weight_spec(precision)).values())
 

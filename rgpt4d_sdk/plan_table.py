@@ -19,7 +19,7 @@ JETSON_PROFILE = {"num_frames": 16, "batch": 1, "backend": "tensorrt", "max_batc
 def profile_rows(a: Arch, devices: Iterable[Device], precisions: Iterable[str] = TABLE_PRECISIONS,
                  num_frames: int = 16, batch: int = 1, backend: str = "tensorrt", max_batch: Optional[int] = 1,
                  new_tokens: int = 32, weights: Optional[str] = None, block_size: int = 128,
-                 zero_point: bool = True) -> List[Dict[str, Any]]:
+                 zero_point: bool = False) -> List[Dict[str, Any]]:
     """One row per (device, precision): the plan's weights, KV cache, activations, peak, margin, the largest frame
     count that fits and the decode bound at batch 1 and at ``batch`` (upper bounds)."""
     rows = []
@@ -77,10 +77,11 @@ def jetson_markdown() -> str:
     """The Jetson section's block: the 8B model at fp16, int8 and int4 on Orin NX 16 GB and AGX Orin 32/64 GB."""
     a = arch_of(arch="8b")
     rows = profile_rows(a, [KNOWN_DEVICES[n] for n in JETSON_DEVICES], **JETSON_PROFILE)
-    prof = JETSON_PROFILE
+    prof, spec = JETSON_PROFILE, weight_spec("int4")
     head = (f"{a.label}, {prof['num_frames']} frames + the SoM image ({rows[0]['config']['prompt_positions']:,} "
             f"prompt positions), batch {prof['batch']}, {prof['new_tokens']} new tokens, {prof['backend']} engines "
             f"exported with --max-batch {prof['max_batch']}; int4 = "
-            + ", ".join(f"{k} {v}" for k, v in weight_spec("int4").formats.items())
-            + f", blocks of {weight_spec('int4').block_size} with an fp16 scale and a 4-bit zero point each.")
+            + ", ".join(f"{k} {v}" for k, v in spec.formats.items())
+            + f", blocks of {spec.block_size} with one {spec.float_type} scale each"
+            + (" and a 4-bit zero point." if spec.zero_point else " (symmetric, no zero point)."))
     return "\n".join([head, "", markdown(rows), "", device_markdown(JETSON_DEVICES)])

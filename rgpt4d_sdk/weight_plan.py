@@ -17,9 +17,13 @@ always stay in the float type of the plan:
   In the 8B model every matrix's input width is a multiple of 128 except the vision MLP's second one (4,304), so
   the two layouts differ only there, and only when the vision tower is quantized.
 
-The default of ``int4`` (``weight_spec("int4")``): the LLM's linear layers in 4 bits; vision tower, projector,
-embedding table and lm_head in fp16; KV cache and activations in fp16 (W4A16). Any part can be set otherwise
-(``llm=int4,lm_head=int4,embedding=int4``), so the planner follows whatever the export chooses.
+The default of ``int4`` (``weight_spec("int4")``) is what ``export onnx --quantize int4`` writes
+(`rgpt4d_sdk.compiled.int4`): the LLM's linear layers, the lm_head and the embedding table in 4-bit blocks of 128,
+symmetric (no zero point: ``MatMulNBits``' default zero point 8, or ``DequantizeLinear`` without one), one fp16 scale
+per block; the vision tower and projector in fp16; KV cache and activations in fp16 (W4A16). Any part can be set
+otherwise, e.g. TinyChat/AWQ's split (``lm_head=fp16,embedding=fp16`` with zero points), so the planner follows
+whatever an export chooses. AWQ's per-channel input scales (under a million numbers for the 8B model) are not
+counted.
 
 Batch-1 decoding is bound by memory bandwidth: each step reads every LLM weight once (the embedding table only
 for the rows it looks up, unless it is tied to the lm_head) and every row's whole KV cache. `decode_bound` divides
@@ -59,7 +63,7 @@ class WeightSpec:
     formats: Dict[str, str]
     float_type: str = "fp16"
     block_size: int = DEFAULT_BLOCK
-    zero_point: bool = True
+    zero_point: bool = False
     label: str = ""
 
     def to_dict(self) -> Dict[str, Any]:
@@ -83,12 +87,12 @@ def part_shapes(a) -> Dict[str, PartShapes]:
 
 
 def weight_spec(precision: str, overrides: Union[None, str, Mapping[str, str]] = None,
-                block_size: int = DEFAULT_BLOCK, zero_point: bool = True) -> WeightSpec:
+                block_size: int = DEFAULT_BLOCK, zero_point: bool = False) -> WeightSpec:
     """The per-part formats of a plan precision, with ``overrides`` ("llm=int4,embedding=int4" or a mapping).
 
     fp32/bf16/fp16: every part in that type. int8/fp8: the matrices of the vision tower, projector and LLM in 8 bits,
-    embedding and lm_head in fp16 (the existing int8 export). int4: the LLM's matrices in 4 bits, everything else
-    fp16 (see the module docstring)."""
+    embedding and lm_head in fp16 (the existing int8 export). int4: the LLM's matrices, lm_head and embedding table
+    in 4 bits, vision tower and projector fp16 (the int4 export; see the module docstring)."""
     _check_format(precision)
     if precision in FLOAT_BYTES:
         formats = {p: precision for p in PARTS}
@@ -98,7 +102,7 @@ def weight_spec(precision: str, overrides: Union[None, str, Mapping[str, str]] =
                    "lm_head": "fp16"}
         float_type = "fp16"
     else:
-        formats = {"vision": "fp16", "projector": "fp16", "llm": "int4", "embedding": "fp16", "lm_head": "fp16"}
+        formats = {"vision": "fp16", "projector": "fp16", "llm": "int4", "embedding": "int4", "lm_head": "int4"}
         float_type = "fp16"
     for part, fmt in parse_overrides(overrides).items():
         formats[part] = fmt
