@@ -57,7 +57,7 @@ _SRC = {
 # r35.1) 32,110,190,592 bytes (star-whale/starwhale docs, Jetson K8s node page); the 64 GB module and the Orin Nano
 # are assumed to lose as much as the 32 GB AGX and the NX (same SoC, fixed-size carve-outs; not measured); and
 # (2) JETSON_SYSTEM_BYTES for the operating system (headless), the CUDA context and runtime libraries, the Python
-# process and the ROS 2 node: an allowance, not a measurement (override with reserve_bytes).
+# process and the ROS 2 node: an allowance, not a measurement (for another, dataclasses.replace(reserve_bytes=...)).
 JETSON_SYSTEM_BYTES = 2 * GiB
 _CARVEOUT_NX = 16 * GiB - 15_189_422_080
 _CARVEOUT_AGX = 32 * GiB - 32_110_190_592
