@@ -1,11 +1,12 @@
 """Memory planner: will a model, precision, frame count and batch fit a device, and what is the largest that does?
 
 Every figure is computed from the architecture (the checkpoint's configs, or the built-in 8B configs), never from a
-measurement: weights (parameter count x bytes per parameter of the precision), the KV cache of the prompt and answer,
-the activation peak of the vision encoder and of the LLM prefill (per attention implementation), the vision-cache
-budget, the static decode buffers and a workspace allowance. Tests compare the weight and KV figures with the real
-tensors of the tiny model (exactly) and the prefill peak with a CPU memory trace; `bench/gpu_acceptance.py` compares
-the whole plan with ``torch.cuda.max_memory_allocated`` on a GPU.
+measurement: weights (part by part, `weight_plan`: vision tower, projector, LLM, embedding, lm_head, each in its own
+format, int4 blocks with their scales and zero points), the KV cache of the prompt and answer, the activation peak of
+the vision encoder and of the LLM prefill (per attention implementation), the vision-cache budget, the static decode
+buffers and a workspace allowance, and the decode bound (bandwidth / bytes read per decode step, an upper bound).
+Tests compare the weight and KV figures with the real tensors of the tiny model (exactly) and the prefill peak with a
+CPU memory trace; `bench/gpu_acceptance.py` compares the whole plan with ``torch.cuda.max_memory_allocated`` on a GPU.
 
 The prefill model follows the `transformers` Qwen2 forward as it runs in this SDK (batch B of L positions, width D,
 MLP width I, H query heads, logits of the last position only). Live at the peak, in the last layer:
@@ -24,24 +25,44 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 from .errors import ConfigError
+from .weight_plan import WeightSpec, decode_bound, part_bytes, weight_spec
 
 GiB = 1 << 30
 MiB = 1 << 20
 
-# Known devices: memory, peak memory bandwidth, compute capability. Sources (vendor data sheets and spec pages):
-# - A100 40/80 GB: NVIDIA A100 Tensor Core GPU data sheet (nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/
-#   pdf/nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf): 40 GB HBM2 1,555 GB/s; 80 GB HBM2e 2,039 GB/s (SXM).
-# - H100: nvidia.com/en-us/data-center/h100/ (SXM 80 GB HBM3 3.35 TB/s, the figure PERFORMANCE.md uses; PCIe 80 GB
-#   2.0 TB/s; NVL 94 GB 3.9 TB/s).
-# - H200: nvidia.com/en-us/data-center/h200/ (141 GB HBM3e, 4.8 TB/s).
-# - L4: nvidia.com/en-us/data-center/l4/ (24 GB GDDR6, 300 GB/s). L40S: nvidia.com/en-us/data-center/l40s/ (48 GB
-#   GDDR6, 864 GB/s). RTX 4090: nvidia.com/en-us/geforce/graphics-cards/40-series/rtx-4090/ (24 GB GDDR6X, 1,008 GB/s).
-# - Jetson AGX Orin 64/32 GB, Orin NX 16 GB, Orin Nano 8 GB: the Jetson Orin module table at
-#   nvidia.com/en-us/autonomous-machines/embedded-systems/jetson-orin/ (LPDDR5 204.8 / 204.8 / 102.4 / 68 GB/s;
-#   memory shared by the CPU and the GPU).
-# - Compute capabilities: developer.nvidia.com/cuda-gpus (A100 8.0, H100/H200 9.0, L4/L40S/RTX 4090 8.9, Orin 8.7).
-# reserve_bytes: memory the plan keeps free besides the tensors: the CUDA context and library handles on a discrete
-# GPU (~0.6 GiB, outside torch's allocator); on Jetson also the operating system and the rest of the robot stack.
+# Known devices: memory, peak memory bandwidth, compute capability, and what the plan keeps free (``reserve_bytes``).
+# Discrete GPUs keep ~0.6 GiB for the CUDA context and library handles (outside torch's allocator). Sources:
+_SRC = {
+    "A100": "NVIDIA A100 data sheet (nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf): 40 GB HBM2 1,555 GB/s; "
+            "80 GB HBM2e 2,039 GB/s (SXM)",
+    "H100": "nvidia.com/en-us/data-center/h100/: SXM 80 GB HBM3 3.35 TB/s; PCIe 80 GB 2.0 TB/s; NVL 94 GB 3.9 TB/s",
+    "H200": "nvidia.com/en-us/data-center/h200/: 141 GB HBM3e, 4.8 TB/s",
+    "L4": "nvidia.com/en-us/data-center/l4/: 24 GB GDDR6, 300 GB/s",
+    "L40S": "nvidia.com/en-us/data-center/l40s/: 48 GB GDDR6, 864 GB/s",
+    "RTX-4090": "nvidia.com/en-us/geforce/graphics-cards/40-series/rtx-4090/: 24 GB GDDR6X, 1,008 GB/s",
+    "AGX-Orin": "NVIDIA Jetson AGX Orin Series Modules Data Sheet DS-10662-001 v1.8, p. 12 'Memory Subsystem': "
+                "256-bit LPDDR5, up to 204.8 GB/s; 64 GB or 32 GB",
+    "Orin-NX": "NVIDIA Jetson Orin NX Series Data Sheet DS-10712-001 v1.0, p. 9 'Memory': 16 GB 128-bit LPDDR5 at "
+               "3200 MHz, 102 GB/s (128 bit x 6400 MT/s = 102.4 GB/s)",
+    "Orin-Nano": "NVIDIA Jetson Orin Nano Series Data Sheet DS-11105-001, p. 7 'Memory': 8 GB 128-bit LPDDR5, 68 GB/s "
+                 "(JetPack 6.1+ 'Super' clocks raise it to 102 GB/s; the table keeps the data-sheet figure)",
+}
+# Compute capabilities: developer.nvidia.com/cuda-gpus (A100 8.0, H100/H200 9.0, L4/L40S/RTX 4090 8.9, Orin 8.7).
+#
+# Jetson: the CPU and the integrated GPU share one LPDDR5 memory (CUDA for Tegra application note, "Memory
+# Management"; deviceQuery prints "Integrated GPU sharing Host Memory: Yes"), so the model, the operating system and
+# the rest of the robot stack draw on the same bytes. The plan keeps free (1) the firmware carve-outs, memory Linux
+# and CUDA never see: deviceQuery on an Orin NX 16 GB (JetPack 5, CUDA 11.4) reports 15,189,422,080 bytes of the
+# 16 GiB (gist.github.com/atinfinity/8cede915acda05d0ff427c09604735dd), on a 32 GB AGX Orin developer kit (L4T
+# r35.1) 32,110,190,592 bytes (star-whale/starwhale docs, Jetson K8s node page); the 64 GB module and the Orin Nano
+# are assumed to lose as much as the 32 GB AGX and the NX (same SoC, fixed-size carve-outs; not measured); and
+# (2) JETSON_SYSTEM_BYTES for the operating system (headless), the CUDA context and runtime libraries, the Python
+# process and the ROS 2 node: an allowance, not a measurement (for another, dataclasses.replace(reserve_bytes=...)).
+JETSON_SYSTEM_BYTES = 2 * GiB
+_CARVEOUT_NX = 16 * GiB - 15_189_422_080
+_CARVEOUT_AGX = 32 * GiB - 32_110_190_592
+
+
 @dataclass(frozen=True)
 class Device:
     name: str
@@ -49,28 +70,36 @@ class Device:
     bandwidth_Bps: Optional[float]
     compute_capability: Optional[str]  # "8.0"; None on the CPU
     unified: bool = False  # memory shared with the CPU (Jetson)
-    reserve_bytes: int = int(0.6 * GiB)
+    reserve_bytes: int = int(0.6 * GiB)  # kept free besides the plan's tensors (carve-outs included)
     kind: str = "cuda"  # "cuda" or "cpu"
+    carveout_bytes: int = 0  # of memory_bytes, reserved by firmware (Jetson): not visible to Linux or CUDA
+    source: str = ""
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
 
+def _jetson(name: str, gib: int, bandwidth: float, carveout: int, source: str) -> Device:
+    return Device(name, gib * GiB, bandwidth, "8.7", unified=True, reserve_bytes=carveout + JETSON_SYSTEM_BYTES,
+                  carveout_bytes=carveout, source=source)
+
+
 KNOWN_DEVICES: Dict[str, Device] = {d.name: d for d in [
-    Device("A100-40GB", 40 * GiB, 1.555e12, "8.0"),
-    Device("A100-80GB", 80 * GiB, 2.039e12, "8.0"),
-    Device("H100", 80 * GiB, 3.35e12, "9.0"),
-    Device("H100-PCIe", 80 * GiB, 2.0e12, "9.0"),
-    Device("H100-NVL", 94 * GiB, 3.9e12, "9.0"),
-    Device("H200", 141 * GiB, 4.8e12, "9.0"),
-    Device("L4", 24 * GiB, 0.3e12, "8.9"),
-    Device("L40S", 48 * GiB, 0.864e12, "8.9"),
-    Device("RTX-4090", 24 * GiB, 1.008e12, "8.9"),
-    Device("AGX-Orin-64GB", 64 * GiB, 204.8e9, "8.7", unified=True, reserve_bytes=4 * GiB),
-    Device("AGX-Orin-32GB", 32 * GiB, 204.8e9, "8.7", unified=True, reserve_bytes=3 * GiB),
-    Device("Orin-NX-16GB", 16 * GiB, 102.4e9, "8.7", unified=True, reserve_bytes=int(2.5 * GiB)),
-    Device("Orin-Nano-8GB", 8 * GiB, 68e9, "8.7", unified=True, reserve_bytes=2 * GiB),
+    Device("A100-40GB", 40 * GiB, 1.555e12, "8.0", source=_SRC["A100"]),
+    Device("A100-80GB", 80 * GiB, 2.039e12, "8.0", source=_SRC["A100"]),
+    Device("H100", 80 * GiB, 3.35e12, "9.0", source=_SRC["H100"]),
+    Device("H100-PCIe", 80 * GiB, 2.0e12, "9.0", source=_SRC["H100"]),
+    Device("H100-NVL", 94 * GiB, 3.9e12, "9.0", source=_SRC["H100"]),
+    Device("H200", 141 * GiB, 4.8e12, "9.0", source=_SRC["H200"]),
+    Device("L4", 24 * GiB, 0.3e12, "8.9", source=_SRC["L4"]),
+    Device("L40S", 48 * GiB, 0.864e12, "8.9", source=_SRC["L40S"]),
+    Device("RTX-4090", 24 * GiB, 1.008e12, "8.9", source=_SRC["RTX-4090"]),
+    _jetson("AGX-Orin-64GB", 64, 204.8e9, _CARVEOUT_AGX, _SRC["AGX-Orin"]),
+    _jetson("AGX-Orin-32GB", 32, 204.8e9, _CARVEOUT_AGX, _SRC["AGX-Orin"]),
+    _jetson("Orin-NX-16GB", 16, 102.4e9, _CARVEOUT_NX, _SRC["Orin-NX"]),
+    _jetson("Orin-Nano-8GB", 8, 68e9, _CARVEOUT_NX, _SRC["Orin-Nano"]),
 ]}
+JETSON_DEVICES = ("Orin-NX-16GB", "AGX-Orin-32GB", "AGX-Orin-64GB")
 
 # name (as torch.cuda.get_device_name or the Jetson model string reports it, upper case) -> table entry; first wins.
 _NAME_RULES = [
@@ -82,7 +111,9 @@ _NAME_RULES = [
 ]
 
 # precision -> (bytes per weight of a quantized matrix product, bytes per activation / other weight)
-PRECISIONS: Dict[str, tuple] = {"fp32": (4, 4), "bf16": (2, 2), "fp16": (2, 2), "int8": (1, 2), "fp8": (1, 2)}
+# (int4: weight-only, 4-bit blocks with float scales; the exact bytes per part come from weight_plan.part_bytes)
+PRECISIONS: Dict[str, tuple] = {"fp32": (4, 4), "bf16": (2, 2), "fp16": (2, 2), "int8": (1, 2), "fp8": (1, 2),
+                                "int4": (0.5, 2)}
 ATTENTION = ("sdpa", "eager", "flash_attention_2")
 MIN_CC = {"bf16": (8, 0), "fp8": (8, 9)}
 WORKSPACE_BYTES = 256 * MiB  # cuBLAS workspaces, first-token logits, sampling temporaries (allocator-visible)
@@ -116,14 +147,39 @@ def detect_device(device: str = "auto") -> Device:
             raise ConfigError(f"device {device!r}: CUDA is not available here; use --device cpu or a table name.")
         idx = int(device.split(":")[1]) if ":" in device else torch.cuda.current_device()
         props = torch.cuda.get_device_properties(idx)
+        integrated = bool(getattr(props, "is_integrated", False))
         try:
-            known = find_device(props.name)
+            known = (jetson_entry(_device_tree_model(), int(props.total_memory)) if integrated
+                     else find_device(props.name))
         except ConfigError:
             known = None
+        reserve = known.reserve_bytes if known else int(0.6 * GiB)
+        if integrated and known:  # total_memory is what Linux sees: the carve-outs are already gone
+            reserve -= known.carveout_bytes
         return Device(props.name, int(props.total_memory), known.bandwidth_Bps if known else None,
-                      f"{props.major}.{props.minor}", unified=bool(getattr(props, "is_integrated", False)),
-                      reserve_bytes=known.reserve_bytes if known else int(0.6 * GiB))
+                      f"{props.major}.{props.minor}", unified=integrated, reserve_bytes=reserve,
+                      source=known.source if known else "")
     return find_device(device)
+
+
+def jetson_entry(model: str, visible_bytes: int) -> Device:
+    """The table's Jetson module for a device-tree ``model`` string (/proc/device-tree/model): Orin NX / Nano by name,
+    AGX Orin 32 or 64 GB by ``visible_bytes``, the memory Linux sees (the module's less its carve-outs)."""
+    up = model.upper()
+    if "ORIN" not in up:
+        raise ConfigError(f"integrated GPU of {model or '(no device-tree model)'} is not in the table")
+    if "NANO" in up:
+        return KNOWN_DEVICES["Orin-Nano-8GB"]
+    if "NX" in up:
+        return KNOWN_DEVICES["Orin-NX-16GB"]
+    return KNOWN_DEVICES["AGX-Orin-64GB" if visible_bytes > 40 * GiB else "AGX-Orin-32GB"]
+
+
+def _device_tree_model() -> str:
+    try:
+        return Path("/proc/device-tree/model").read_text().strip("\x00\n ")
+    except OSError:
+        return ""
 
 
 def _meminfo() -> tuple:
@@ -222,12 +278,14 @@ def param_counts(a: Arch) -> Dict[str, int]:
             "matmul": matmul, "llm_embedding": embed}
 
 
-def weight_bytes(a: Arch, precision: str) -> int:
-    """Bytes of every parameter at ``precision`` (int8/fp8: the linear layers' matrices in 1 byte, the rest 16-bit;
-    per-channel scales are not counted)."""
-    wq, other = _precision(precision)
-    p = param_counts(a)
-    return p["matmul"] * wq + (p["total"] - p["matmul"]) * other
+def weight_bytes(a: Arch, precision: str, weights: Optional[WeightSpec] = None) -> int:
+    """Bytes of every parameter at ``precision``, part by part (`weight_plan.part_bytes`): a float precision stores
+    every parameter in its type; int8/fp8 the linear layers' matrices in 1 byte with one 16-bit scale per output
+    channel, the rest 16-bit; int4 the LLM's matrices, lm_head and embedding table in 4-bit blocks with their scales
+    (zero points if asked), vision tower and projector fp16. ``weights`` (`weight_plan.weight_spec`) sets each part's
+    format, block size and zero points."""
+    _precision(precision)
+    return sum(part_bytes(a, weights or weight_spec(precision)).values())
 
 
 def kv_bytes(a: Arch, positions: int, batch: int, precision: str) -> int:
@@ -333,6 +391,10 @@ class MemoryPlan:
     fits: bool
     max_frames: Optional[int]  # the largest frame count that fits (None: not even 1)
     problems: List[str] = field(default_factory=list)
+    margin_bytes: int = 0  # available - peak (negative: short by that much)
+    weight_parts: Dict[str, int] = field(default_factory=dict)  # bytes of vision, projector, llm, embedding, lm_head
+    weights_spec: Dict[str, Any] = field(default_factory=dict)  # formats per part, block size, zero points
+    decode_bounds: List[Dict[str, Any]] = field(default_factory=list)  # weight_plan.DecodeBound at batch 1 (and B)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -347,10 +409,23 @@ class MemoryPlan:
                f"  prompt positions      {self.positions} per row (+ {self.new_tokens} new tokens)"]
         for k, v in b.items():
             out.append(f"  {k:21s} {gb(v)}")
+        if self.weight_parts:
+            parts = ", ".join(f"{k} {v / GiB:.2f}" for k, v in self.weight_parts.items())
+            out.append(f"  weights by part       {parts}"
+                       + f" GiB ({', '.join(f'{k} {v}' for k, v in self.weights_spec['formats'].items())}"
+                       + (f"; int4 blocks of {self.weights_spec['block_size']}, "
+                          f"{'with' if self.weights_spec['zero_point'] else 'no'} zero points"
+                          if "int4" in self.weights_spec["formats"].values() else "") + ")")
         for k, v in self.stages.items():
             out.append(f"  peak in {k:13s} {gb(v)}")
         out.append(f"  peak                  {gb(self.peak_bytes)} of {gb(self.available_bytes).strip()} available "
-                   f"-> {'FITS' if self.fits else 'DOES NOT FIT'}")
+                   f"-> {'FITS' if self.fits else 'DOES NOT FIT'} (margin {self.margin_bytes / GiB:+.2f} GiB)")
+        for d in self.decode_bounds:
+            if d["tok_s"] is None:
+                continue
+            out.append(f"  decode bound, batch {d['batch']}: <= {d['tok_s']:.1f} tok/s ({d['step_bytes'] / 1e9:.2f} GB "
+                       f"read per step: weights {d['weight_bytes'] / 1e9:.2f} + KV {d['kv_bytes'] / 1e9:.2f}; "
+                       f"{d['bandwidth_Bps'] / 1e9:.1f} GB/s; an upper bound)")
         out.append(f"  largest frame count that fits: {self.max_frames if self.max_frames else 'none'}")
         out += [f"  problem: {p}" for p in self.problems]
         return out
@@ -359,12 +434,15 @@ class MemoryPlan:
 def plan_memory(a: Arch, device: Device, precision: str = "bf16", num_frames: int = 16, batch: int = 1,
                 new_tokens: int = 32, text_tokens: int = 120, attn: str = "sdpa", vision_cache_mb: float = 1024.0,
                 decode: str = "auto", max_frames: Optional[int] = None, search: bool = True,
-                backend: str = "torch") -> MemoryPlan:
+                backend: str = "torch", weights: Optional[WeightSpec] = None,
+                max_batch: Optional[int] = None) -> MemoryPlan:
     """Predict the memory of answering ``batch`` queries of ``num_frames`` frames on ``device``.
 
     decode: "auto" (the torch engine's choice: a static KV cache of `static_len` positions for batch 1 on CUDA),
     "static" or "dynamic". max_frames: the engine's frame limit that sizes the static cache (default 16, or
-    num_frames when larger).
+    num_frames when larger). weights: per-part formats (`weight_plan.weight_spec`; default: those of
+    ``precision``). max_batch: the TensorRT profile's batch limit that sizes its activation buffer (default 8, or
+    batch when larger). The plan also carries the decode bound at batch 1 and at ``batch`` (an upper bound).
     """
     if num_frames < 1 or batch < 1 or new_tokens < 1:
         raise ConfigError("num_frames, batch and new_tokens must be >= 1.")
@@ -377,12 +455,16 @@ def plan_memory(a: Arch, device: Device, precision: str = "bf16", num_frames: in
     use_static = backend == "torch" and (decode == "static" or (decode == "auto" and device.kind == "cuda"
                                                                  and batch == 1))
     es = _precision(precision)[1]
+    spec = weights or weight_spec(precision)
+    if max_batch is not None and max_batch < batch:
+        raise ConfigError(f"max_batch {max_batch} is below the batch {batch}; raise --max-batch or lower --batch.")
+    parts = part_bytes(a, spec)
     pos = prompt_positions(a, num_frames, text_tokens)
     images = batch * (num_frames + 1)
     engine_frames = max(max_frames or 16, num_frames)  # the engine's frame limit (default 16) sizes its buffers
     entry = a.patches * a.v_hidden * es
     b = {
-        "weights": weight_bytes(a, precision),
+        "weights": sum(parts.values()),
         "vision_cache": min(int(vision_cache_mb * MiB), images * entry) if vision_cache_mb else 0,
         "static_kv": kv_bytes(a, static_len(a, engine_frames), 1, precision)
         if use_static else 0,
@@ -396,7 +478,8 @@ def plan_memory(a: Arch, device: Device, precision: str = "bf16", num_frames: in
     if backend != "torch":
         b["vision_cache"] = 0  # the compiled engines have none
     if backend == "tensorrt":
-        b["workspace"] += trt_activation_bytes(a, static_len(a, engine_frames), max(8, batch), precision)
+        b["workspace"] += trt_activation_bytes(a, static_len(a, engine_frames), max_batch or max(8, batch),
+                                               precision)
     resident = b["weights"] + b["vision_cache"] + b["static_kv"] + b["workspace"]
     stages = {
         "vision": resident + b["vision_activations"],
@@ -404,6 +487,12 @@ def plan_memory(a: Arch, device: Device, precision: str = "bf16", num_frames: in
         # static: the answer's keys live in the static buffers, the prefill's cache until the answer is done
         "decode": resident + b["kv_prompt"] + (0 if use_static else b["kv_answer"]),
     }
+    if backend == "tensorrt" and device.unified:
+        # TrtRunner deserialises each engine from the file's bytes read into host memory, which on Jetson is the
+        # same memory: at worst (the decoder loaded last) every weight plus the decoder's serialised engine, taken
+        # as the size of its weights (LLM layers and lm_head)
+        b["engine_load"] = parts["llm"] + parts["lm_head"] + (parts["embedding"] if a.tied else 0)
+        stages["load"] = b["weights"] + b["engine_load"]
     peak = max(stages.values())
     available = device.memory_bytes - device.reserve_bytes
     problems = []
@@ -419,12 +508,15 @@ def plan_memory(a: Arch, device: Device, precision: str = "bf16", num_frames: in
         while lo < hi:  # the peak grows with the frame count: bisect for the largest that fits
             mid = (lo + hi + 1) // 2
             p = plan_memory(a, device, precision, mid, batch, new_tokens, text_tokens, attn, vision_cache_mb, decode,
-                            max(mid, max_frames or 0), search=False, backend=backend)
+                            max(mid, max_frames or 0), search=False, backend=backend, weights=spec,
+                            max_batch=max_batch)
             lo, hi = (mid, hi) if p.fits else (lo, mid - 1)
         best = lo or None
+    bounds = [decode_bound(a, spec, device.bandwidth_Bps, pos, new_tokens, n).to_dict()
+              for n in sorted({1, batch})]
     return MemoryPlan(device.to_dict(), a.label, precision, num_frames, batch, attn,
                       "static" if use_static else "dynamic", pos, new_tokens, b, stages, peak, available, fits, best,
-                      problems)
+                      problems, available - peak, parts, spec.to_dict(), bounds)
 
 
 def plan_lora_step(a: Arch, device: Device, num_frames: int = 16, rank: int = 16, text_tokens: int = 140,

@@ -1,7 +1,8 @@
 """Refresh the result tables that README.md and docs/ quote from committed benchmark files.
 
 Each quoted block sits between ``<!-- quoted: NAME ... -->`` and ``<!-- end quoted: NAME -->`` and is written from
-its results file only, so a re-run benchmark needs one command, not hand edits in several pages:
+its results file only (or, for a computed table such as ``jetson_plan``, from the code that computes it), so a re-run
+benchmark or a changed planner needs one command, not hand edits in several pages:
 
     python docs/hooks/quoted_results.py           # rewrite the blocks in README.md and docs/*.md
     python docs/hooks/quoted_results.py --check   # exit 1 if a block differs from its file
@@ -54,7 +55,16 @@ def ros_latency() -> str:
     return "\n".join(lines)
 
 
-BLOCKS = {"demo_train": demo_train, "ros_latency": ros_latency}
+def jetson_plan() -> str:
+    """The Jetson profile of docs/compiled.md: the memory planner's rows for the 8B model (no results file: the
+    figures are computed from the architecture and the device table, not measured)."""
+    sys.path.insert(0, str(ROOT))
+    from rgpt4d_sdk.plan_table import jetson_markdown
+
+    return jetson_markdown()
+
+
+BLOCKS = {"demo_train": demo_train, "ros_latency": ros_latency, "jetson_plan": jetson_plan}
 PATTERN = re.compile(r"(<!-- quoted: (\w+)[^\n]*-->\n)(.*?)(<!-- end quoted: \2 -->)", flags=re.S)
 
 
