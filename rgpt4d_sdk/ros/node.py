@@ -266,9 +266,9 @@ class RegionQueryNode(LifecycleNode):
 
     # --- the action -------------------------------------------------------------------------------------------------
     def _cancel(self, goal_handle) -> CancelResponse:
-        job = getattr(goal_handle, "_rgpt4d_job", None)
-        if job is not None:
-            job.cancel_requested = True
+        flag = getattr(goal_handle, "_rgpt4d_cancel", None)
+        if flag is not None:
+            flag.set()
         return CancelResponse.ACCEPT
 
     def begin_shutdown(self, reason: str, grace_s: float = 10.0) -> None:
@@ -317,14 +317,17 @@ class RegionQueryNode(LifecycleNode):
             if name != "done":
                 goal_handle.publish_feedback(RegionQuery.Feedback(stage=name, elapsed_s=time.perf_counter() - t0))
 
-        job = Job(goal, finished, stage, is_cancelled=lambda: getattr(job, "cancel_requested", False))
-        goal_handle._rgpt4d_job = job
+        # The goal handle outlives the result (rclpy keeps it for result_timeout), so it holds only the cancel flag,
+        # never the job, and the job does not refer to itself: a goal's objects go by reference counting at once,
+        # not at the next full collection of the cyclic GC (rare with a model loaded: garbage piled up per goal).
+        cancel = goal_handle._rgpt4d_cancel = threading.Event()
+        job = Job(goal, finished, stage, is_cancelled=cancel.is_set)
         refused = service.submit(job)
         if refused is not None:
             return self._conclude(goal_handle, LiveResult(refused.code, str(refused)))
         stage("queued")
         while not done.wait(0.02):
-            if getattr(job, "cancel_requested", False):
+            if cancel.is_set():
                 service.cancel(job)  # a waiting job ends now; a running one at its next stage
         return self._conclude(goal_handle, box[0])
 
