@@ -46,14 +46,16 @@ def tiny_checkpoint() -> Path:
     return path
 
 
-def start_node(model: str, cameras: List[str], extra: Optional[List[str]] = None, log: Optional[Path] = None):
-    """`rgpt4d-sdk ros serve` in a child process (configure + activate at start)."""
+def start_node(model: str, cameras: List[str], extra: Optional[List[str]] = None, log: Optional[Path] = None,
+               env: Optional[dict] = None):
+    """`rgpt4d-sdk ros serve` in a child process (configure + activate at start); ``env``: variables added to this
+    process's environment (e.g. RGPT4D_MEMPROBE)."""
     cmd = [sys.executable, "-m", "rgpt4d_sdk.cli", "ros", "serve", "--model", model, "--name", "rgpt4d_bench"]
     for c in cameras:
         cmd += ["--camera", c]
     cmd += extra or []
     out = open(log, "w") if log else subprocess.DEVNULL
-    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
 
 
 def rss_bytes(pid: int) -> int:

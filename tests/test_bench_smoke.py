@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from rgpt4d_sdk.live import REASONS
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "query_latency.py"
 STAGES = ("preprocess", "vision", "projector", "prefill", "decode", "total")
@@ -78,7 +80,7 @@ def test_ros_benches_run_and_write_results(tmp_path):
         (["ros_ingest.py", "--seconds", "2", "--cameras", "2", "--width", "320", "--height", "180",
           "--transports", "default,large_images"], ingest),
         (["ros_soak.py", "--minutes", "0.25", "--sample-s", "5", "--warmup-min", "0.05", "--width", "320",
-          "--height", "240"], soak),
+          "--height", "240", "--memprobe", str(tmp_path / "probe.jsonl"), "--probe-s", "2"], soak),
     ):
         proc = subprocess.run([sys.executable, str(ROOT / "bench" / cmd[0]), *cmd[1:], "--out", str(out),
                                "--log", str(tmp_path / f"{cmd[0]}.log")], cwd=str(ROOT), capture_output=True,
@@ -90,6 +92,11 @@ def test_ros_benches_run_and_write_results(tmp_path):
     res = json.loads(soak.read_text())["results"]
     assert len(res["samples"]) >= 3 and res["goals_sent"] >= 5 and res["node_exit_code"] == 0
     assert all(s["rss_mb"] > 0 for s in res["samples"]) and res["rss_after_warmup_mb"] > 0
+    # RSS net of the caches' bytes, and the node's memory probe (glibc heap, objects) read into the samples
+    last = res["samples"][-1]
+    assert last["unaccounted_mb"] <= last["rss_mb"] and last["heap_in_use_mb"] > 0 and last["py_objects"] > 0
+    assert {"reached", "rss_slope_mb_per_min", "unaccounted_slope_mb_per_min"} <= set(res["steady_state"])
+    assert set(res["goal_outcomes"]) <= set(REASONS) | {"-1"}
 
 
 def test_backends_cpu_part_writes_ratio_and_equal_answers(tmp_path):

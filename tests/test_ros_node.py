@@ -326,6 +326,38 @@ def test_queue_depth_2_queues_then_cancel_waiting_and_running(active):
     assert r2.result().result.code == RegionQuery.Result.OK, r2.result().result.reason
 
 
+def test_answered_goals_leave_no_reference_cycles(active, monkeypatch):
+    """A goal's bookkeeping (job, completion event, closures, goal message) is freed by reference counting as soon as
+    it is answered: nothing waits for the cyclic collector, which in a process with a model loaded runs its full
+    collections rarely (per-goal garbage piled up over minutes in the soak), and the action server's goal handle,
+    kept for result_timeout after the result, does not keep the job alive."""
+    import gc
+    import weakref
+
+    from rgpt4d_sdk.ros import node as node_module
+
+    server, client = active
+    jobs = []
+
+    class TrackedJob(node_module.Job):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            jobs.append(weakref.ref(self))
+
+    monkeypatch.setattr(node_module, "Job", TrackedJob)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(4):  # the worker holds its latest job until the next one: look at the first three
+            ok, _, res = client.send(make_goal())  # the newest window
+            assert ok and res.code == RegionQuery.Result.OK, res.reason
+        wait_for(lambda: server.service.pending() == 0, 10, "the worker to finish")
+        alive = [r for r in jobs[:3] if r() is not None]
+        assert len(jobs) == 4 and not alive, [gc.get_referrers(r()) for r in alive][:1]
+    finally:
+        gc.enable()
+
+
 def test_deactivate_refuses_goals_and_cleanup_frees_the_engine(active):
     server, client = active
     assert client.transition(Transition.TRANSITION_DEACTIVATE)

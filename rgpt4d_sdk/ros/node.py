@@ -43,6 +43,7 @@ from rgpt4d_interfaces.srv import GetStatus
 
 from .. import live
 from ..errors import ConfigError, GoalError, ImageError, RGPT4DError
+from ..live import memprobe
 from ..live.buffer import BufferSet, StoredFrame
 from ..live.cameras import CameraSpec, parse_cameras
 from ..live.goals import Goal, RegionSpec
@@ -266,9 +267,9 @@ class RegionQueryNode(LifecycleNode):
 
     # --- the action -------------------------------------------------------------------------------------------------
     def _cancel(self, goal_handle) -> CancelResponse:
-        job = getattr(goal_handle, "_rgpt4d_job", None)
-        if job is not None:
-            job.cancel_requested = True
+        flag = getattr(goal_handle, "_rgpt4d_cancel", None)
+        if flag is not None:
+            flag.set()
         return CancelResponse.ACCEPT
 
     def begin_shutdown(self, reason: str, grace_s: float = 10.0) -> None:
@@ -317,14 +318,17 @@ class RegionQueryNode(LifecycleNode):
             if name != "done":
                 goal_handle.publish_feedback(RegionQuery.Feedback(stage=name, elapsed_s=time.perf_counter() - t0))
 
-        job = Job(goal, finished, stage, is_cancelled=lambda: getattr(job, "cancel_requested", False))
-        goal_handle._rgpt4d_job = job
+        # The goal handle outlives the result (rclpy keeps it for result_timeout), so it holds only the cancel flag,
+        # never the job, and the job does not refer to itself: a goal's objects go by reference counting at once,
+        # not at the next full collection of the cyclic GC (rare with a model loaded: garbage piled up per goal).
+        cancel = goal_handle._rgpt4d_cancel = threading.Event()
+        job = Job(goal, finished, stage, is_cancelled=cancel.is_set)
         refused = service.submit(job)
         if refused is not None:
             return self._conclude(goal_handle, LiveResult(refused.code, str(refused)))
         stage("queued")
         while not done.wait(0.02):
-            if getattr(job, "cancel_requested", False):
+            if cancel.is_set():
                 service.cancel(job)  # a waiting job ends now; a running one at its next stage
         return self._conclude(goal_handle, box[0])
 
@@ -374,6 +378,27 @@ class RegionQueryNode(LifecycleNode):
             response.prefix_cache_bytes = int(prefix["bytes"])
             response.vision_cache_bytes = int(st["vision_cache"].get("bytes", 0))
         return response
+
+    def memory_report(self) -> Dict[str, Any]:
+        """What the node holds by design, for `rgpt4d_sdk.live.memprobe` (``RGPT4D_MEMPROBE``): cache bytes and
+        entries, buffered frame bytes, the action server's goal bookkeeping, queued work."""
+        out: Dict[str, Any] = dict(goal_handles=len(getattr(self._action, "_goal_handles", ())),
+                                   result_futures=len(getattr(self._action, "_result_futures", ())),
+                                   in_flight=self.goals_in_flight())
+        buffers, service = self.buffers, self.service
+        if buffers is not None:
+            rings = [r.status() for r in buffers.rings.values()]
+            out.update(buffer_bytes=sum(r["bytes"] for r in rings), buffer_frames=sum(r["frames"] for r in rings))
+        if service is not None:
+            st = service.status()
+            out["caches"] = {name: dict(bytes=int(st[key].get("bytes", 0)), entries=int(st[key].get("entries", 0)))
+                             for name, key in (("vision", "vision_cache"), ("prefix", "prefix_cache"))}
+            cache = st["preencode"].get("cache")
+            if cache is not None:
+                out["caches"]["preencode"] = dict(bytes=int(cache["bytes"]), entries=int(cache["entries"]))
+            out.update(pending=service.pending(), preencode_backlog=int(st["preencode"]["backlog"]),
+                       latencies_kept=len(service.latencies))
+        return out
 
     def _publish_diagnostics(self) -> None:
         if not self._active or self.buffers is None or self.service is None:
@@ -504,6 +529,7 @@ def main(args: Optional[List[str]] = None, autostart: bool = True, engine: Any =
     node = RegionQueryNode(engine=engine)
     executor = MultiThreadedExecutor(num_threads=executor_threads(node))
     executor.add_node(node)
+    probe = memprobe.from_env(node.memory_report)  # off unless RGPT4D_MEMPROBE names a file (bench/ros_soak.py)
     try:
         if autostart:
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
@@ -517,6 +543,8 @@ def main(args: Optional[List[str]] = None, autostart: bool = True, engine: Any =
             node.get_logger().info("interrupted: ending the goals in flight, then exiting")
             drain(node, executor)
     finally:
+        if probe is not None:
+            probe.stop()
         node.destroy_node()
         executor.shutdown()
         if rclpy.ok():
