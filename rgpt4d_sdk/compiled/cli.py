@@ -28,7 +28,8 @@ def onnx_cmd(
     model: str = typer.Option(..., metavar="DIR", help="Checkpoint folder in the released layout (or hub id)."),
     out: Path = typer.Option(..., metavar="DIR", help="Empty folder for the graphs and manifest.json."),
     dtype: str = typer.Option("auto", metavar="DTYPE", help="auto | float32 | float16 | bfloat16 (weights and "
-                              "activations; auto = float32: an export's precision is chosen explicitly)."),
+                              "activations; auto = float32, and float16 with --quantize int4: an export's precision "
+                              "is chosen explicitly)."),
     quantize: str = typer.Option("none", metavar="MODE", help="none, int8 or fp8: explicit Q/DQ quantization calibrated on sample "
                                               "clips (on top of --dtype); int4: 4-bit LLM weights (weight-only; vision "
                                               "and projector stay in --dtype)."),
@@ -61,7 +62,9 @@ def onnx_cmd(
             from .samples import log_queries
 
             calibration = log_queries(calib_data, max_frames=min(num_frames or 16, 16), count=8, seed=100)
-        export_onnx(model, out, dtype="float32" if dtype == "auto" else dtype, quantize=quantize,
+        if dtype == "auto":  # int4 targets Jetson: the vision tower, projector and activations in fp16
+            dtype = "float16" if quantize == "int4" else "float32"
+        export_onnx(model, out, dtype=dtype, quantize=quantize,
                     max_frames=num_frames, max_batch=max_batch, max_seq=max_seq, opset=opset,
                     device=_export_device(device), progress=typer.echo, calibration=calibration,
                     int4_method=int4_method, int4_form=int4_form, block_size=block_size)

@@ -415,3 +415,49 @@ def weight_patterns(path: Path) -> Dict[str, int]:
             else:
                 counts["other_dq"] += 1
     return counts
+
+
+def llm_weight_bytes(folder: Path) -> int:
+    """Stored bytes of the LLM's weight matrices in an export of any precision: the embedding table, every decoder
+    weight product (q/k/v/o, gate/up/down, lm_head) with their quantization scales and zero points (4-bit values
+    count half a byte). Norm weights, biases and rotary tables are not counted. Read from the graphs' tensor
+    headers (no weights are loaded)."""
+    import onnx
+
+    sizes = {onnx.TensorProto.INT4: 0.5, onnx.TensorProto.UINT4: 0.5, onnx.TensorProto.FLOAT16: 2,
+             onnx.TensorProto.BFLOAT16: 2, onnx.TensorProto.FLOAT: 4, onnx.TensorProto.INT8: 1,
+             onnx.TensorProto.UINT8: 1, onnx.TensorProto.FLOAT8E4M3FN: 1}
+    total = 0.0
+    for graph_name in ("decoder", "embed"):
+        proto = onnx.load(str(Path(folder) / f"{graph_name}.onnx"), load_external_data=False)
+        inits = {i.name: i for i in proto.graph.initializer}
+        producer = {o: n for n in proto.graph.node for o in n.output}
+        counted = set()
+
+        def add(name: str) -> None:
+            nonlocal total
+            if name in inits and name not in counted:
+                counted.add(name)
+                t = inits[name]
+                total += math.prod(t.dims) * sizes.get(t.data_type, 4)
+
+        def weight(name: str) -> None:
+            src = producer.get(name)
+            if src is not None and src.op_type == "DequantizeLinear":
+                for i in src.input:
+                    add(i)
+            else:
+                add(name)
+
+        for n in proto.graph.node:
+            if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1:
+                weight(n.input[1])
+            elif n.op_type == "Gather":
+                weight(n.input[0])
+            elif n.op_type == "MatMulNBits":
+                for i in n.input[1:]:
+                    add(i)
+            elif n.op_type == "GatherBlockQuantized":
+                for i in (n.input[0], *n.input[2:]):
+                    add(i)
+    return int(math.ceil(total))

@@ -83,7 +83,9 @@ def verify_engine(engine, reference, weights: str, queries: Optional[Sequence[Re
     }
     layers = None
     if engine.manifest.get("int4"):
-        layers = int4_weight_errors(engine.folder, engine.manifest, reference.model)
+        # a TensorRT engine folder records the ONNX export it was built from, whose graphs hold the weights
+        layers = int4_weight_errors(engine.manifest.get("onnx_dir") or engine.folder, engine.manifest,
+                                    reference.model)
         metrics["weights_rel"] = max(layers.values())
     failed = [k for k in ("vision_rel", "logits_rel", "weights_rel") if k in limits and k in metrics
               and not metrics[k] <= limits[k]]
