@@ -32,6 +32,8 @@ VARIANTS = {  # name: export options
     "int4-rtn": {"dtype": "float16", "quantize": "int4"},
     "int4-awq": {"dtype": "float16", "quantize": "int4", "int4_method": "awq"},
     "int4-rtn tensorrt form": {"dtype": "float16", "quantize": "int4", "int4_form": "tensorrt"},
+    # the gate's other side: a random-weight checkpoint (make-tiny, seed 0) quantized the same way must fail
+    "int4-rtn random weights": {"dtype": "float16", "quantize": "int4", "random": True},
 }
 
 
@@ -62,24 +64,29 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     from rgpt4d_sdk.engine.torch_backend import TorchEngine
     from rgpt4d_sdk.model.checkpoint import read_checkpoint
 
+    from rgpt4d_sdk.model.tiny import make_tiny
+
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     names = args.only.split(",") if args.only else list(VARIANTS)
-    ref = TorchEngine.load(FINETUNED, device="cpu", dtype="float32", attn_implementation="eager",
-                           max_frames=args.frames)
-    weights = checkpoint_fingerprint(read_checkpoint(FINETUNED))
     gate_qs = sample_queries(max_frames=args.frames, count=args.gate_queries)
     timed_qs = sample_queries(max_frames=args.frames, count=args.queries, seed=50)
     rows: Dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        refs: Dict[Any, Any] = {}
         for name in names:
             opts = dict(VARIANTS[name])
+            ckpt = make_tiny(Path(tmp) / "random", seed=0) if opts.pop("random", False) else FINETUNED
+            if ckpt not in refs:
+                refs[ckpt] = (TorchEngine.load(ckpt, device="cpu", dtype="float32", attn_implementation="eager",
+                                               max_frames=args.frames), checkpoint_fingerprint(read_checkpoint(ckpt)))
+            ref, weights = refs[ckpt]
             if opts.get("quantize") == "int4":
                 opts["block_size"] = args.block_size
             t0 = time.perf_counter()
-            folder = export_onnx(FINETUNED, Path(tmp) / name.replace(" ", "_"), max_frames=args.frames, **opts)
+            folder = export_onnx(ckpt, Path(tmp) / name.replace(" ", "_"), max_frames=args.frames, **opts)
             export_s = time.perf_counter() - t0
-            eng = Engine.from_pretrained(FINETUNED, backend="onnxruntime", compiled=folder, force=True,
+            eng = Engine.from_pretrained(ckpt, backend="onnxruntime", compiled=folder, force=True,
                                          threads=threads, max_frames=args.frames)
             report = verify_engine(eng, ref, weights, gate_qs, write=False)
             eng.answer(timed_qs[0])  # warm-up
@@ -93,7 +100,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             manifest = eng.manifest
             int4 = manifest.get("int4") or {}
             rows[name] = {
-                "options": opts, "export_s": round(export_s, 1), "precision": manifest["precision"],
+                "checkpoint": "tiny-finetuned" if ckpt == FINETUNED else "random (make-tiny seed 0)", "options": opts, "export_s": round(export_s, 1), "precision": manifest["precision"],
                 "files_bytes": folder_bytes(folder), "llm_weight_bytes": llm_weight_bytes(folder),
                 "graph_bytes": {g: (folder / f"{g}.onnx").stat().st_size + ((folder / f"{g}.onnx.data").stat().st_size
                                 if (folder / f"{g}.onnx.data").exists() else 0) for g in ("vision", "embed", "decoder")},
