@@ -154,6 +154,19 @@ def test_both_forms_hold_the_same_weights_and_the_trt_form_only_its_patterns(exp
     assert vision["dq_matmul"] == vision["other_dq"] == 0 and vision["float_weight_matmul"] > 0
 
 
+def test_onnx_runtime_reads_the_tables_as_written(exports):
+    """GatherBlockQuantized (ort form) and DequantizeLinear -> Gather (tensorrt form) return the table rows the
+    recipe wrote (int4 values times their block's scale)."""
+    import onnxruntime as ort
+
+    ids = np.array([[0, 5, 487, 100]], dtype=np.int64)
+    for name in ("rtn", "trt"):
+        table = dequantized_weights(exports[name])["node_embedding"]
+        sess = ort.InferenceSession(str(exports[name] / "embed.onnx"), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {"input_ids": ids})[0]
+        np.testing.assert_allclose(got[0].astype(np.float64), table[ids[0]], rtol=1e-3, atol=1e-6)
+
+
 def test_awq_scales_are_in_the_export_and_folded_without_extra_ops(exports):
     manifest = json.loads((exports["awq"] / "manifest.json").read_text())
     awq = manifest["int4"]["awq"]

@@ -220,6 +220,9 @@ def quantize_decoder(model, src: Path, dst: Path, form: str, block: int, say: Ca
         if layer is None:
             raise ExportError(f"decoder product {node.name} multiplies by a weight that is none of the LLM's linear "
                               "layers; int4 export cannot name it. Report this with your torch version.")
+        if layer in layers:
+            raise ExportError(f"decoder products {layers[layer]['node']} and {node.name} multiply by identical "
+                              f"weights ({layer}); int4 export cannot tell them apart. Check the checkpoint.")
         k, n = w.shape
         q, scale = quantize_blocks(torch.from_numpy(w.astype(np.float32)), block, axis=0,
                                    scale_dtype=torch.float16 if float_np == np.float16 else torch.float32)
