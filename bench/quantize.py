@@ -41,7 +41,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = bench_parser(__doc__)
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--queries", type=int, default=4, help="timed queries per repeat")
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--gate-queries", type=int, default=8)
     p.add_argument("--block-size", type=int, default=128, help="requested int4 block (the tiny model gets 32)")
     p.add_argument("--only", default=None, help="comma-separated variant names (smoke runs)")

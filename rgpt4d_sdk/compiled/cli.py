@@ -61,7 +61,7 @@ def onnx_cmd(
         if calib_data is not None:
             from .samples import log_queries
 
-            calibration = log_queries(calib_data, max_frames=min(num_frames or 16, 16), count=8, seed=100)
+            calibration = log_queries(calib_data, max_frames=min(num_frames or 16, 16), count=16, seed=100)
         if dtype == "auto":  # int4 targets Jetson: the vision tower, projector and activations in fp16
             dtype = "float16" if quantize == "int4" else "float32"
         export_onnx(model, out, dtype=dtype, quantize=quantize,

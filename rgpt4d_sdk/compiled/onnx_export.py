@@ -195,7 +195,8 @@ def export_onnx(
         from .int4 import export_block_size
         from .samples import sample_queries
 
-        qs = list(calibration) if calibration else sample_queries(max_frames=profile.max_images - 1, count=8, seed=100)
+        qs = list(calibration) if calibration else sample_queries(max_frames=profile.max_images - 1, count=16,
+                                                                   seed=100)
         say(f"AWQ: searching per-channel scales on {len(qs)} calibration queries")
         awq_record, awq_scales = apply_awq(model, qs, export_block_size(model, block_size), say)
     work = out / ".float" if quantize != "none" else out
