@@ -67,13 +67,13 @@ def jetson_plan() -> str:
 def quantize() -> str:
     """fp32 / fp16 / int8 / int4 side by side: sizes, CPU speed and the gate (bench/quantize.py)."""
     data = _load("bench/results/quantize-cpu-tiny.json")
-    lines = ["| variant | LLM weights kB | vs fp16 | all files kB | decode tok/s | first token ms | logits rel. err. | "
+    lines = ["| variant | LLM weights kB | of fp16 | all files kB | decode tok/s | first token ms | logits rel. err. | "
              "same answers | int4 weights rel. err. | gate |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, v in data["variants"].items():
         m = v["gate"]["metrics"]
         w = f"{m['weights_rel']:.3f}" if "weights_rel" in m else "-"
         verdict = "passed" if v["gate"]["passed"] else "FAILED (" + ", ".join(v["gate"]["failed"]) + ")"
-        lines.append(f"| {name} | {v['llm_weight_bytes'] / 1e3:.1f} | {v['llm_weight_bytes_vs_fp16']:.3f}x | "
+        lines.append(f"| {name} | {v['llm_weight_bytes'] / 1e3:.1f} | {v['llm_weight_bytes_vs_fp16']:.3f} | "
                      f"{v['files_bytes'] / 1e3:.0f} | {v['decode_tok_s']['median']:.0f} | "
                      f"{v['ttft_ms']['median']:.1f} | {m['logits_rel']:.3f} | {m['answers'] * 100:.1f} % | {w} | "
                      f"{verdict} |")

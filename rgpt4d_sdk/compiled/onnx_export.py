@@ -3,7 +3,8 @@
 Precision is decided here, once, so that every runtime sees the same typed graphs (TensorRT 11 accepts only
 strongly typed networks; TensorRT 10 builds them too): fp32 / fp16 / bf16 weights and activations, or int8 / fp8
 explicit quantization (QuantizeLinear/DequantizeLinear pairs on the matrix products, per-channel weights, activation
-scales calibrated on sample clips) on top of a float base. Each graph keeps its weights in ``<name>.onnx.data``.
+scales calibrated on sample clips) on top of a float base, or int4 weight-only LLM weights (`int4`, `awq`). Each
+graph keeps its weights in ``<name>.onnx.data``.
 """
 from __future__ import annotations
 
