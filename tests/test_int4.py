@@ -254,3 +254,28 @@ def test_tensorrt_builds_the_int4_form_and_it_passes_the_gate(exports, reference
                            sample_queries(max_frames=FRAMES, count=8))
     assert report["passed"], format_report(report)
     assert report["metrics"]["weights_rel"] <= THRESHOLDS["int4"]["weights_rel"]
+
+
+def test_awq_calibrates_on_the_users_log(tmp_path):
+    """--calib-data: queries from a nuScenes-format log (one family after another), and AWQ searching on them."""
+    from rgpt4d_sdk.adapters.nuscenes import sample as S
+    from rgpt4d_sdk.compiled.awq import apply_awq
+    from rgpt4d_sdk.compiled.samples import log_queries
+    from rgpt4d_sdk.model.nvila import NvilaModel
+
+    root = S.write_sample_log(tmp_path / "nus", image_size=(160, 90))
+    qs = log_queries(root, max_frames=FRAMES, count=6)
+    assert len(qs) == 6 and all(len(q.clip) == FRAMES for q in qs)
+    assert len({q.task for q in qs}) == 6, "round-robin over the question families"
+    model = NvilaModel.from_pretrained(FINETUNED, device="cpu", dtype="float32", attn_implementation="eager")
+    norm_before = model.llm.model.layers[0].input_layernorm.weight.clone()
+    x = torch.randn(1, 12, model.llm.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = model.llm(inputs_embeds=x).logits
+    record, scales = apply_awq(model, qs, block=32)
+    assert record["queries"] == 6 and set(scales) == set(record["groups"])
+    s = scales["model.layers.0.qkv"]
+    torch.testing.assert_close(model.llm.model.layers[0].input_layernorm.weight, norm_before / s)
+    assert any(float((v - 1).abs().max()) > 0.05 for v in scales.values()), "some group was rescaled"
+    with torch.no_grad():  # folding is exact: the float model computes the same function (GQA ties, v/o, up/down)
+        torch.testing.assert_close(model.llm(inputs_embeds=x).logits, before, rtol=1e-4, atol=1e-4)
