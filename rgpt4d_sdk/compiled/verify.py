@@ -96,7 +96,8 @@ def verify_engine(engine, reference, weights: str, queries: Optional[Sequence[Re
         failed.insert(0, "weights")
     report = {
         "passed": not failed, "failed": failed, "precision": precision, "thresholds": limits, "metrics": metrics,
-        "queries": rows, "weights": weights, **({"layers": layers} if layers is not None else {}), "built_from_weights": built_from,
+        "queries": rows, "weights": weights, **({"layers": layers} if layers is not None else {}),
+        "built_from_weights": built_from,
         "files_digest": files_digest(engine.manifest["files"]), "target": engine.runner.target,
         "reference": reference.engine_id, "seconds": round(time.perf_counter() - t0, 3),
     }
@@ -132,7 +133,7 @@ def format_report(report: Dict[str, Any]) -> str:
     lines = [
         f"parity gate on {report['target']} ({report['precision']}), {len(report['queries'])} queries:",
         f"  vision features  rel. error {m['vision_rel']:.3e}  (limit {t['vision_rel']:.0e})",
-        f"  first logits     rel. error {m['logits_rel']:.3e}  (limit {t['logits_rel']:.0e})",
+        f"  first logits     rel. error {m['logits_rel']:.3e}  (limit {t['logits_rel']:.2g})",
         f"  greedy answers   {m['answers'] * 100:.1f} % identical (limit {t['answers'] * 100:.0f} %), "
         f"first token {m['first_token'] * 100:.1f} %",
         "  per family       " + ", ".join(f"{f} {v * 100:.0f} %" for f, v in m.get("answers_by_family", {}).items()),
