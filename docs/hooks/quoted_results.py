@@ -64,7 +64,31 @@ def jetson_plan() -> str:
     return jetson_markdown()
 
 
-BLOCKS = {"demo_train": demo_train, "ros_latency": ros_latency, "jetson_plan": jetson_plan}
+def quantize() -> str:
+    """fp32 / fp16 / int8 / int4 side by side: sizes, CPU speed and the gate (bench/quantize.py)."""
+    data = _load("bench/results/quantize-cpu-tiny.json")
+    lines = ["| variant | LLM weights kB | of fp16 | all files kB | decode tok/s | first token ms | logits rel. err. | "
+             "same answers | int4 weights rel. err. | gate |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, v in data["variants"].items():
+        m = v["gate"]["metrics"]
+        w = f"{m['weights_rel']:.3f}" if "weights_rel" in m else "-"
+        verdict = "passed" if v["gate"]["passed"] else "FAILED (" + ", ".join(v["gate"]["failed"]) + ")"
+        lines.append(f"| {name} | {v['llm_weight_bytes'] / 1e3:.1f} | {v['llm_weight_bytes_vs_fp16']:.3f} | "
+                     f"{v['files_bytes'] / 1e3:.0f} | {v['decode_tok_s']['median']:.0f} | "
+                     f"{v['ttft_ms']['median']:.1f} | {m['logits_rel']:.3f} | {m['answers'] * 100:.1f} % | {w} | "
+                     f"{verdict} |")
+    fams = []
+    for name in ("int4-rtn", "int4-awq"):
+        if name in data["variants"]:
+            f = data["variants"][name]["gate"]["metrics"]["answers_by_family"]
+            fams.append(f"{name}: " + ", ".join(f"{k} {v * 100:.1f} %" for k, v in f.items()))
+    cfg = data["config"]
+    lines += ["", *_wrap(f"Identical answers per family ({cfg['gate_queries']} gate queries): " + "; ".join(fams)
+                         + f". Requested block {cfg['block_size_requested']}; the tiny model's axes take 32.")]
+    return "\n".join(lines)
+
+
+BLOCKS = {"demo_train": demo_train, "ros_latency": ros_latency, "jetson_plan": jetson_plan, "quantize": quantize}
 PATTERN = re.compile(r"(<!-- quoted: (\w+)[^\n]*-->\n)(.*?)(<!-- end quoted: \2 -->)", flags=re.S)
 
 

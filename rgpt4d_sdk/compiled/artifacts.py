@@ -26,7 +26,7 @@ from ..model.checkpoint import CheckpointFiles
 FORMAT = "rgpt4d-compiled"
 FORMAT_VERSION = 1
 GRAPHS = ("vision", "embed", "decoder")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8", "int4")
 
 
 # ------------------------------------------------------------------------------------------------ digests

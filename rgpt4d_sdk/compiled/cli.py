@@ -28,15 +28,28 @@ def onnx_cmd(
     model: str = typer.Option(..., metavar="DIR", help="Checkpoint folder in the released layout (or hub id)."),
     out: Path = typer.Option(..., metavar="DIR", help="Empty folder for the graphs and manifest.json."),
     dtype: str = typer.Option("auto", metavar="DTYPE", help="auto | float32 | float16 | bfloat16 (weights and "
-                              "activations; auto = float32: an export's precision is chosen explicitly)."),
+                              "activations; auto = float32, and float16 with --quantize int4: an export's precision "
+                              "is chosen explicitly)."),
     quantize: str = typer.Option("none", metavar="MODE", help="none, int8 or fp8: explicit Q/DQ quantization calibrated on sample "
-                                              "clips (on top of --dtype)."),
+                                              "clips (on top of --dtype); int4: 4-bit LLM weights (weight-only; vision "
+                                              "and projector stay in --dtype)."),
+    int4_method: str = typer.Option("rtn", metavar="METHOD", help="int4 scales: rtn (round to nearest) or awq "
+                                    "(activation-aware per-channel scaling searched on calibration queries)."),
+    int4_form: str = typer.Option("ort", metavar="FORM", help="int4 graph form: ort (MatMulNBits / "
+                                  "GatherBlockQuantized, ONNX Runtime CPU and CUDA) or tensorrt (block-quantized "
+                                  "DequantizeLinear, TensorRT 10+; ONNX Runtime runs it too)."),
+    block_size: int = typer.Option(128, metavar="N", help="int4 block size along each weight's input axis (a "
+                                   "power of two >= 16; lowered to the largest one dividing the model's axes)."),
+    calib_data: Optional[Path] = typer.Option(None, metavar="DIR", help="Calibrate int8/fp8/AWQ on clips of this "
+                                              "nuScenes-format log (your own data, or `rgpt4d-sdk data sample-log`) "
+                                              "instead of the procedural sample clips."),
     num_frames: Optional[int] = typer.Option(None, metavar="N", help="Frames per query the engine must take "
                                              "(default 16; the SoM image comes on top)."),
     max_batch: int = typer.Option(8, metavar="N", help="Largest batch of queries."),
     max_seq: Optional[int] = typer.Option(None, metavar="N", help="Largest LLM sequence (prompt + answer) in "
                                                                   "positions."),
-    opset: int = typer.Option(18, metavar="N", help="ONNX opset (>= 17; fp8 needs >= 19)."),
+    opset: Optional[int] = typer.Option(None, metavar="N", help="ONNX opset (default 18, 21 for int4; >= 17; fp8 "
+                                        "needs >= 19, int4 >= 21)."),
     device: str = typer.Option("auto", metavar="DEVICE", help="Where to trace: auto | cpu | cuda | cuda:N (auto: "
                                                               "CUDA when available; fp16 tracing is faster there)."),
 ) -> None:
@@ -44,9 +57,17 @@ def onnx_cmd(
     from .onnx_export import export_onnx
 
     try:
-        export_onnx(model, out, dtype="float32" if dtype == "auto" else dtype, quantize=quantize,
+        calibration = None
+        if calib_data is not None:
+            from .samples import log_queries
+
+            calibration = log_queries(calib_data, max_frames=min(num_frames or 16, 16), count=16, seed=100)
+        if dtype == "auto":  # int4 targets Jetson: the vision tower, projector and activations in fp16
+            dtype = "float16" if quantize == "int4" else "float32"
+        export_onnx(model, out, dtype=dtype, quantize=quantize,
                     max_frames=num_frames, max_batch=max_batch, max_seq=max_seq, opset=opset,
-                    device=_export_device(device), progress=typer.echo)
+                    device=_export_device(device), progress=typer.echo, calibration=calibration,
+                    int4_method=int4_method, int4_form=int4_form, block_size=block_size)
     except RGPT4DError as e:
         fail(e)
     typer.echo(f"next: rgpt4d-sdk export verify --model {model} --onnx {out}")

@@ -3,7 +3,8 @@
 Precision is decided here, once, so that every runtime sees the same typed graphs (TensorRT 11 accepts only
 strongly typed networks; TensorRT 10 builds them too): fp32 / fp16 / bf16 weights and activations, or int8 / fp8
 explicit quantization (QuantizeLinear/DequantizeLinear pairs on the matrix products, per-channel weights, activation
-scales calibrated on sample clips) on top of a float base. Each graph keeps its weights in ``<name>.onnx.data``.
+scales calibrated on sample clips) on top of a float base, or int4 weight-only LLM weights (`int4`, `awq`). Each
+graph keeps its weights in ``<name>.onnx.data``.
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ from .graphs import DecoderGraph, EmbedGraph, VisionGraph, decoder_io, vision_io
 
 MIN_OPSET = 17
 DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
-QUANTIZE = ("none", "int8", "fp8")
+QUANTIZE = ("none", "int8", "fp8", "int4")
+DEFAULT_OPSET = 18
 
 
 @dataclass
@@ -138,12 +140,19 @@ def export_onnx(
     max_frames: Optional[int] = None,
     max_batch: int = 8,
     max_seq: Optional[int] = None,
-    opset: int = 18,
+    opset: Optional[int] = None,
     device: str = "cpu",
     calibration: Optional[Sequence[RegionQuery]] = None,
     progress: Optional[Callable[[str], None]] = None,
+    int4_method: str = "rtn",
+    int4_form: str = "ort",
+    block_size: int = 128,
 ) -> Path:
-    """Export ``model_path`` (released layout) to ``out``; returns the folder. Writes manifest.json last."""
+    """Export ``model_path`` (released layout) to ``out``; returns the folder. Writes manifest.json last.
+
+    ``opset``: default 18, and 21 for int4 (INT4 tensors). ``int4_method`` (rtn | awq), ``int4_form`` (ort |
+    tensorrt) and ``block_size``: the int4 options (`int4`, `awq`); ``calibration``: the queries int8/fp8 and AWQ
+    calibrate on (default: sample clips)."""
     need("onnx", "onnx")
     need("onnxscript", "onnx")
     from ..model.nvila import NvilaModel
@@ -155,6 +164,9 @@ def export_onnx(
         raise ConfigError(f"dtype {dtype!r} is unknown; choose one of {sorted(DTYPES)}.")
     if quantize not in QUANTIZE:
         raise ConfigError(f"quantize {quantize!r} is unknown; choose one of {QUANTIZE}.")
+    from .int4 import check_int4_options
+
+    opset = check_int4_options(quantize, int4_method, int4_form, block_size, opset, DEFAULT_OPSET)
     if opset < MIN_OPSET:
         raise ConfigError(f"opset {opset} is too old; the graphs need opset >= {MIN_OPSET}.")
     if quantize == "fp8" and opset < 19:
@@ -178,17 +190,37 @@ def export_onnx(
         "num_heads": int(cfg.num_attention_heads), "intermediate_size": int(cfg.intermediate_size),
         "context_length": context,
     }
+    int4_info, awq_scales = None, None
+    if quantize == "int4" and int4_method == "awq":
+        from .awq import apply_awq
+        from .int4 import export_block_size
+        from .samples import sample_queries
+
+        qs = list(calibration) if calibration else sample_queries(max_frames=profile.max_images - 1, count=16,
+                                                                   seed=100)
+        say(f"AWQ: searching per-channel scales on {len(qs)} calibration queries")
+        awq_record, awq_scales = apply_awq(model, qs, export_block_size(model, block_size), say)
     work = out / ".float" if quantize != "none" else out
     work.mkdir(exist_ok=True)
     graphs = _export_graphs(model, work, opset, say)
-    if quantize != "none":
+    if quantize == "int4":
+        from .int4 import quantize_int4, write_awq_scales
+
+        say(f"quantizing the LLM's weights to int4 ({int4_method}, {int4_form} form)")
+        int4_info = quantize_int4(model, work, out, int4_form, block_size, say,
+                                  awq_record if awq_scales is not None else None)
+        if awq_scales is not None:
+            int4_info["awq"]["file"] = write_awq_scales(out, awq_scales)
+        shutil.rmtree(work)
+    elif quantize != "none":
         from .quantize import quantize_graphs
 
         say(f"quantizing vision and decoder to {quantize} (calibration on sample clips)")
         quantize_graphs(model, work, out, quantize, calibration, profile, say)
         shutil.rmtree(work)
 
-    names = sorted(p.name for p in out.iterdir() if p.is_file() and p.name.endswith((".onnx", ".onnx.data")))
+    names = sorted(p.name for p in out.iterdir() if p.is_file() and p.name.endswith((".onnx", ".onnx.data"))
+                   or p.name == "awq_scales.safetensors")
     _check_onnx(out, graphs)
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "kind": "onnx",
@@ -198,6 +230,7 @@ def export_onnx(
         "dtype": dtype, "quantize": quantize, "opset": opset,
         "profile": profile.to_dict(), "spec": model.spec.to_dict(), "llm": llm_info,
         "graphs": graphs,
+        **({"int4": int4_info} if int4_info else {}),
         "versions": _versions(),
         "files": describe_files(out, names),
     }

@@ -56,3 +56,43 @@ def sample_queries(max_frames: int = 16, count: int = 8, seed: int = 0,
         queries.append(RegionQuery(clip, regions, question, options=list(options or []), answer_type=kind,
                                    prompt_mode=mode, id=f"sample-{k}"))
     return queries
+
+
+def log_queries(dataroot, max_frames: int = 8, count: int = 8, seed: int = 0) -> List[RegionQuery]:
+    """``count`` region queries from a nuScenes-format log (the user's own data, or the sample log of
+    ``rgpt4d-sdk data sample-log``): clips of ``max_frames`` camera frames with their marks and the questions
+    `rgpt4d-sdk analyze nuscenes` would ask, taken round-robin over the question families so each family is
+    represented. Used for int4 calibration (``--calib-data``)."""
+    import warnings
+
+    from ..adapters.nuscenes.source import NuScenesConfig, NuScenesSource
+    from ..errors import DatasetError
+    from ..eval.questions import make_questions
+
+    source = NuScenesSource(NuScenesConfig(dataroot=str(dataroot), num_frames=int(max_frames)))
+    by_family: dict = {}
+    for unit in source.units():
+        if unit.problem:
+            continue
+        data = source.load(unit)
+        for spec in make_questions(data.tracks, seed_key=unit.id):
+            if spec.skip_reason:
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                q = RegionQuery(data.clip, data.regions, spec.question, options=list(spec.options), task=spec.task,
+                                answer_type=spec.answer_type, id=f"{unit.id}/{spec.key}")
+            by_family.setdefault(spec.task, []).append(q)
+        if sum(len(v) for v in by_family.values()) >= 4 * count:
+            break
+    if not by_family:
+        raise DatasetError(f"{dataroot} gave no clips with questions of {max_frames} frames; check the folder "
+                           "(a nuScenes-format dataroot) or lower --num-frames.")
+    rng = np.random.default_rng(seed)
+    families = sorted(by_family)
+    out: List[RegionQuery] = []
+    while len(out) < count and any(by_family.values()):
+        for fam in families:
+            if by_family[fam] and len(out) < count:
+                out.append(by_family[fam].pop(int(rng.integers(len(by_family[fam])))))
+    return out

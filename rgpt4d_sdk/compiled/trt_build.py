@@ -21,7 +21,18 @@ from .artifacts import FORMAT, FORMAT_VERSION, GRAPHS, check_files, describe_fil
 from .onnx_export import ShapeProfile
 from .runtime import load_manifest
 
-MIN_CAPABILITY = {"fp8": (8, 9), "bf16": (8, 0), "int8": (6, 1), "fp16": (5, 3), "fp32": (5, 0)}
+# int4: weight-only block quantization, Ampere and later (NVIDIA Model Optimizer's support matrix for W4A16)
+MIN_CAPABILITY = {"fp8": (8, 9), "bf16": (8, 0), "int8": (6, 1), "fp16": (5, 3), "fp32": (5, 0), "int4": (8, 0)}
+
+
+def check_trt_form(manifest: Dict[str, Any], onnx_dir: Path) -> None:
+    """An int4 export is buildable only in its TensorRT form (MatMulNBits / GatherBlockQuantized are ONNX Runtime
+    ops TensorRT's parser does not know)."""
+    form = (manifest.get("int4") or {}).get("form")
+    if form is not None and form != "tensorrt":
+        raise ExportError(f"{onnx_dir} is an int4 export in the {form!r} form (ONNX Runtime's MatMulNBits and "
+                          "GatherBlockQuantized); TensorRT builds the block-quantized DequantizeLinear form. Re-export "
+                          "with: rgpt4d-sdk export onnx --quantize int4 --int4-form tensorrt ...")
 
 
 def engine_key(manifest: Dict[str, Any], trt_version: str, capability) -> Dict[str, Any]:
@@ -92,6 +103,7 @@ def build_engines(onnx_dir, out, workspace_gb: float = 8.0, timing_cache: Option
     onnx_dir, out = Path(onnx_dir), Path(out)
     manifest = load_manifest(onnx_dir)
     check_files(onnx_dir, manifest["files"], f"rgpt4d-sdk export onnx --model MODEL --out {onnx_dir}")
+    check_trt_form(manifest, onnx_dir)
     if not torch.cuda.is_available():
         raise ExportError("building TensorRT engines needs an NVIDIA GPU (CUDA is not available here); build on the "
                           "machine class that will run them.")
@@ -140,7 +152,8 @@ def build_engines(onnx_dir, out, workspace_gb: float = 8.0, timing_cache: Option
         "key": engine_key(manifest, trt.__version__, capability),
         "gpu": gpu, "onnx_dir": str(onnx_dir),
         "graphs": {g: {**manifest["graphs"][g], "file": plans[g]} for g in GRAPHS},
-        **{k: manifest[k] for k in ("source", "precision", "dtype", "quantize", "profile", "spec", "llm")},
+        **{k: manifest[k] for k in ("source", "precision", "dtype", "quantize", "profile", "spec", "llm", "int4")
+           if k in manifest},
         "files": describe_files(out, plans.values()),
         "build": {"workspace_gb": workspace_gb, "opt_level": opt_level, "strongly_typed": True, "tf32": False,
                   "seconds": round(time.perf_counter() - t_all, 1)},

@@ -3,7 +3,10 @@
 Three measures, each with a threshold per precision:
 - ``vision_rel``: relative L2 error of the visual embeddings (SigLIP + TPE + projector), worst query;
 - ``logits_rel``: relative L2 error of the first generated position's logits, worst query;
-- ``answers``: share of queries whose greedy token ids are identical (and ``first_token``, whose first token is).
+- ``answers``: share of queries whose greedy token ids are identical (and ``first_token``, whose first token is),
+  also per question family (``answers_by_family``: the query's task, else its answer type);
+- int4 exports also get ``weights_rel``: the relative L2 error of every quantized LLM weight as the graph
+  dequantizes it (AWQ scales divided out) against the checkpoint's, worst layer, with the per-layer list.
 A report is written to the compiled folder's verify.json for the target it ran on; loaders refuse an engine without
 a passing report for exactly its files and weights (unless forced). The weights key is part of the verdict: an engine
 built from another checkpoint fails even if its numbers happen to be close.
@@ -29,6 +32,8 @@ THRESHOLDS: Dict[str, Dict[str, float]] = {
     "bf16": {"vision_rel": 3e-2, "logits_rel": 5e-2, "answers": 0.85},
     "int8": {"vision_rel": 1e-1, "logits_rel": 1e-1, "answers": 0.75},
     "fp8": {"vision_rel": 1e-1, "logits_rel": 1e-1, "answers": 0.75},
+    # weight-only 4-bit LLM (vision stays in the float type); docs/compiled.md gives the measurements behind these
+    "int4": {"vision_rel": 1e-2, "logits_rel": 1.5e-1, "answers": 0.6, "weights_rel": 0.15},
 }
 
 
@@ -64,6 +69,7 @@ def verify_engine(engine, reference, weights: str, queries: Optional[Sequence[Re
             "first_token": int(gen.first_logits.argmax()) == int(ref_gen.first_logits.argmax()),
             "answer_equal": gen.token_ids == ref_gen.token_ids,
             "tokens": len(ref_gen.token_ids), "prompt_positions": int(ref_fused.shape[0]),
+            "family": q.task or q.answer_type,
         })
         say(f"  {q.id}: vision {rows[-1]['vision_rel']:.2e}  logits {rows[-1]['logits_rel']:.2e}  "
             f"answer {'same' if rows[-1]['answer_equal'] else 'DIFFERENT'}")
@@ -72,8 +78,17 @@ def verify_engine(engine, reference, weights: str, queries: Optional[Sequence[Re
         "logits_rel": max(r["logits_rel"] for r in rows),
         "answers": sum(r["answer_equal"] for r in rows) / len(rows),
         "first_token": sum(r["first_token"] for r in rows) / len(rows),
+        "answers_by_family": {f: sum(r["answer_equal"] for r in rows if r["family"] == f) /
+                              sum(1 for r in rows if r["family"] == f) for f in sorted({r["family"] for r in rows})},
     }
-    failed = [k for k in ("vision_rel", "logits_rel") if not metrics[k] <= limits[k]]
+    layers = None
+    if engine.manifest.get("int4"):
+        # a TensorRT engine folder records the ONNX export it was built from, whose graphs hold the weights
+        layers = int4_weight_errors(engine.manifest.get("onnx_dir") or engine.folder, engine.manifest,
+                                    reference.model)
+        metrics["weights_rel"] = max(layers.values())
+    failed = [k for k in ("vision_rel", "logits_rel", "weights_rel") if k in limits and k in metrics
+              and not metrics[k] <= limits[k]]
     if metrics["answers"] < limits["answers"]:
         failed.append("answers")
     built_from = engine.manifest["source"]["weights"]
@@ -81,7 +96,8 @@ def verify_engine(engine, reference, weights: str, queries: Optional[Sequence[Re
         failed.insert(0, "weights")
     report = {
         "passed": not failed, "failed": failed, "precision": precision, "thresholds": limits, "metrics": metrics,
-        "queries": rows, "weights": weights, "built_from_weights": built_from,
+        "queries": rows, "weights": weights, **({"layers": layers} if layers is not None else {}),
+        "built_from_weights": built_from,
         "files_digest": files_digest(engine.manifest["files"]), "target": engine.runner.target,
         "reference": reference.engine_id, "seconds": round(time.perf_counter() - t0, 3),
     }
@@ -90,15 +106,42 @@ def verify_engine(engine, reference, weights: str, queries: Optional[Sequence[Re
     return report
 
 
+def int4_weight_errors(folder, manifest: Dict[str, Any], model) -> Dict[str, float]:
+    """{layer: relative L2 error of its weight as the int4 graph dequantizes it, against ``model``'s} (the fp32
+    reference). AWQ exports multiplied each layer's input rows by a scale; it is divided out here."""
+    from .int4 import dequantized_weights, read_awq_scales
+
+    graph_w = dequantized_weights(folder)
+    scales = read_awq_scales(folder, manifest)
+    modules = dict(model.llm.named_modules())
+    out = {}
+    for layer, info in manifest["int4"]["layers"].items():
+        w = torch.from_numpy(graph_w[info["node"]])
+        if layer == "embed_tokens":
+            ref = model.llm.get_input_embeddings().weight.detach()
+        else:
+            ref = modules[layer].weight.detach().t()  # [in, out] as the graph multiplies
+            if layer in scales:
+                s_in, s_out = scales[layer]
+                w = w / s_in.double()[:, None] * s_out.double()[None, :]
+        out[layer] = _rel(w, ref.cpu())
+    return out
+
+
 def format_report(report: Dict[str, Any]) -> str:
     m, t = report["metrics"], report["thresholds"]
     lines = [
         f"parity gate on {report['target']} ({report['precision']}), {len(report['queries'])} queries:",
         f"  vision features  rel. error {m['vision_rel']:.3e}  (limit {t['vision_rel']:.0e})",
-        f"  first logits     rel. error {m['logits_rel']:.3e}  (limit {t['logits_rel']:.0e})",
+        f"  first logits     rel. error {m['logits_rel']:.3e}  (limit {t['logits_rel']:.2g})",
         f"  greedy answers   {m['answers'] * 100:.1f} % identical (limit {t['answers'] * 100:.0f} %), "
         f"first token {m['first_token'] * 100:.1f} %",
+        "  per family       " + ", ".join(f"{f} {v * 100:.0f} %" for f, v in m.get("answers_by_family", {}).items()),
     ]
+    if "weights_rel" in m:
+        worst = max(report["layers"], key=report["layers"].get)
+        lines.append(f"  int4 weights     rel. error {m['weights_rel']:.3e} worst ({worst}; limit "
+                     f"{t['weights_rel']:.2f}), {len(report['layers'])} layers")
     if "weights" in report["failed"]:
         lines.append("  weights          the engine was built from ANOTHER checkpoint than the reference")
     lines.append("PASSED: the engine is marked valid." if report["passed"] else
