@@ -548,8 +548,8 @@ def recommend(a: Arch, device: Device, backends: Mapping[str, bool], num_frames:
     """Backend, precision, frame limit and batch size for ``device`` (``backends``: which are usable here).
 
     On a GPU the backend is TensorRT, else ONNX Runtime's CUDA provider, else torch; precisions are tried in order of
-    preference (CPU: fp32, bf16; GPU: bf16 or, below sm_80, fp16, then the 8-bit precisions of a compiled backend)
-    and the first whose plan fits with at least one frame is taken."""
+    preference (CPU: fp32, bf16; GPU: bf16 or, below sm_80, fp16, then the 8-bit precisions and the 4-bit weight-only
+    form of a compiled backend) and the first whose plan fits with at least one frame is taken."""
     backend = "torch"
     if device.kind == "cuda" and backends.get("tensorrt"):
         backend = "tensorrt"
@@ -560,21 +560,25 @@ def recommend(a: Arch, device: Device, backends: Mapping[str, bool], num_frames:
     else:
         order = ["bf16" if precision_problem("bf16", device.compute_capability) is None else "fp16"]
         if backend != "torch":
-            order += [p for p in ("fp8", "int8") if precision_problem(p, device.compute_capability) is None]
+            # then 4-bit weights (weight-only, `export onnx --quantize int4`), which a Jetson module may need to fit
+            order += [p for p in ("fp8", "int8", "int4") if precision_problem(p, device.compute_capability) is None]
+    # the frame search sizes the engine for batch 1 (a TensorRT profile's batch limit sizes its activation buffer);
+    # the batch check below then sizes it for the frames and batch it recommends, so both describe one engine
     for precision in order:
-        plan = plan_memory(a, device, precision, num_frames, 1, backend=backend)
+        plan = plan_memory(a, device, precision, num_frames, 1, backend=backend, max_batch=1)
         if plan.max_frames:
             break
     else:
         precision = order[0]
-        plan = plan_memory(a, device, precision, num_frames, 1, backend=backend)
+        plan = plan_memory(a, device, precision, num_frames, 1, backend=backend, max_batch=1)
     if device.kind == "cpu" and precision == "fp32" and backends.get("onnxruntime"):
         backend = "onnxruntime"  # the same fp32 graphs, less per-query overhead on the CPU (bench/backends.py)
     frames = min(num_frames, plan.max_frames or 0)
     batch = 0
     if frames:
         for b in (8, 4, 2, 1):
-            if plan_memory(a, device, precision, frames, b, search=False, backend=backend).fits:
+            if plan_memory(a, device, precision, frames, b, search=False, backend=backend, max_frames=frames,
+                           max_batch=b).fits:
                 batch = b
                 break
     if not frames:

@@ -223,3 +223,24 @@ def test_int4_layout_equals_onnxruntime_matmulnbits(k, n, float_type, zero_point
     assert [node.op_type for node in model.graph.node] == ["MatMulNBits"]
     stored = sum(numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
     assert stored == matrix_bytes(n, k, "int4", float_type, 32, zero_point)
+
+
+def test_recommend_picks_int4_where_only_4_bit_weights_fit_and_describes_one_engine():
+    a = plan.arch_of(arch="8b")
+    nx = plan.find_device("Orin-NX-16GB")
+    rec = plan.recommend(a, nx, {"tensorrt": True})
+    assert rec["backend"] == "tensorrt" and rec["precision"] == "int4"
+    # the frames and batch it recommends fit together, in an engine profile sized for exactly them
+    frames, batch = rec["max_frames"], rec["batch_size"]
+    assert frames and batch
+    p = plan.plan_memory(a, nx, "int4", frames, batch, search=False, backend="tensorrt", max_frames=frames,
+                         max_batch=batch)
+    assert p.fits
+    if batch < 8:  # and the next batch up does not
+        up = {1: 2, 2: 4, 4: 8}[batch]
+        assert not plan.plan_memory(a, nx, "int4", frames, up, search=False, backend="tensorrt", max_frames=frames,
+                                    max_batch=up).fits
+    # where bf16 fits, 4-bit weights are not recommended
+    assert plan.recommend(a, plan.find_device("H100"), {"tensorrt": True})["precision"] == "bf16"
+    # without a compiled backend there is no int4 path: the NX verdict says it does not fit
+    assert plan.recommend(a, nx, {})["max_frames"] is None
