@@ -109,6 +109,7 @@ class TorchOptions(BackendOptions):
     vision_cache_mb: Optional[float] = None
 
     def options(self) -> Dict[str, Any]:
+        """max_frames and vision_cache_mb, where set."""
         out = super().options()
         if self.vision_cache_mb is not None:
             out["vision_cache_mb"] = self.vision_cache_mb
@@ -122,6 +123,7 @@ class CompiledOptions(BackendOptions):
     compiled: Optional[str] = None
 
     def options(self) -> Dict[str, Any]:
+        """max_frames and compiled, where set."""
         out = super().options()
         if self.compiled is not None:
             out["compiled"] = self.compiled
@@ -159,6 +161,7 @@ class LazyEngine:
         self.loaded = False
 
     def get(self):
+        """The engine: the given one, or the one loaded from ``config`` (loaded on the first call only)."""
         if self.engine is None:
             if not self.config.model:
                 raise ConfigError(self.missing_model)
