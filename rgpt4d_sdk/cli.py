@@ -113,7 +113,7 @@ def query(
                                               "(median frame gap outside 0.1 ms..10 s)."),
 ) -> None:
     """Answer one region query about a video or an image folder."""
-    from . import Engine
+    from .engine.config import EngineConfig
     from .types import Clip, RegionQuery
 
     try:
@@ -125,7 +125,7 @@ def query(
                 else Clip.from_image_folder(images, timestamps, num_frames=num_frames, check_units=time_unit_check))
         q = RegionQuery(clip, [parse_region(r) for r in region], question, options=list(option),
                         answer_type=answer_type, prompt_mode=mode, id="cli")
-        engine = Engine.from_pretrained(model, device=device, dtype=dtype)
+        engine = EngineConfig(model=model, device=device, dtype=dtype, max_frames=None).build().load()
         ans = engine.answer(q)
     except RGPT4DError as e:
         _fail(e)

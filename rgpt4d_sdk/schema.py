@@ -98,21 +98,41 @@ def _plural(text: str) -> str:
     return text
 
 
+def _items(metadata: Sequence[Any]) -> Iterator[Any]:
+    """The constraint objects of ``Annotated`` metadata (a pydantic `Field` holds its own in ``.metadata``)."""
+    for meta in metadata:
+        yield from getattr(meta, "metadata", None) or [meta]
+
+
+def bounds(hint: Any) -> Dict[str, Any]:
+    """The ``gt``/``ge``/``lt``/``le`` bounds of an ``Annotated`` type hint ({} when it has none); what
+    `describe` says in words and what the ROS node declares as a parameter's range."""
+    if typing.get_origin(hint) is not typing.Annotated:
+        return {}
+    return _bounds(typing.get_args(hint)[1:])
+
+
+def _bounds(metadata: Sequence[Any]) -> Dict[str, Any]:
+    found: Dict[str, Any] = {}
+    for item in _items(metadata):
+        for name in ("gt", "ge", "lt", "le"):
+            if getattr(item, name, None) is not None:
+                found[name] = getattr(item, name)
+    return found
+
+
 def _constraints(metadata: Sequence[Any]) -> str:
     """" >= 1", " in (0, 1]", " matching ^cuda..." from pydantic `Field` / annotated-types metadata."""
-    bounds: Dict[str, Any] = {}
-    pattern = None
     for meta in metadata:
         if getattr(meta, "description", None):  # a Field(description=...) says what is allowed in words
             return f" ({meta.description})"
-        for item in getattr(meta, "metadata", None) or [meta]:
-            for name in ("gt", "ge", "lt", "le"):
-                if getattr(item, name, None) is not None:
-                    bounds[name] = getattr(item, name)
-            if getattr(item, "pattern", None):
-                pattern = item.pattern
-    lo = ("(", bounds["gt"]) if "gt" in bounds else ("[", bounds["ge"]) if "ge" in bounds else None
-    hi = (")", bounds["lt"]) if "lt" in bounds else ("]", bounds["le"]) if "le" in bounds else None
+    limits = _bounds(metadata)
+    pattern = None
+    for item in _items(metadata):
+        if getattr(item, "pattern", None):
+            pattern = item.pattern
+    lo = ("(", limits["gt"]) if "gt" in limits else ("[", limits["ge"]) if "ge" in limits else None
+    hi = (")", limits["lt"]) if "lt" in limits else ("]", limits["le"]) if "le" in limits else None
     text = ""
     if lo and hi:
         text = f" in {lo[0]}{lo[1]}, {hi[1]}{hi[0]}"
@@ -183,5 +203,5 @@ def section_of(what: str) -> str:
     return what if all(p.isidentifier() for p in what.split(".")) else ""
 
 
-__all__ = ["SchemaError", "check_mapping", "check_instance", "check_value", "describe", "in_config_file",
+__all__ = ["SchemaError", "bounds", "check_mapping", "check_instance", "check_value", "describe", "in_config_file",
            "section_of"]

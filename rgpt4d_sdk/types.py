@@ -129,6 +129,7 @@ class Frame:
     camera_id: str = "camera"
     source: str = ""
     camera: Optional[Any] = None
+    _digest: Optional[Tuple[np.ndarray, str]] = field(default=None, init=False, repr=False, compare=False)  # digest()
 
     def __post_init__(self) -> None:
         if self.timestamp_s is None:
@@ -144,12 +145,12 @@ class Frame:
     def digest(self) -> str:
         """Hash of the pixels (engines key their vision cache with it). Computed once per image array: a frame's
         pixels are treated as immutable once it is built (assign a new array rather than editing it in place)."""
-        cached = self.__dict__.get("_digest")
+        cached = self._digest
         if cached is None or cached[0] is not self.image:
             from .engine.cache import content_hash
 
             cached = (self.image, content_hash(self.image))
-            self.__dict__["_digest"] = cached
+            self._digest = cached
         return cached[1]
 
 

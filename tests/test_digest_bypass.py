@@ -77,5 +77,5 @@ def test_analyze_passes_verify_digests_to_the_engine(monkeypatch, tmp_path):
     cfg = AnalyzeConfig.from_dict({"source": "nuscenes", "nuscenes": {"dataroot": str(tmp_path), "version": "v1.0-mini"},
                                    "engine": {"model": "/m", "backend": "onnxruntime", "compiled": "/c",
                                               "verify_digests": True}})
-    assert R._get_engine(cfg, {}) == "engine" and seen["verify_digests"] is True
+    assert R.LazyEngine(cfg.engine).get() == "engine" and seen["verify_digests"] is True
     shutil.rmtree(tmp_path, ignore_errors=True)

@@ -169,3 +169,47 @@ def test_cuda_graph_decoding_matches_dynamic_decoding(tiny_ckpt_dir):
     queries = varied_queries()
     assert [graphs.answer(q).token_ids for q in queries] == [dynamic.answer(q).token_ids for q in queries]
     assert graphs._static.use_graph and graphs._static.graph is not None
+
+
+def test_static_failure_falls_back_to_dynamic_once_and_says_why(tiny_ckpt_dir, reference, monkeypatch):
+    """decode="auto" on a GPU whose driver refuses graph capture: the answer comes from the dynamic cache, a warning
+    says why once, and `stats` shows the mode in effect. (CPU stands in: static decoding is forced to be chosen and
+    its decoder to fail as a refused capture does.)"""
+    engine = fresh(tiny_ckpt_dir, vision_cache_mb=0, prefix_reuse=False)
+    assert engine.stats()["decode_mode"] == "auto" and engine.stats()["decode_fallback"] is None
+    attempts = []
+
+    def refused():
+        attempts.append(1)
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(engine, "_static_fits", lambda embeds, limit: engine.decode_mode == "auto")  # as on CUDA
+    monkeypatch.setattr(engine, "_static_decoder", refused)
+    queries = varied_queries()[:3]
+    with pytest.warns(UserWarning, match="static-cache decoding failed") as seen:
+        got = [engine.answer(q).token_ids for q in queries]
+    assert got == [reference.answer(q).token_ids for q in queries]
+    assert len(seen) == 1 and len(attempts) == 1  # given up for good after the first failure
+    stats = engine.stats()
+    assert stats["decode_mode"] == "dynamic" and engine.decode == "auto"
+    assert stats["decode_fallback"] == "RuntimeError: operation not permitted when stream is capturing"
+    strict = fresh(tiny_ckpt_dir, decode="static", vision_cache_mb=0, prefix_reuse=False)
+    monkeypatch.setattr(strict, "_static_decoder", refused)
+    with pytest.raises(RuntimeError, match="capturing"):  # decode="static" never falls back
+        strict.answer(queries[0])
+
+
+def test_answer_many_groups_once_and_a_direct_batch_is_grouped_alike(tiny_ckpt_dir, reference):
+    queries = varied_queries()
+    want = [reference.answer(q).token_ids for q in queries]
+    engine = fresh(tiny_ckpt_dir)
+    calls = []
+    signature = engine._prefix_signature
+    engine._prefix_signature = lambda prep, i: calls.append(i) or signature(prep, i)
+    assert [a.token_ids for a in engine.answer_many(queries, batch_size=16)] == want
+    assert len(calls) == len(queries)  # once per query, in answer_many; _run_batch takes its grouping
+    preps = [engine.prepare(q) for q in queries]  # not through answer_many: _run_batch groups them itself
+    assert all(p.prefix_group is None for p in preps)
+    groups = engine._batch_groups(preps)
+    assert sorted(len(g) for g in groups if len(g) > 1) == [6]  # the six questions on one clip with the same marks
+    assert [engine._to_answer(p, g).token_ids for p, g in zip(preps, engine._run_batch(preps))] == want

@@ -463,3 +463,43 @@ def test_configure_loads_a_verified_compiled_engine_and_refuses_others(ros, tiny
             assert client.state() == State.PRIMARY_STATE_UNCONFIGURED
     finally:
         server.set_parameters([Parameter("backend", value="torch"), Parameter("compiled", value="")])
+
+
+def test_declared_parameters_carry_descriptions_and_engine_fields_their_ranges():
+    """Every parameter's description reaches ROS; the engine parameters are the EngineConfig fields (default, help
+    text, constraints), read back as an EngineConfig; a bounded field's range is one ROS enforces."""
+    from rgpt4d_sdk.analyze.config import ExecutorConfig
+    from rgpt4d_sdk.engine.config import HELP, EngineConfig, OrtOptions
+    from rgpt4d_sdk.ros.node import ENGINE_PARAMETERS, PARAMETERS
+    from rgpt4d_sdk.ros.params import field_descriptor
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = RegionQueryNode("rgpt4d_params", context=context, parameter_overrides=[
+        Parameter("backend", value="onnxruntime"), Parameter("compiled", value="/exports/tiny")])
+    try:
+        for name, (default, description) in PARAMETERS.items():
+            assert description and node.describe_parameter(name).description == description, name
+        fields = EngineConfig.__dataclass_fields__
+        for name in ENGINE_PARAMETERS:
+            assert PARAMETERS[name] == (fields[name].default, fields[name].metadata[HELP])
+        assert node.describe_parameter("device").additional_constraints == "must be a string (auto, cpu, cuda or cuda:N)"
+        assert node.describe_parameter("preencode").dynamic_typing  # a bare on/off in YAML is a boolean
+        assert node.get_parameter("buffer_frames").value == 90 and node.get_parameter("model").value == ""
+        cfg = node.engine_config()
+        assert cfg == EngineConfig(backend="onnxruntime", compiled="/exports/tiny", max_frames=None)
+        assert cfg.build() == OrtOptions(model="", compiled="/exports/tiny")
+        for name in ("batch_size", "max_frames"):  # bounded fields: ge=1
+            d = field_descriptor(EngineConfig, name)
+            assert [(r.from_value, r.to_value) for r in d.integer_range] == [(1, 2 ** 63 - 1)]
+            node.declare_parameter(f"bounded.{name}", 4, d)
+            assert not node.set_parameters([Parameter(f"bounded.{name}", value=0)])[0].successful
+            assert node.set_parameters([Parameter(f"bounded.{name}", value=1)])[0].successful
+        d = field_descriptor(ExecutorConfig, "cpus_per_worker")  # gt=0: from the float just above 0
+        assert [(r.from_value, r.to_value) for r in d.floating_point_range] == [(5e-324, math.inf)]
+        node.declare_parameter("bounded.cpus", 1.0, d)
+        assert not node.set_parameters([Parameter("bounded.cpus", value=0.0)])[0].successful
+        assert node.set_parameters([Parameter("bounded.cpus", value=0.5)])[0].successful
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)

@@ -18,35 +18,13 @@ from pydantic import Field
 
 from ..config import from_mapping, load_yaml_file
 from ..schema import SchemaError, in_config_file
-from ..device import DEVICE_CHOICES, DEVICE_PATTERN
+from ..engine.config import EngineConfig  # noqa: F401 - the engine section; declared with the engine
 from ..errors import ConfigError
 from ..eval.questions import QuestionConfig
 from .store import atomic_write_text
 
 SOURCES = ("nuscenes", "rosbag")
 OWN_QUESTIONS = ("rosbag",)  # sources whose units bring their questions: the questions section does not apply
-
-
-@dataclass
-class EngineConfig:
-    """Which model answers, and how. ``model`` is a checkpoint folder in the released layout or a hub id."""
-
-    model: str = ""
-    backend: str = "torch"  # torch | onnxruntime | tensorrt
-    compiled: Optional[str] = ""  # the export / engine folder of a compiled backend (loaded, never built)
-    device: Annotated[str, Field(pattern=DEVICE_PATTERN, description=DEVICE_CHOICES)] = "auto"
-    dtype: str = "auto"
-    batch_size: Annotated[int, Field(ge=1)] = 8
-    max_frames: Annotated[int, Field(ge=1)] = 16
-    verify_digests: bool = False  # hash compiled files afresh instead of trusting the digest cache
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.verify_digests, bool):
-            raise ConfigError(f"engine.verify_digests must be true or false, got {self.verify_digests!r}.")
-        if int(self.batch_size) < 1:
-            raise ConfigError(f"engine.batch_size must be >= 1, got {self.batch_size}.")
-        if int(self.max_frames) < 1:
-            raise ConfigError(f"engine.max_frames must be >= 1, got {self.max_frames}.")
 
 
 EXECUTORS = ("local", "ray")
@@ -150,7 +128,7 @@ class AnalyzeConfig:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         for key in (self.source, "questions", "engine", "executor"):
             if key in out:
-                out[key] = _plain(asdict(out[key]))
+                out[key] = plain(out[key])
         return out
 
     def fingerprint(self, shard: bool = True) -> str:
@@ -171,12 +149,14 @@ class AnalyzeConfig:
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _plain(value: Any) -> Any:
-    """Tuples -> lists, recursively, so the YAML dump is plain."""
+def plain(value: Any) -> Any:
+    """Dataclass instances -> dicts and tuples -> lists, recursively, so a YAML or JSON dump is plain."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return plain(asdict(value))
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 

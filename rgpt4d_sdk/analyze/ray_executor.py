@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import traceback
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
+from ..engine.config import LazyEngine
 from ..optional import need
-from .config import AnalyzeConfig
+from .config import AnalyzeConfig, plain
 
 STAT_FIELDS = ("adapter_s", "engine_s")
 
@@ -39,7 +39,7 @@ class UnitWorker:
         self.out = Path(out)
         self.source = open_source(self.cfg)
         self.units = {u.id: u for u in self.source.units()}
-        self.holder: Dict[str, Any] = {"engine": None}
+        self.engines = LazyEngine(self.cfg.engine)
 
     def __call__(self, batch: Dict[str, Any]) -> Dict[str, List[str]]:
         from .runner import RunStats, _finalise, _unit_problem_row, _unit_rows
@@ -49,7 +49,7 @@ class UnitWorker:
             unit = self.units[str(unit_id)]
             stats = RunStats(str(self.out), "")
             try:
-                rows = _unit_rows(unit, self.source, self.cfg, self.out, self.holder, stats)
+                rows = _unit_rows(unit, self.source, self.cfg, self.out, self.engines, stats)
             except Exception as e:  # a worker never lets one clip fail the job: it becomes that clip's error row
                 base = {"unit_id": unit.id, "source": self.source.name, "scene": unit.scene, "camera": unit.camera,
                         "clip_index": unit.clip_index}
@@ -73,7 +73,7 @@ def ray_unit_rows(cfg: AnalyzeConfig, out: Path, todo: Sequence, stats, echo) ->
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the driver shows one bar, per clip
     by_id = {u.id: u for u in todo}
-    config = json.dumps(_plain(cfg.to_dict()))
+    config = json.dumps(plain(cfg.to_dict()))
     ds = ray.data.from_items([{"unit_id": u.id} for u in todo], override_num_blocks=len(todo))
     results = ds.map_batches(UnitWorker, fn_constructor_kwargs={"config": config, "out": str(out)}, batch_size=1,
                              concurrency=int(ex.num_workers), num_gpus=float(ex.gpus_per_worker) or None,
@@ -89,12 +89,3 @@ def ray_unit_rows(cfg: AnalyzeConfig, out: Path, todo: Sequence, stats, echo) ->
         _finalise(rows, stats)  # counts rows, errors, skips and answers on the driver (rows are already final)
         yield by_id[str(item["unit_id"])], rows
 
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "__dataclass_fields__"):
-        return _plain(asdict(value))
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value

@@ -30,6 +30,7 @@ from ..eval.scoring import match_choice
 from ..eval.questions import QuestionSpec, make_questions
 from ..prompt.parse import parse_number, to_si
 from ..device import check_device
+from ..engine.config import MISSING_MODEL, LazyEngine
 from ..outdir import ensure_output_dir
 from ..types import RegionQuery
 from .config import AnalyzeConfig, parse_shard, write_yaml
@@ -130,20 +131,20 @@ def run_analysis(cfg: AnalyzeConfig, engine=None, echo: Optional[Echo] = None) -
                      units_skipped_done=len(units) - len(todo))
     if stats.units_skipped_done:
         echo(f"resuming: {stats.units_skipped_done} of {len(units)} clips already done in {out}")
-    holder: Dict[str, Any] = {"engine": engine}
+    engines = LazyEngine(cfg.engine, engine)
     ray = cfg.executor.kind == "ray" and engine is None
     if any(not u.problem for u in todo):
         if ray:  # the actors load it; here only check that it is there and complete
             _check_model(cfg)
         else:
-            _get_engine(cfg, holder)  # a missing or broken checkpoint is reported before any clip is processed
+            engines.get()  # a missing or broken checkpoint is reported before any clip is processed
     bar = _progress(cfg, len(units), stats.units_skipped_done)
     if ray:
         from .ray_executor import ray_unit_rows
 
         finished_rows = ray_unit_rows(cfg, out, todo, stats, echo)
     else:
-        finished_rows = ((u, _unit_rows(u, source, cfg, out, holder, stats)) for u in todo)
+        finished_rows = ((u, _unit_rows(u, source, cfg, out, engines, stats)) for u in todo)
     try:
         for unit, new in finished_rows:  # rows of one clip, in the order clips finish
             for r in new:
@@ -181,25 +182,11 @@ def _check_model(cfg: AnalyzeConfig) -> None:
     from ..model.checkpoint import read_checkpoint
 
     if not cfg.engine.model:
-        raise ConfigError("engine.model is empty; pass --model DIR (a checkpoint in the released layout) or a hub id.")
+        raise ConfigError(MISSING_MODEL)
     read_checkpoint(cfg.engine.model)
 
 
-def _get_engine(cfg: AnalyzeConfig, holder: Dict[str, Any]):
-    if holder.get("engine") is None:
-        from ..engine.base import Engine
-
-        e = cfg.engine
-        if not e.model:
-            raise ConfigError(
-                "engine.model is empty; pass --model DIR (a checkpoint in the released layout) or a hub id.")
-        extra = {"compiled": e.compiled} if e.compiled else {}
-        holder["engine"] = Engine.from_pretrained(e.model, backend=e.backend, device=e.device, dtype=e.dtype,
-                                                  max_frames=e.max_frames, verify_digests=e.verify_digests, **extra)
-    return holder["engine"]
-
-
-def _unit_rows(unit, source, cfg: AnalyzeConfig, out: Path, holder: Dict[str, Any], stats: RunStats) -> List[dict]:
+def _unit_rows(unit, source, cfg: AnalyzeConfig, out: Path, engines: LazyEngine, stats: RunStats) -> List[dict]:
     base = {"unit_id": unit.id, "source": source.name, "scene": unit.scene, "camera": unit.camera,
             "clip_index": unit.clip_index}
     if unit.problem:
@@ -235,7 +222,7 @@ def _unit_rows(unit, source, cfg: AnalyzeConfig, out: Path, holder: Dict[str, An
             row.update(status="error", error=f"{type(e).__name__}: {e}")
     if queries:
         t1 = time.perf_counter()
-        answers = _answer_all(_get_engine(cfg, holder), [q for _, q in queries], cfg.engine.batch_size)
+        answers = _answer_all(engines.get(), [q for _, q in queries], cfg.engine.batch_size)
         stats.engine_s += time.perf_counter() - t1
         for (row, _), ans in zip(queries, answers):
             _fill_answer(row, ans, adapter_s / max(len(queries), 1))

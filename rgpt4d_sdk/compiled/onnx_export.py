@@ -156,6 +156,7 @@ def export_onnx(
     need("onnx", "onnx")
     need("onnxscript", "onnx")
     from ..model.nvila import NvilaModel
+    from ..model.qwen2_layer import attention_dims
 
     say = progress or (lambda msg: None)
     check_export_options(max_frames=max_frames, max_batch=max_batch, max_seq=max_seq)
@@ -183,11 +184,11 @@ def export_onnx(
     context = int(getattr(model.llm.config, "max_position_embeddings", 32768))
     profile = ShapeProfile.default(model.spec, context, max_frames, max_batch, max_seq)
     cfg = model.llm.config
+    heads, kv_heads, head_dim = attention_dims(cfg)
     llm_info = {
-        "num_layers": int(cfg.num_hidden_layers), "num_kv_heads": int(cfg.num_key_value_heads),
-        "head_dim": int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads),
+        "num_layers": int(cfg.num_hidden_layers), "num_kv_heads": kv_heads, "head_dim": head_dim,
         "hidden_size": int(cfg.hidden_size), "vocab_size": int(model.llm.lm_head.out_features),
-        "num_heads": int(cfg.num_attention_heads), "intermediate_size": int(cfg.intermediate_size),
+        "num_heads": heads, "intermediate_size": int(cfg.intermediate_size),
         "context_length": context,
     }
     int4_info, awq_scales = None, None
@@ -268,12 +269,13 @@ def _export_graphs(model, out: Path, opset: int, say) -> Dict[str, Dict[str, Any
     """Trace and write vision.onnx, embed.onnx and decoder.onnx with named dynamic axes."""
     from torch.export import Dim
 
+    from ..model.qwen2_layer import attention_dims
+
     spec, dev = model.spec, model.device
     dt = model.dtype
     llm = model.llm.config
     n_layers = int(llm.num_hidden_layers)
-    kv = int(llm.num_key_value_heads)
-    hd = int(getattr(llm, "head_dim", None) or llm.hidden_size // llm.num_attention_heads)
+    _, kv, hd = attention_dims(llm)
     dyn = Dim.DYNAMIC
     graphs: Dict[str, Dict[str, Any]] = {}
 

@@ -70,12 +70,12 @@ def calibration_feeds(model, queries: Sequence[RegionQuery]) -> Dict[str, List[D
     """Inputs of the vision graph and of a decoder prefill for each calibration query (computed with the torch model
     the export was traced from)."""
     from ..engine.torch_backend import TorchEngine
+    from ..model.qwen2_layer import attention_dims
 
     engine = TorchEngine(model, max_frames=max(len(q.clip) for q in queries))
     vision, decoder = [], []
     cfg = model.llm.config
-    n_layers, kv = int(cfg.num_hidden_layers), int(cfg.num_key_value_heads)
-    hd = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+    n_layers, (_, kv, hd) = int(cfg.num_hidden_layers), attention_dims(cfg)
     from ..model.processor import preprocess_images
 
     for q in queries:

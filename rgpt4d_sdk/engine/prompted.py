@@ -42,6 +42,7 @@ class PreparedQuery:
     timings: Dict[str, float] = field(default_factory=dict)
     image_keys: List[tuple] = field(default_factory=list)  # frame identities (vision cache, prefix groups)
     should_stop: Optional[Callable[[], bool]] = None  # checked before every decode step (cancel, deadline)
+    prefix_group: Any = None  # the prefix signature `answer_many` grouped it by (`_prefix_signature`)
 
 
 class LazyImages(Sequence):
@@ -86,6 +87,7 @@ class PromptedEngine(Engine):
         self.max_new_tokens = {**DEFAULT_MAX_NEW_TOKENS, **(max_new_tokens or {})}
         ids = (tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id)
         self.stop_ids = sorted({i for i in ids if i is not None})
+        self._som_memo: "OrderedDict[tuple, tuple]" = OrderedDict()  # see `_som`
 
     # ------------------------------------------------------------------------------------------ public API
     def answer(self, query: RegionQuery, max_new_tokens: Optional[int] = None,
@@ -122,8 +124,9 @@ class PromptedEngine(Engine):
                     raise
                 results[i] = e
         groups: Dict[Any, List[int]] = {}
-        for i, prep in preps.items():
-            groups.setdefault(self._prefix_signature(prep, i), []).append(i)
+        for i, prep in preps.items():  # backends take the grouping from the queries (`prefix_group`)
+            prep.prefix_group = self._prefix_signature(prep, i)
+            groups.setdefault(prep.prefix_group, []).append(i)
         order = [i for members in groups.values() for i in members]
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
@@ -221,7 +224,7 @@ class PromptedEngine(Engine):
         frame0 = query.clip.frames[0]
         if not self.identify_images:
             return render_som(frame0.image, query.regions), None
-        memo = self.__dict__.setdefault("_som_memo", OrderedDict())
+        memo = self._som_memo
         key = (frame0.digest(), regions_signature(query.regions))
         hit = memo.get(key)
         if hit is None:

@@ -73,7 +73,8 @@ class TorchEngine(PromptedEngine):
         self.identify_images = self.vision_cache is not None or self.prefix_reuse or self.prefix_cache is not None
         if decode not in ("auto", "dynamic", "static"):
             raise ConfigError(f"decode {decode!r} is unknown; choose auto, dynamic or static.")
-        self.decode = decode
+        self.decode = decode  # as asked for; `decode_mode` is what is in effect
+        self.decode_fallback: Optional[str] = None  # why static decoding was given up ("auto" only), if it was
         ppf = model.spec.positions_per_frame
         self.static_len = int(static_len or min(context, (self.max_frames + 1) * ppf + 640))
         self._static: Optional[StaticDecoder] = None
@@ -153,39 +154,85 @@ class TorchEngine(PromptedEngine):
         """(L, D) fused input embeddings of one prepared query."""
         return self.model.fuse(prep.input_ids, self._image_embeds(prep)).inputs_embeds
 
+    # ------------------------------------------------------------------------------------------ one batch
     def _run_batch(self, batch: List[PreparedQuery]) -> List[Generation]:
-        groups: "OrderedDict[Any, List[int]]" = OrderedDict()
-        for i, prep in enumerate(batch):
-            groups.setdefault(self._prefix_signature(prep, i), []).append(i)
+        """One batch in three steps: group the queries by shared prompt prefix (`_batch_groups`), run those that
+        share it with no other (`_run_singles`), then each group (`_run_group`: its prefix prefilled once)."""
+        groups = self._batch_groups(batch)
         out: List[Optional[Generation]] = [None] * len(batch)
-        singles = [i for members in groups.values() if len(members) == 1 for i in members]
-        if self.prefix_cache is not None:
-            for i in [i for i in singles if batch[i].image_keys]:
-                out[i] = self._run_cached(batch[i])
-            singles = [i for i in singles if out[i] is None]
-        if singles:
-            embeds = [self._prefill_inputs(batch[i]) for i in singles]
-            self._count(prefill_positions=sum(int(e.shape[0]) for e in embeds), queries=len(singles))
-            limit = max(batch[i].max_new_tokens for i in singles)
-            stop = _all_stop([batch[i] for i in singles])
-            gens = None
-            if len(singles) == 1 and self._static_fits(embeds[0], limit):
-                try:
-                    gens = [self._static_decoder().generate(embeds[0], self.stop_ids, limit, should_stop=stop)]
-                except (RuntimeError, ValueError) as e:  # e.g. graph capture refused by this GPU/driver
-                    if self.decode == "static":
-                        raise
-                    warnings.warn(f"static-cache decoding failed ({e}); using the dynamic cache from now on.")
-                    self.decode = "dynamic"
-            if gens is None:
-                gens = greedy_decode(hf_step(self.model.llm), embeds, self.stop_ids, limit, should_stop=stop)
-            for i, g in zip(singles, gens):
-                out[i] = g
-        for members in groups.values():
+        singles = [members[0] for members in groups if len(members) == 1]
+        for i, g in zip(singles, self._run_singles([batch[i] for i in singles])):
+            out[i] = g
+        for members in groups:
             if len(members) > 1:
                 for i, g in zip(members, self._run_group([batch[i] for i in members])):
                     out[i] = g
         return out  # type: ignore[return-value]
+
+    def _batch_groups(self, batch: Sequence[PreparedQuery]) -> List[List[int]]:
+        """Positions in ``batch`` grouped by prefix signature, groups in order of first appearance. `answer_many`
+        computed every query's signature when it grouped them (``prefix_group``); it is computed here only for a
+        batch that did not come from there."""
+        keys = [prep.prefix_group for prep in batch]
+        if any(k is None for k in keys):
+            keys = [self._prefix_signature(prep, i) for i, prep in enumerate(batch)]
+        groups: "OrderedDict[Any, List[int]]" = OrderedDict()
+        for i, key in enumerate(keys):
+            groups.setdefault(key, []).append(i)
+        return list(groups.values())
+
+    def _run_singles(self, preps: List[PreparedQuery]) -> List[Generation]:
+        """Queries that share no prefix within their batch: with the prefix cache on, each query with frame
+        identities goes through it (`_run_cached`); the others are prefilled whole and decoded together (`_decode`)."""
+        out: List[Optional[Generation]] = [None] * len(preps)
+        if self.prefix_cache is not None:
+            for j, prep in enumerate(preps):
+                if prep.image_keys:
+                    out[j] = self._run_cached(prep)
+        rest = [j for j, g in enumerate(out) if g is None]
+        if rest:
+            for j, g in zip(rest, self._decode([preps[j] for j in rest])):
+                out[j] = g
+        return out  # type: ignore[return-value]
+
+    def _decode(self, preps: List[PreparedQuery]) -> List[Generation]:
+        """Prefill whole prompts and decode greedily: a single query on the static KV cache when `_static_fits` (and
+        static decoding has not failed before), else every query on the dynamic cache."""
+        embeds = [self._prefill_inputs(p) for p in preps]
+        self._count(prefill_positions=sum(int(e.shape[0]) for e in embeds), queries=len(preps))
+        limit = max(p.max_new_tokens for p in preps)
+        stop = _all_stop(preps)
+        if len(preps) == 1 and self._static_fits(embeds[0], limit):
+            gen = self._decode_static(embeds[0], limit, stop)
+            if gen is not None:
+                return [gen]
+        return greedy_decode(hf_step(self.model.llm), embeds, self.stop_ids, limit, should_stop=stop)
+
+    def _decode_static(self, embeds: torch.Tensor, limit: int, stop) -> Optional[Generation]:
+        """One query on the static KV cache (replayed as a CUDA graph on CUDA); None when it failed in "auto" mode
+        (the caller decodes on the dynamic cache). With decode="static" the error is raised instead."""
+        try:
+            return self._static_decoder().generate(embeds, self.stop_ids, limit, should_stop=stop)
+        except (RuntimeError, ValueError) as e:  # e.g. graph capture refused by this GPU/driver
+            if self.decode == "static":
+                raise
+            self._fall_back_to_dynamic(e)
+            return None
+
+    def _fall_back_to_dynamic(self, error: Exception) -> None:
+        """Give up static decoding for the life of this engine: ``decode_fallback`` keeps the reason (see `stats`),
+        and a warning says so once."""
+        with self._lock:
+            first = self.decode_fallback is None
+            if first:
+                self.decode_fallback = f"{type(error).__name__}: {error}"
+        if first:
+            warnings.warn(f"static-cache decoding failed ({error}); using the dynamic cache from now on.")
+
+    @property
+    def decode_mode(self) -> str:
+        """The decoding in effect: ``decode`` as asked for, or "dynamic" once static decoding failed."""
+        return "dynamic" if self.decode_fallback is not None else self.decode
 
     # ------------------------------------------------------------------------------------------ prefix cache
     def _last_image(self, ids: Sequence[int]) -> int:
@@ -249,7 +296,8 @@ class TorchEngine(PromptedEngine):
         return gen
 
     def _static_fits(self, embeds: torch.Tensor, limit: int) -> bool:
-        use = self.decode == "static" or (self.decode == "auto" and embeds.device.type == "cuda")
+        use = self.decode == "static" or (self.decode == "auto" and self.decode_fallback is None
+                                          and embeds.device.type == "cuda")
         return use and int(embeds.shape[0]) + limit <= self.static_len
 
     def _static_decoder(self) -> StaticDecoder:
@@ -263,7 +311,7 @@ class TorchEngine(PromptedEngine):
         text before them). Without frame identities or with reuse off, every query is its own group."""
         if not self.prefix_reuse or not prep.image_keys:
             return ("single", index)
-        last = max(i for i, t in enumerate(prep.input_ids) if t == self.model.image_token_id)
+        last = self._last_image(prep.input_ids)
         times = prep.image_times.numpy().tobytes()  # bytes, so that NaN (no TPE) compares equal to NaN
         return (tuple(prep.image_keys), times, tuple(prep.input_ids[:last + 1]))
 
@@ -271,7 +319,7 @@ class TorchEngine(PromptedEngine):
         """Prefill the shared prefix once (or take it from the prefix cache), then every query's own tokens on a copy
         of its KV cache."""
         ids = [p.input_ids for p in preps]
-        cut = max(i for i, t in enumerate(ids[0]) if t == self.model.image_token_id) + 1
+        cut = self._last_image(ids[0]) + 1
         shortest = min(len(x) for x in ids)
         while cut < shortest - 1 and all(x[cut] == ids[0][cut] for x in ids):
             cut += 1  # the text after the last image that every question shares (e.g. the duration sentence)
@@ -311,8 +359,10 @@ class TorchEngine(PromptedEngine):
         return gens
 
     def stats(self) -> Dict[str, Any]:
-        """Counters and cache statistics (hits, misses, evictions, bytes) of the vision, arrival and prefix caches."""
+        """Counters, the decoding in effect (``decode_mode``; ``decode_fallback``: why static decoding was given up, or
+        None) and cache statistics (hits, misses, evictions, bytes) of the vision, arrival and prefix caches."""
         out: Dict[str, Any] = dict(self.counters)
+        out.update(decode_mode=self.decode_mode, decode_fallback=self.decode_fallback)
         for name in ("vision_cache", "arrival_cache", "prefix_cache"):
             cache = getattr(self, name)
             if cache is not None:

@@ -24,7 +24,8 @@ from ..types import Answer, RegionQuery
 from .robofac import CONTAINMENT_TYPES, JUDGE_TYPES, Prediction, containment_correct, read_judge_scores, summarize
 from .robofac import strict_correct
 from .robofac import write_judge_requests
-from .runner import EvalStats, ItemSpec, check_run_options, run_items, settings_fingerprint, start_run, write_table
+from .runner import (EvalStats, ItemSpec, check_run_options, engine_config, run_items, settings_fingerprint, start_run,
+                     write_table)
 
 REASONS = (
     "bad_record",  # the QA record has a field of the wrong form (see adapters/robofac/dataset.py)
@@ -194,9 +195,8 @@ def run_robofac(
     out_dir = start_run(out, settings)
     spec = ItemSpec(item_id=lambda it: it.id, build_query=lambda it: build_query(it, num_frames),
                     answer_row=answer_row, error_row=error_row, known_error=lambda it: it.error)
-    stats, rows = run_items(items, out_dir, spec, model=model, engine=engine, batch_size=batch_size, echo=echo,
-                            fingerprint=settings_fingerprint(settings),
-                            engine_options={"device": device, "dtype": dtype, "max_frames": max(num_frames, 16)})
+    stats, rows = run_items(items, out_dir, spec, config=engine_config(model, device, dtype, num_frames),
+                            engine=engine, batch_size=batch_size, echo=echo, fingerprint=settings_fingerprint(settings))
     write_judge_requests(predictions(rows), out_dir / "judge_requests.jsonl")
     stats.table = build_table(rows, split, scores)
     write_table(out_dir, stats.table, table_markdown(stats.table))

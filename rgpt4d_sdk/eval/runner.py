@@ -22,12 +22,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 from ..adapters.r4d_bench import TASK_NAMES, ItemError, R4DItem, build_query, find_record_files, load_records
 from ..analyze.sinks import write_json
 from ..analyze.store import FINGERPRINT_FIELD, ResultStore, atomic_write_text, check_fingerprint
+from ..engine.config import EngineConfig, LazyEngine
 from ..errors import ConfigError, RGPT4DError
 from ..types import Answer, RegionQuery
 from .r4d import build_table, numeric_score, table_markdown
 from .scoring import match_choice
 
 Item = Union[R4DItem, ItemError]
+NO_MODEL = "items are left to answer but no model was given; pass --model DIR."
 
 
 @dataclass
@@ -71,24 +73,6 @@ def answer_row(item: R4DItem, answer: Answer) -> Dict[str, Any]:
     return row
 
 
-class _LazyEngine:
-    """Loads the model on first use only, so a run with nothing left to answer does no model work."""
-
-    def __init__(self, model: Optional[str], options: Dict[str, Any], engine: Any = None) -> None:
-        self.model, self.options, self.engine = model, options, engine
-        self.loaded = False
-
-    def get(self):
-        if self.engine is None:
-            if not self.model:
-                raise ConfigError("items are left to answer but no model was given; pass --model DIR.")
-            from ..engine.base import Engine
-
-            self.engine = Engine.from_pretrained(self.model, **self.options)
-            self.loaded = True
-        return self.engine
-
-
 @dataclass
 class ItemSpec:
     """What the generic item runner needs to know about one benchmark's items.
@@ -106,7 +90,7 @@ class ItemSpec:
     known_error: Callable[[Any], Optional[Tuple[str, str]]] = lambda item: None
 
 
-def _answer_chunk(chunk: Sequence[Any], spec: ItemSpec, lazy: _LazyEngine, batch_size: int) -> List[dict]:
+def _answer_chunk(chunk: Sequence[Any], spec: ItemSpec, lazy: LazyEngine, batch_size: int) -> List[dict]:
     """Rows of one chunk of items: build the queries, answer the good ones in one batch (one by one if the batch
     fails, so that only the offending item gets an "engine_error" row)."""
     rows: Dict[str, dict] = {}
@@ -175,6 +159,11 @@ def _check_resume(out_dir: Path, settings: Dict[str, Any]) -> None:
         write_json(path, settings)
 
 
+def engine_config(model: Optional[str], device: str, dtype: str, num_frames: int) -> EngineConfig:
+    """The engine of a benchmark run: ``model`` on the torch backend, room for ``num_frames`` (at least 16)."""
+    return EngineConfig(model=model or "", device=device, dtype=dtype, max_frames=max(num_frames, 16))
+
+
 def check_run_options(num_frames: int, batch_size: int, limit: Optional[int]) -> None:
     """`ConfigError` unless frames >= 2, batch size >= 1 and limit (when given) >= 1."""
     if num_frames < 2 or batch_size < 1 or (limit is not None and limit < 1):
@@ -196,15 +185,15 @@ def run_items(
     out_dir: Path,
     spec: ItemSpec,
     *,
-    model: Optional[str],
-    engine_options: Dict[str, Any],
+    config: EngineConfig,
     engine: Any = None,
     batch_size: int = 1,
     echo: Optional[Callable[[str], None]] = None,
     fingerprint: Optional[str] = None,
 ) -> Tuple[EvalStats, List[dict]]:
     """Answer every item of ``items`` that has no row in ``out_dir/results.jsonl`` yet, appending rows chunk by
-    chunk (``batch_size`` items per engine batch); the model is loaded only if something is left to answer.
+    chunk (``batch_size`` items per engine batch); the model (``config``, unless ``engine`` is given) is loaded only
+    if something is left to answer.
     ``fingerprint`` (`settings_fingerprint` of the run's settings) goes into every new row.
     Returns the stats (table left empty) and the rows of ``items``, in their order."""
     store = ResultStore(out_dir / "results.jsonl")
@@ -219,7 +208,7 @@ def run_items(
     if echo and bad:
         echo(f"{len(bad)} of {len(pending)} items are bad records (error rows written, see results.jsonl)")
     todo = [it for it, err in known if err is None]
-    lazy = _LazyEngine(model, engine_options, engine)
+    lazy = LazyEngine(config, engine, missing_model=NO_MODEL)
     answered = errors = 0
     for start in range(0, len(todo), batch_size):
         chunk_rows = [{**r, **tag} for r in _answer_chunk(todo[start:start + batch_size], spec, lazy, batch_size)]
@@ -278,9 +267,8 @@ def run_r4d_bench(
         error_row=error_row,
         known_error=lambda it: (it.reason, it.message) if isinstance(it, ItemError) else None,
     )
-    stats, final = run_items(items, out_dir, spec, model=model, engine=engine, batch_size=batch_size, echo=echo,
-                             fingerprint=settings_fingerprint(settings),
-                             engine_options={"device": device, "dtype": dtype, "max_frames": max(num_frames, 16)})
+    stats, final = run_items(items, out_dir, spec, config=engine_config(model, device, dtype, num_frames),
+                             engine=engine, batch_size=batch_size, echo=echo, fingerprint=settings_fingerprint(settings))
     stats.table = build_table(final, TASK_NAMES)
     write_table(out_dir, stats.table, table_markdown(stats.table))
     return stats

@@ -19,8 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from . import images
-
-NS = 1_000_000_000
+from .window import NS
 
 
 @dataclass

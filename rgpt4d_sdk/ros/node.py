@@ -24,7 +24,6 @@ from typing import Any, Dict, List, Optional
 import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
@@ -42,7 +41,8 @@ from rgpt4d_interfaces.msg import CameraStatus
 from rgpt4d_interfaces.srv import GetStatus
 
 from .. import live
-from ..errors import ConfigError, GoalError, ImageError, RGPT4DError
+from ..engine.config import EngineConfig, LazyEngine
+from ..errors import GoalError, ImageError, RGPT4DError
 from ..live import memprobe
 from ..live.buffer import BufferSet, StoredFrame
 from ..live.cameras import CameraSpec, parse_cameras
@@ -50,13 +50,16 @@ from ..live.goals import Goal, RegionSpec
 from ..live.images import camera_model_from_info, mask_msg_to_array, ns_to_stamp_fields, stamp_to_ns
 from ..live.service import Job, LiveResult, QueryService
 from ..live.window import WindowSpec
+from .params import descriptor, field_descriptor, field_parameter
+
+# The EngineConfig fields the node declares as parameters (default, description and range from the field); the
+# engine's max_frames and batch_size are not parameters: the engine's own max_frames applies, goals run one by one.
+ENGINE_PARAMETERS = ("model", "backend", "compiled", "device", "dtype", "verify_digests")
+_ENGINE = {name: field_parameter(EngineConfig, name) for name in ENGINE_PARAMETERS}
+NO_MODEL = "parameter `model` is empty; set it to a checkpoint folder (or hub id)."
 
 PARAMETERS = {  # name: (default, description)
-    "model": ("", "checkpoint folder in the released layout, or a hub id"),
-    "backend": ("torch", "engine backend: torch, onnxruntime or tensorrt"),
-    "compiled": ("", "export (onnxruntime) or engine (tensorrt) folder; loaded on configure, never built"),
-    "device": ("auto", "auto, cpu, cuda, cuda:N"),
-    "dtype": ("auto", "auto, float32, bfloat16, float16"),
+    **{name: _ENGINE[name] for name in ("model", "backend", "compiled", "device", "dtype")},
     "max_new_tokens": (0, "answer length limit; 0 = the engine's default"),
     "cameras": ([""], "NAME=IMAGE_TOPIC entries; topics ending in /compressed are CompressedImage"),
     "camera_info_topics": ([""], "NAME=TOPIC overrides of the CameraInfo topic ('' topic: none)"),
@@ -66,7 +69,7 @@ PARAMETERS = {  # name: (default, description)
     "undistort": (False, "undistort frames (and regions) with the camera's CameraInfo"),
     "stamp_tolerance_ms": (1.0, "how far a goal's stamp may be from a frame's stamp and still name it"),
     "diagnostics_period_s": (1.0, "period of /diagnostics messages"),
-    "verify_digests": (False, "hash the compiled model's files afresh instead of trusting the digest cache"),
+    "verify_digests": _ENGINE["verify_digests"],
     "preencode": ("auto", "encode frames as they arrive: auto (on when the engine runs on a GPU), on, off"),
     "preencode_stride": (1, "pre-encode every k-th frame of a camera (1: every frame; 0: adaptive to load)"),
     "preencode_cache_mb": (256.0, "budget of the pre-encoded frames' cache (its own share, apart from goal work)"),
@@ -102,11 +105,11 @@ class RegionQueryNode(LifecycleNode):
 
     def __init__(self, node_name: str = "rgpt4d", engine: Any = None, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
-        for name, (default, _) in PARAMETERS.items():
-            if name == "preencode":  # YAML reads a bare on/off as a boolean: accept both spellings
-                self.declare_parameter(name, default, ParameterDescriptor(dynamic_typing=True))
-            else:
-                self.declare_parameter(name, default)
+        for name, (default, description) in PARAMETERS.items():
+            if name in _ENGINE:
+                self.declare_parameter(name, default, field_descriptor(EngineConfig, name))
+            else:  # preencode: YAML reads a bare on/off as a boolean, so both spellings are accepted
+                self.declare_parameter(name, default, descriptor(description, dynamic_typing=name == "preencode"))
         self._given_engine = engine  # tests and embedders may pass a ready engine instead of `model`
         self.engine: Any = None
         self.cameras: List[CameraSpec] = []
@@ -143,7 +146,7 @@ class RegionQueryNode(LifecycleNode):
             self.buffers = BufferSet(int(self._param("buffer_frames")), float(self._param("buffer_seconds")))
             for cam in self.cameras:
                 self.buffers.add(cam.name)
-            self.engine = self._given_engine or self._load_engine()
+            self.engine = self._load_engine()
             prefix_mb = float(self._param("prefix_cache_mb"))
             if callable(getattr(self.engine, "set_prefix_cache", None)):
                 self.engine.set_prefix_cache(prefix_mb)
@@ -164,20 +167,14 @@ class RegionQueryNode(LifecycleNode):
                                f"{'on' if self.service.preencoder is not None else 'off'}")
         return TransitionCallbackReturn.SUCCESS
 
-    def _load_engine(self) -> Any:
-        from ..engine import Engine
+    def engine_config(self) -> EngineConfig:
+        """The engine parameters as an `EngineConfig` (max_frames: the engine's own default)."""
+        return EngineConfig(**{name: self._param(name) for name in ENGINE_PARAMETERS}, max_frames=None)
 
-        model = str(self._param("model"))
-        if not model:
-            raise ConfigError("parameter `model` is empty; set it to a checkpoint folder (or hub id).")
-        compiled = str(self._param("compiled"))
-        extra: Dict[str, Any] = {"compiled": compiled} if compiled else {}
-        vision_mb = float(self._param("vision_cache_mb"))
-        if vision_mb >= 0 and str(self._param("backend")) == "torch":
-            extra["vision_cache_mb"] = vision_mb
-        return Engine.from_pretrained(model, backend=self._param("backend"), device=self._param("device"),
-                                      dtype=self._param("dtype"), verify_digests=bool(self._param("verify_digests")),
-                                      **extra)
+    def _load_engine(self) -> Any:
+        vision_mb = float(self._param("vision_cache_mb"))  # < 0: the engine's default (torch; others have none)
+        return LazyEngine(self.engine_config(), self._given_engine, missing_model=NO_MODEL,
+                          vision_cache_mb=vision_mb if vision_mb >= 0 else None).get()
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         for cam in self.cameras:
