@@ -21,7 +21,7 @@ from ..schema import SchemaError, in_config_file
 from ..engine.config import EngineConfig  # noqa: F401 - the engine section; declared with the engine
 from ..errors import ConfigError
 from ..eval.questions import QuestionConfig
-from .store import atomic_write_text
+from ..fileio import atomic_write_text
 
 SOURCES = ("nuscenes", "rosbag")
 OWN_QUESTIONS = ("rosbag",)  # sources whose units bring their questions: the questions section does not apply

@@ -5,8 +5,9 @@ A source has ``name``, ``units()`` (work units with ``id``, ``scene``, ``camera`
 ``tracks`` that questions are made from (nuScenes) or its own question ``specs`` (rosbag queries), and
 ``row_fields`` added to every row of the unit.
 
-Work units are clips with stable ids. A run appends each finished clip's rows to results.jsonl (see `store.py`);
-a re-run skips finished clips, so an interrupted run resumed ends with the same rows as an uninterrupted one.
+Work units are clips with stable ids. A run appends each finished clip's rows to results.jsonl (see
+`rgpt4d_sdk.fileio.ResultStore`); a re-run skips finished clips, so an interrupted run resumed ends with the same
+rows as an uninterrupted one.
 A clip that cannot be loaded (missing or corrupt image, a query its frames cannot serve, ...) becomes an error row
 (with ``error_code`` when the error has a reason code) and the run goes on; a question whose truth is unknown
 becomes a skipped row with the reason. `--shard i/N` takes every N-th clip by a hash of its id and writes under
@@ -15,7 +16,6 @@ becomes a skipped row with the reason. `--shard i/N` takes every N-th clip by a 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import sys
 import time
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..errors import ConfigError, RGPT4DError
+from ..fileio import FINGERPRINT_FIELD, ResultStore, check_fingerprint, load_json, write_json
 from ..eval.metrics import score_row, summarize
 from ..eval.scoring import match_choice
 from ..eval.questions import QuestionSpec, make_questions
@@ -34,8 +35,7 @@ from ..engine.config import MISSING_MODEL, LazyEngine
 from ..outdir import ensure_output_dir
 from ..types import RegionQuery
 from .config import AnalyzeConfig, parse_shard, write_yaml
-from .sinks import write_clip_media, write_json, write_parquet
-from .store import FINGERPRINT_FIELD, ResultStore, check_fingerprint
+from .sinks import write_clip_media, write_parquet
 
 Echo = Callable[[str], None]
 
@@ -80,10 +80,7 @@ def open_source(cfg: AnalyzeConfig):
 
 
 def _read_run(out: Path) -> Dict[str, Any]:
-    try:
-        return json.loads((out / "run.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    return load_json(out / "run.json", {})
 
 
 def _check_out_dir(out: Path, cfg: AnalyzeConfig, rows: Dict[str, dict]) -> None:
