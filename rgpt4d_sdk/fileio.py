@@ -41,17 +41,18 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 # ------------------------------------------------------------------------------------------------ JSON
 def write_json(path: Path, data: Any, *, sort_keys: bool = False, allow_nan: bool = False,
-               default: Optional[Callable[[Any], Any]] = None, mkdir: bool = False) -> None:
-    """``data`` as indented JSON (2 spaces, a final newline), written atomically (`atomic_write_text`).
+               default: Optional[Callable[[Any], Any]] = None, indent: int = 2, ensure_ascii: bool = True,
+               mkdir: bool = False) -> None:
+    """``data`` as indented JSON with a final newline, written atomically (`atomic_write_text`, UTF-8).
 
     sort_keys: keys in sorted order (manifests) or as given (results, reports). allow_nan: write NaN/Infinity
     (not JSON; the default refuses them with ``ValueError``). default: how to write values JSON has no type for
-    (e.g. ``str``). mkdir: create the parent folders first."""
+    (e.g. ``str``). ensure_ascii: False writes non-ASCII text as it is. mkdir: create the parent folders first."""
     path = Path(path)
     if mkdir:
         path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=sort_keys, allow_nan=allow_nan,
-                                       default=default) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=indent, sort_keys=sort_keys, allow_nan=allow_nan,
+                                       default=default, ensure_ascii=ensure_ascii) + "\n")
 
 
 def load_json(path: Path, fallback: Any = None) -> Any:
