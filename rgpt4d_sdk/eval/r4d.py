@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from ..markdown import cell, table as md_table
 from ..prompt.parse import parse_number, to_si
-from .markdown import cell, table as md_table
 from .metrics import mra
 from .scoring import expected_official, match_choice
 

@@ -20,8 +20,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 from ..adapters.robofac import RoboFACDataset, RoboFACItem, StampError
 from ..errors import (DatasetError, MediaError, PathOutsideRootError, QueryError, RegionError, RGPT4DError,
                       TimestampError)
+from ..markdown import cell, table as md_table
 from ..types import Answer, RegionQuery
-from .markdown import cell, table as md_table
 from .robofac import CONTAINMENT_TYPES, JUDGE_TYPES, Prediction, containment_correct, read_judge_scores, summarize
 from .robofac import strict_correct
 from .robofac import write_judge_requests

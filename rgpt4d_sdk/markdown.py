@@ -1,4 +1,5 @@
-"""The Markdown of the benchmark tables (``table.md`` of `eval r4d-bench` and `eval robofac`)."""
+"""Markdown pipe tables: the ``table.md`` of `eval r4d-bench` and `eval robofac` (a neutral module: any package
+may write its tables with it)."""
 from __future__ import annotations
 
 from typing import Any, Iterable, List, Optional, Sequence
