@@ -46,7 +46,6 @@ Decisions:
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import warnings
 from collections import Counter
@@ -58,6 +57,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import ConfigError, RGPT4DError
+from .fileio import write_json
 from .prompt.som import render_som
 from .prompt.template import PromptConfig, option_letter, query_text
 from .types import Region, RegionQuery
@@ -279,10 +279,7 @@ def export_conversations(source: str, data: PathLike, out: PathLike, split: Opti
         records = nuscenes_records(data, stats, media, num_frames, limit, prompt=prompt, **source_options)
     rows = list(records)
     stats.records = len(rows)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(rows, indent=1, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
-    tmp.replace(out)
+    write_json(out, rows, indent=1, ensure_ascii=False, mkdir=True)
     if echo:
         for line in stats.problems:
             echo(f"skipped: {line}")

@@ -147,7 +147,7 @@ class Frame:
         pixels are treated as immutable once it is built (assign a new array rather than editing it in place)."""
         cached = self._digest
         if cached is None or cached[0] is not self.image:
-            from .engine.cache import content_hash
+            from .digests import content_hash
 
             cached = (self.image, content_hash(self.image))
             self._digest = cached

@@ -23,7 +23,7 @@ from rgpt4d_sdk.adapters.r4d_bench import load_records as load_r4d
 from rgpt4d_sdk.adapters.robofac import RoboFACDataset
 from rgpt4d_sdk.adapters.rosbag.queries import load_queries, queries_digest
 from rgpt4d_sdk.adapters.rosbag.source import _region_spec
-from rgpt4d_sdk.analyze.store import FINGERPRINT_FIELD, ResultStore, check_fingerprint
+from rgpt4d_sdk.fileio import FINGERPRINT_FIELD, ResultStore, check_fingerprint
 from rgpt4d_sdk.errors import (CompiledModelError, ConfigError, GoalError, NonFiniteWeightsError, PathOutsideRootError,
                                QueryError, RegionError, RGPT4DError, TimestampError, TimestampUnitError)
 from rgpt4d_sdk.live.goals import RegionSpec, build_region
@@ -284,7 +284,8 @@ def _tampered_with_mtime_restored(tmp: Path) -> Path:
 
 @case("digest-cache-bypass-api", CompiledModelError, "vision.onnx.data", "sha256")
 def _digest_bypass(tmp):
-    from rgpt4d_sdk.compiled.artifacts import check_files, verify_digests
+    from rgpt4d_sdk.compiled.artifacts import check_files
+    from rgpt4d_sdk.digests import verify_digests
 
     folder = _tampered_with_mtime_restored(tmp)
     files = json.loads((folder / "manifest.json").read_text())["files"]

@@ -24,14 +24,17 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 from torch import nn
 
-from rgpt4d_sdk.analyze.store import atomic_write_text
 from rgpt4d_sdk.errors import ConfigError
+from rgpt4d_sdk.fileio import write_json
 from rgpt4d_sdk.optional import need
 
 from .config import TrainConfig
 from .data import ConversationDataset, GlobalBatchSampler, clip_of, collate, load_records
 from .model import P4DStudent, trainable_summary
 from .teachers.base import make_teacher
+
+# run.json and a checkpoint's state.json: any value JSON has no type for is written as its str()
+_STATE_JSON = {"allow_nan": True, "default": str}
 
 
 def lr_lambda(total: int, warmup: int, min_ratio: float) -> Callable[[int], float]:
@@ -183,7 +186,7 @@ class Recipe:
             if restart and self.out.exists():
                 shutil.rmtree(self.out)
             self.out.mkdir(parents=True, exist_ok=True)
-            _write_json(marker, {"fingerprint": fp, "config": self.cfg.to_dict(), "world": self.world})
+            write_json(marker, {"fingerprint": fp, "config": self.cfg.to_dict(), "world": self.world}, **_STATE_JSON)
         self._barrier()
         latest = latest_checkpoint(self.out)
         if latest is not None:
@@ -305,11 +308,11 @@ class Recipe:
             torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
             torch.save({"torch": torch.get_rng_state(), "python": random.getstate(),
                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}, tmp / "rng.pt")
-            _write_json(tmp / "state.json", {
+            write_json(tmp / "state.json", {
                 "step": self.step, "epoch": self.step // self.sampler.steps_per_epoch,
                 "step_in_epoch": self.step % self.sampler.steps_per_epoch, "scheduler": self.scheduler.state_dict(),
                 "fingerprint": self.cfg.fingerprint(), "world": self.world,
-                "lora": self.cfg.finetune.method == "lora", "p4d": self.cfg.p4d.enabled})
+                "lora": self.cfg.finetune.method == "lora", "p4d": self.cfg.p4d.enabled}, **_STATE_JSON)
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(tmp, folder)
             for old in sorted((self.out / "checkpoints").glob("step-*"))[:-max(1, self.cfg.run.keep_checkpoints)]:
@@ -366,10 +369,6 @@ def latest_checkpoint(out: Path) -> Optional[Path]:
 
 def _as_tuple(x):
     return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-def _write_json(path: Path, data: Dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def run(cfg: TrainConfig, restart: bool = False, log: Callable[[str], None] = print) -> List[Dict[str, Any]]:

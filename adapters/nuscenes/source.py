@@ -30,9 +30,11 @@ from rgpt4d_sdk.calib.transforms import (
 )
 from rgpt4d_sdk.config import from_mapping
 from rgpt4d_sdk.errors import ConfigError, DatasetError, RGPT4DError
+from rgpt4d_sdk.eval.questions import QuestionConfig, QuestionSpec, make_questions
 from rgpt4d_sdk.eval.tracks import ClipTracks, Track
 from rgpt4d_sdk.media import load_image
 from rgpt4d_sdk.paths import confine
+from rgpt4d_sdk.sources import LoadedClip, WorkUnit
 from rgpt4d_sdk.types import Clip, Frame, Region
 
 TABLES = (
@@ -120,32 +122,20 @@ def _names(value: Any) -> List[str]:
 
 
 @dataclass(frozen=True)
-class ClipUnit:
-    """One clip to analyse (or a scene/camera that yields none: ``problem`` says why, ``status`` how to record it)."""
+class ClipUnit(WorkUnit):
+    """One clip to analyse: the sample_data tokens of its frames (or a scene/camera that yields none: ``problem``
+    says why, ``status`` how to record it)."""
 
-    id: str
-    scene: str
-    camera: str
-    clip_index: int
     sd_tokens: Tuple[str, ...] = ()
-    problem: Optional[str] = None
-    status: str = "ok"
 
 
 @dataclass
-class ClipData:
-    """A loaded clip: frames with sensor times, the marks, their 3D tracks, and per-region facts for reports.
-    ``specs`` stays None (questions are made from the tracks); ``row_fields`` are extra fields of the clip's rows."""
+class ClipData(LoadedClip):
+    """A loaded clip (`rgpt4d_sdk.sources.LoadedClip`) with the 3D tracks of its marks, that its questions are
+    made from, and the camera model of its frames."""
 
-    unit: ClipUnit
-    clip: Clip
-    regions: List[Region]
     tracks: ClipTracks
     camera: CameraModel
-    region_info: List[Dict[str, Any]]
-    t0_us: int
-    specs: Optional[List[Any]] = None
-    row_fields: Dict[str, Any] = field(default_factory=dict)
 
 
 def find_version(dataroot: Path) -> str:
@@ -216,9 +206,20 @@ def _broken_table(table_root: Path) -> "Tuple[Path, str] | None":
 
 
 class NuScenesSource:
-    """Work units (clips) of a nuScenes dataroot, and loading one into frames, marks and tracks."""
+    """Work units (clips) of a nuScenes dataroot, and loading one into frames, marks and tracks: the ``nuscenes``
+    source of `analyze` (`rgpt4d_sdk.sources.Source`)."""
 
     name = "nuscenes"
+    config_type = NuScenesConfig
+    config_required = None
+    own_questions = False
+
+    @classmethod
+    def open(cls, config: NuScenesConfig) -> "NuScenesSource":
+        """The source of ``config``'s dataroot (an empty dataroot is a `ConfigError`; bad data a `DatasetError`)."""
+        if not config.dataroot:
+            raise ConfigError("nuscenes.dataroot is empty; pass --data DIR (the folder holding v1.0-*/ and samples/).")
+        return cls(config)
 
     def __init__(self, cfg: NuScenesConfig, nusc=None):
         self.cfg = cfg
@@ -358,8 +359,13 @@ class NuScenesSource:
         clip_tracks = ClipTracks(np.array(clip.timestamps, dtype=float), ego, cam_centres, tracks)
         # The offset applied to this camera's timestamps, per camera, so a row says which clock its times are on.
         offsets = {unit.camera: self.clock.offset(unit.camera)}
-        return ClipData(unit, clip, regions, clip_tracks, camera, info, int(sds[0]["timestamp"]),
-                        row_fields={"clock_offset_s": offsets})
+        return ClipData(unit=unit, clip=clip, regions=regions, region_info=info, t0_us=int(sds[0]["timestamp"]),
+                        row_fields={"clock_offset_s": offsets}, tracks=clip_tracks, camera=camera)
+
+    def questions(self, data: ClipData, config: QuestionConfig) -> List[QuestionSpec]:
+        """Questions about the clip's marks whose answers its 3D tracks give (`rgpt4d_sdk.eval.questions`), drawn
+        with the clip's id as the seed."""
+        return make_questions(data.tracks, config, seed_key=data.unit.id)
 
     def _cam_from_global(self, sd: dict) -> RigidTransform:
         global_from_ego = from_nuscenes_ego_pose(self.nusc.get("ego_pose", sd["ego_pose_token"]))

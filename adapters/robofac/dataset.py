@@ -32,12 +32,11 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 from rgpt4d_sdk.errors import DatasetError, QueryError
-from rgpt4d_sdk.eval.robofac import canonical_type
 from rgpt4d_sdk.media import read_video
 from rgpt4d_sdk.paths import confine, is_inside
 from rgpt4d_sdk.types import RegionQuery
 
-from .qa_types import classify_question, template_map
+from .qa_types import canonical_type, classify_question, template_map
 from .regions import RegionEntry, load_region_file, normalize_video_key, sample_from_stamp
 
 SPLITS = ("training", "test_sim", "test_realworld")

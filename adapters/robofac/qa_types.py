@@ -21,6 +21,20 @@ from __future__ import annotations
 import re
 from typing import Dict, Iterable, Optional, Tuple
 
+# The eight QA types of the RoboFAC paper, spelled as the test tables spell them (scoring: `rgpt4d_sdk.eval.robofac`).
+QA_TYPES = (
+    "Task identification", "Task planning", "Failure detection", "Failure identification", "Failure locating",
+    "Failure explanation", "High-level correction", "Low-level correction",
+)
+_BY_KEY = {t.lower().replace("-", " "): t for t in QA_TYPES}
+
+
+def canonical_type(name: str) -> str:
+    """The canonical spelling of a QA type ("failure_detection", "Failure Detection" -> "Failure detection");
+    a name that is no RoboFAC type comes back stripped, unchanged."""
+    key = " ".join(str(name).replace("_", " ").replace("-", " ").lower().split())
+    return _BY_KEY.get(key, str(name).strip())
+
 PATTERNS: Tuple[Tuple[str, "re.Pattern[str]"], ...] = tuple((name, re.compile(p, re.I)) for name, p in (
     ("Low-level correction", r"\b(which|what) direction\b|\bhow (far|much|many (cm|centimet|mm|degree))\b.*\b(move|"
                              r"rotate|turn|shift)|\bmove the (arm|gripper|end[- ]effector)\b|"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from rgpt4d_sdk.config import from_mapping
@@ -29,7 +29,8 @@ from rgpt4d_sdk.live.goals import Goal, RegionSpec, prepare_query
 from rgpt4d_sdk.live.images import Undistorter
 from rgpt4d_sdk.live.window import select_window
 from rgpt4d_sdk.media import load_image
-from rgpt4d_sdk.types import Clip, Region, mentioned_ids
+from rgpt4d_sdk.sources import LoadedClip, WorkUnit
+from rgpt4d_sdk.types import mentioned_ids
 
 from .bag import CAMERA_INFO, IMAGE_TYPES, BagFile
 from .queries import BagQuery, load_queries, queries_digest
@@ -95,40 +96,36 @@ class RosbagConfig:
 
 
 @dataclass(frozen=True)
-class RosbagUnit:
+class RosbagUnit(WorkUnit):
     """One query to serve. scene: the bag's name; camera: the image topic; clip_index: the query's position in
-    the file. ``problem``/``status`` follow the source protocol (always unset here: bad queries fail in `load`)."""
+    the file. ``problem`` is always unset here: bad queries fail in `load`."""
 
-    id: str
-    scene: str
-    camera: str
-    clip_index: int
     query: BagQuery
-    problem: Optional[str] = None
-    status: str = "ok"
 
 
 @dataclass
-class RosbagClip:
-    """A served query: frames (times = header stamps in s), marks on the first frame (undistorted when the frames
-    are), the query's own question with its truth (``specs``), per-region facts for the report, the first
-    frame's stamp in µs, and extra row fields (``stamps_ns``: the exact stamps of the frames used)."""
+class RosbagClip(LoadedClip):
+    """A served query (`rgpt4d_sdk.sources.LoadedClip`): frames (times = header stamps in s), marks on the first
+    frame (undistorted when the frames are), the query's own question with its truth (``specs``), and extra row
+    fields (``stamps_ns``: the exact stamps of the frames used)."""
 
-    unit: RosbagUnit
-    clip: Clip
-    regions: List[Region]
     specs: List[QuestionSpec]
-    region_info: List[Dict[str, Any]]
-    t0_us: int
-    row_fields: Dict[str, Any] = field(default_factory=dict)
     camera: Any = None  # the CameraModel that undistorted the frames, if any
-    tracks: Any = None  # no 3D ground truth in a bag
 
 
 class RosbagSource:
-    """The queries of a queries file as work units, served on one bag's frames."""
+    """The queries of a queries file as work units, served on one bag's frames: the ``rosbag`` source of `analyze`
+    (`rgpt4d_sdk.sources.Source`)."""
 
     name = "rosbag"
+    config_type = RosbagConfig
+    config_required = "pass BAG --camera TOPIC --queries FILE.yaml, or a rosbag: mapping in --config"
+    own_questions = True
+
+    @classmethod
+    def open(cls, config: RosbagConfig) -> "RosbagSource":
+        """The source of ``config``: the queries file read, the bag's topics checked and indexed."""
+        return cls(config)
 
     def __init__(self, cfg: RosbagConfig) -> None:
         self.cfg = cfg
@@ -173,8 +170,13 @@ class RosbagSource:
         undistorted = undistorter is not None and undistorter.needed
         fields = {"query_id": q.id, "stamps_ns": prepared.stamps_ns, "undistorted": undistorted,
                   "camera_info_stamp_ns": info_stamp if undistorted else None}
-        return RosbagClip(unit, prepared.query.clip, regions, [question_spec(q)], info,
-                          prepared.stamps_ns[0] // 1000, fields, undistorter.camera if undistorted else None)
+        return RosbagClip(unit=unit, clip=prepared.query.clip, regions=regions, region_info=info,
+                          t0_us=prepared.stamps_ns[0] // 1000, row_fields=fields, specs=[question_spec(q)],
+                          camera=undistorter.camera if undistorted else None)
+
+    def questions(self, data: RosbagClip, config: Any) -> List[QuestionSpec]:
+        """The query's own question (the questions section of the config does not apply)."""
+        return data.specs
 
     def _undistorter(self, camera: str, stamp_ns: int) -> Tuple[Optional[Undistorter], Optional[int]]:
         """The undistorter of the CameraInfo nearest in stamp to ``stamp_ns`` and that message's stamp; (None,

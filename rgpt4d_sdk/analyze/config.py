@@ -21,10 +21,8 @@ from ..schema import SchemaError, in_config_file
 from ..engine.config import EngineConfig  # noqa: F401 - the engine section; declared with the engine
 from ..errors import ConfigError
 from ..eval.questions import QuestionConfig
-from .store import atomic_write_text
-
-SOURCES = ("nuscenes", "rosbag")
-OWN_QUESTIONS = ("rosbag",)  # sources whose units bring their questions: the questions section does not apply
+from ..fileio import atomic_write_text
+from ..sources import source_class, source_names
 
 
 EXECUTORS = ("local", "ray")
@@ -63,10 +61,10 @@ def parse_shard(text: str) -> Tuple[int, int]:
 
 @dataclass
 class AnalyzeConfig:
-    """Everything one `analyze` run needs. ``source`` picks the data section (``nuscenes`` or ``rosbag``; only
-    that one, and ``questions`` only where the source uses it, are written to config.yaml). ``out``: the output
-    folder. ``shard``: "i/N" takes every N-th clip. ``retry_errors``: on resume, redo clips that failed before.
-    ``progress``: None shows a bar on terminals."""
+    """Everything one `analyze` run needs. ``source`` picks the data section (``nuscenes`` or ``rosbag``: one field
+    per source registered in `rgpt4d_sdk.sources`; only that one, and ``questions`` only where the source uses it,
+    are written to config.yaml). ``out``: the output folder. ``shard``: "i/N" takes every N-th clip.
+    ``retry_errors``: on resume, redo clips that failed before. ``progress``: None shows a bar on terminals."""
 
     source: str = "nuscenes"
     out: str = "rgpt4d-out"
@@ -82,25 +80,26 @@ class AnalyzeConfig:
     notice: str = ""
 
     def __post_init__(self) -> None:
-        from ..adapters.nuscenes.source import NuScenesConfig  # the config classes only; the readers load later
-        from ..adapters.rosbag.source import RosbagConfig
-
-        if self.source not in SOURCES:
-            raise ConfigError(f"source {self.source!r} is unknown; choose one of {SOURCES}.")
-        for name in ("nuscenes", "rosbag", "questions", "engine", "executor"):
+        if self.source not in source_names():
+            raise ConfigError(f"source {self.source!r} is unknown; choose one of {source_names()}.")
+        sections = tuple(s for s in source_names() if s in self.__dataclass_fields__)  # a field per source
+        if self.source not in sections:
+            raise ConfigError(f"source {self.source!r} has no section in AnalyzeConfig; add the field "
+                              f"`{self.source}: Any = None` to it (see docs/adding-a-source.md).")
+        for name in (*sections, "questions", "engine", "executor"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Mapping) and not dataclasses.is_dataclass(value):
                 raise ConfigError(f"{name} must be a mapping of options (a YAML section), got "
                                   f"{type(value).__name__} ({value!r}).")
-        if self.nuscenes is None:
-            self.nuscenes = NuScenesConfig()
-        elif isinstance(self.nuscenes, Mapping):
-            self.nuscenes = NuScenesConfig.from_dict(self.nuscenes)
-        if isinstance(self.rosbag, Mapping):
-            self.rosbag = RosbagConfig.from_dict(self.rosbag)
-        if self.source == "rosbag" and self.rosbag is None:
-            raise ConfigError("source rosbag needs a rosbag section: pass BAG --camera TOPIC --queries FILE.yaml, "
-                              "or a rosbag: mapping in --config.")
+        for name in sections:  # each source's section as its config class (the readers load later)
+            kind, value = source_class(name), getattr(self, name)
+            if value is None and kind.config_required is None:
+                value = kind.config_type()
+            elif isinstance(value, Mapping):
+                value = kind.config_type.from_dict(value)
+            setattr(self, name, value)
+            if name == self.source and value is None:
+                raise ConfigError(f"source {name} needs a {name} section: {kind.config_required}.")
         if isinstance(self.questions, Mapping):
             self.questions = QuestionConfig.from_dict(self.questions)
         if isinstance(self.engine, Mapping):
@@ -124,7 +123,8 @@ class AnalyzeConfig:
             return cls.from_dict(merge(data, overrides))
 
     def to_dict(self) -> Dict[str, Any]:
-        skip = {s for s in SOURCES if s != self.source} | ({"questions"} if self.source in OWN_QUESTIONS else set())
+        skip = ({s for s in source_names() if s != self.source}
+                | ({"questions"} if source_class(self.source).own_questions else set()))
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         for key in (self.source, "questions", "engine", "executor"):
             if key in out:

@@ -23,7 +23,7 @@ from ..eval.metrics import as_finite, relative_error, score_row
 from ..prompt.parse import LETTERS
 from ..types import mentioned_ids
 from .plots import bar_svg, nice_ticks, scatter_svg
-from .store import atomic_write_text
+from ..fileio import atomic_write_text
 
 # Size budget of the inlined pictures (base64 bytes): the page stays quick to open and to mail.
 PICTURE_BUDGET_BYTES = 16 * 1024 * 1024

@@ -1,12 +1,11 @@
 """`analyze`: a source's clips -> questions with known answers -> engine -> rows, metrics and a report.
 
-A source has ``name``, ``units()`` (work units with ``id``, ``scene``, ``camera``, ``clip_index``, ``problem``,
-``status``) and ``load(unit)``, which returns the clip, its regions, ``region_info`` and ``t0_us``, plus either 3D
-``tracks`` that questions are made from (nuScenes) or its own question ``specs`` (rosbag queries), and
-``row_fields`` added to every row of the unit.
+What a source provides (work units, loaded clips, their questions) and how sources are registered:
+`rgpt4d_sdk.sources`.
 
-Work units are clips with stable ids. A run appends each finished clip's rows to results.jsonl (see `store.py`);
-a re-run skips finished clips, so an interrupted run resumed ends with the same rows as an uninterrupted one.
+Work units are clips with stable ids. A run appends each finished clip's rows to results.jsonl (see
+`rgpt4d_sdk.fileio.ResultStore`); a re-run skips finished clips, so an interrupted run resumed ends with the same
+rows as an uninterrupted one.
 A clip that cannot be loaded (missing or corrupt image, a query its frames cannot serve, ...) becomes an error row
 (with ``error_code`` when the error has a reason code) and the run goes on; a question whose truth is unknown
 becomes a skipped row with the reason. `--shard i/N` takes every N-th clip by a hash of its id and writes under
@@ -15,7 +14,6 @@ becomes a skipped row with the reason. `--shard i/N` takes every N-th clip by a 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import sys
 import time
@@ -25,17 +23,18 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..errors import ConfigError, RGPT4DError
+from ..fileio import FINGERPRINT_FIELD, ResultStore, check_fingerprint, load_json, write_json
 from ..eval.metrics import score_row, summarize
 from ..eval.scoring import match_choice
-from ..eval.questions import QuestionSpec, make_questions
+from ..eval.questions import QuestionSpec
 from ..prompt.parse import parse_number, to_si
+from ..sources import SOURCES, source_class
 from ..device import check_device
 from ..engine.config import MISSING_MODEL, LazyEngine
 from ..outdir import ensure_output_dir
 from ..types import RegionQuery
 from .config import AnalyzeConfig, parse_shard, write_yaml
-from .sinks import write_clip_media, write_json, write_parquet
-from .store import FINGERPRINT_FIELD, ResultStore, check_fingerprint
+from .sinks import write_clip_media, write_parquet
 
 Echo = Callable[[str], None]
 
@@ -65,25 +64,14 @@ def shard_of(unit_id: str, num_shards: int) -> int:
 
 
 def open_source(cfg: AnalyzeConfig):
-    if cfg.source == "nuscenes":
-        from ..adapters.nuscenes.source import NuScenesSource
-
-        if not cfg.nuscenes.dataroot:
-            raise ConfigError(
-                "nuscenes.dataroot is empty; pass --data DIR (the folder holding v1.0-*/ and samples/).")
-        return NuScenesSource(cfg.nuscenes)
-    if cfg.source == "rosbag":
-        from ..adapters.rosbag.source import RosbagSource
-
-        return RosbagSource(cfg.rosbag)
-    raise ConfigError(f"source {cfg.source!r} is unknown.")  # AnalyzeConfig already checks; kept for direct callers
+    """The registered source of ``cfg.source``, opened on its config section (`rgpt4d_sdk.sources.Source.open`)."""
+    if cfg.source not in SOURCES:  # AnalyzeConfig already checks; kept for direct callers
+        raise ConfigError(f"source {cfg.source!r} is unknown.")
+    return source_class(cfg.source).open(getattr(cfg, cfg.source))
 
 
 def _read_run(out: Path) -> Dict[str, Any]:
-    try:
-        return json.loads((out / "run.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    return load_json(out / "run.json", {})
 
 
 def _check_out_dir(out: Path, cfg: AnalyzeConfig, rows: Dict[str, dict]) -> None:
@@ -194,7 +182,7 @@ def _unit_rows(unit, source, cfg: AnalyzeConfig, out: Path, engines: LazyEngine,
     t0 = time.perf_counter()
     try:
         data = source.load(unit)
-        specs = data.specs if data.specs is not None else make_questions(data.tracks, cfg.questions, seed_key=unit.id)
+        specs = source.questions(data, cfg.questions)
         media = write_clip_media(out, unit.id, data.clip, data.regions)
     except RGPT4DError as e:  # GoalError carries a reason code (rgpt4d_sdk.live.REASONS)
         code = getattr(e, "code", None)

@@ -1,4 +1,4 @@
-"""Files an analysis writes besides results.jsonl: per-clip images for the report, Parquet, JSON.
+"""Files an analysis writes besides results.jsonl: per-clip images for the report and Parquet.
 
 Every file is written to a temporary name and renamed into place, so a killed run never leaves a half file that a
 later run would take as finished.
@@ -9,14 +9,13 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from ..prompt.som import mark_colour, render_som
 from ..types import Clip, Region
-from .store import atomic_write_text
 
 STRIP_FRAMES = 8
 STRIP_HEIGHT = 120
@@ -67,10 +66,6 @@ def write_clip_media(out_dir: Path, unit_id: str, clip: Clip, regions: Sequence[
     _save_jpeg(folder / "som.jpg", render_som(clip.frames[0].image, regions))
     _save_jpeg(folder / "strip.jpg", frame_strip(clip, regions))
     return {"som": (rel / "som.jpg").as_posix(), "strip": (rel / "strip.jpg").as_posix()}
-
-
-def write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def write_parquet(path: Path, rows: Sequence[dict]) -> Path:

@@ -10,86 +10,27 @@ difference and the command that rebuilds.
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
-from ..analyze.store import atomic_write_text
+from ..digests import file_sha256
 from ..errors import CompiledModelError, EngineKeyMismatch, ParityError
+from ..fileio import write_json
 from ..model.checkpoint import CheckpointFiles
 
 FORMAT = "rgpt4d-compiled"
 FORMAT_VERSION = 1
 GRAPHS = ("vision", "embed", "decoder")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8", "int4")
+# How every JSON file of a compiled folder is written (`rgpt4d_sdk.fileio.write_json`): keys sorted, the folder
+# created if needed, and the numbers of a parity report written even when they are NaN.
+MANIFEST_JSON = {"sort_keys": True, "allow_nan": True, "mkdir": True}
 
 
 # ------------------------------------------------------------------------------------------------ digests
-def _cache_file() -> Path:
-    from ..cache import cache_root
-
-    return cache_root() / "sha256.json"
-
-
-_VERIFY = contextvars.ContextVar("rgpt4d_verify_digests", default=False)
-
-
-@contextlib.contextmanager
-def verify_digests(enabled: bool = True) -> Iterator[None]:
-    """Within this block every `file_sha256` reads the file's bytes again instead of trusting the digest cache
-    (``--verify-digests``, ``Engine.from_pretrained(..., verify_digests=True)``; `export verify` always does). The
-    fresh digests are written back to the cache."""
-    token = _VERIFY.set(bool(enabled) or _VERIFY.get())
-    try:
-        yield
-    finally:
-        _VERIFY.reset(token)
-
-
-def file_sha256(path: Path, use_cache: bool = True) -> str:
-    """sha256 of a file's bytes. Cached by (real path, size, mtime, inode) so a 16 GB checkpoint is read once.
-
-    What the cache trusts: that a file whose size, mtime (ns) and inode are unchanged has unchanged bytes. A file
-    rewritten in place with its mtime restored (``touch -d``, some copy tools) defeats that; inside
-    `verify_digests` (and with ``use_cache=False``) the bytes are always hashed."""
-    path = Path(path)
-    st = path.stat()
-    key = os.path.realpath(path)
-    stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
-    cache_path = _cache_file()
-    cache: Dict[str, Any] = {}
-    if use_cache and not _VERIFY.get() and cache_path.is_file():
-        try:
-            cache = json.loads(cache_path.read_text())
-        except (OSError, ValueError):
-            cache = {}
-        hit = cache.get(key)
-        if isinstance(hit, dict) and hit.get("stamp") == stamp:
-            return str(hit["sha256"])
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    digest = h.hexdigest()
-    if use_cache:
-        if _VERIFY.get() and cache_path.is_file():  # refresh this entry; keep the others
-            try:
-                cache = json.loads(cache_path.read_text())
-            except (OSError, ValueError):
-                cache = {}
-        cache[key] = {"stamp": stamp, "sha256": digest}
-        try:
-            write_json(cache_path, cache)
-        except OSError:
-            pass  # a read-only home only costs a re-hash next time
-    return digest
-
-
 def checkpoint_fingerprint(files: CheckpointFiles) -> str:
     """sha256 over every weight file and config of a checkpoint (what a compiled graph bakes in).
 
@@ -104,14 +45,7 @@ def checkpoint_fingerprint(files: CheckpointFiles) -> str:
     return h.hexdigest()
 
 
-# ------------------------------------------------------------------------------------------------ JSON
-def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write atomically (a crash never leaves half a manifest)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
+# ------------------------------------------------------------------------------------------------ manifests
 def read_json(path: Path, what: str, rebuild: str) -> Dict[str, Any]:
     if not path.is_file():
         raise CompiledModelError(f"{path} is missing; {what} is not complete. Rebuild it: {rebuild}")
@@ -199,7 +133,7 @@ def write_verdict(folder: Path, target: str, report: Mapping[str, Any]) -> None:
         except (OSError, ValueError, AttributeError):
             reports = {}
     reports[target] = {"written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **report}
-    write_json(path, {"format": FORMAT, "format_version": FORMAT_VERSION, "reports": reports})
+    write_json(path, {"format": FORMAT, "format_version": FORMAT_VERSION, "reports": reports}, **MANIFEST_JSON)
 
 
 def require_verified(folder: Path, target: str, digest: str, weights: str, verify_cmd: str,

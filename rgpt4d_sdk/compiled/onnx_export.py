@@ -23,11 +23,12 @@ from pydantic import Field
 from .. import __version__
 from ..device import check_device
 from ..errors import ConfigError, ExportError
+from ..fileio import write_json
 from ..optional import need
 from ..outdir import ensure_output_dir
 from ..schema import check_value
 from ..types import RegionQuery
-from .artifacts import FORMAT, FORMAT_VERSION, GRAPHS, checkpoint_fingerprint, describe_files, write_json
+from .artifacts import FORMAT, FORMAT_VERSION, GRAPHS, MANIFEST_JSON, checkpoint_fingerprint, describe_files
 from .graphs import DecoderGraph, EmbedGraph, VisionGraph, decoder_io, vision_io
 
 MIN_OPSET = 17
@@ -235,7 +236,7 @@ def export_onnx(
         "versions": _versions(),
         "files": describe_files(out, names),
     }
-    write_json(out / "manifest.json", manifest)
+    write_json(out / "manifest.json", manifest, **MANIFEST_JSON)
     say(f"wrote {out} in {time.perf_counter() - t0:.1f} s")
     return out
 

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from ..errors import ExportError
+from ..fileio import write_json
 from ..optional import need
-from .artifacts import FORMAT, FORMAT_VERSION, GRAPHS, check_files, describe_files, files_digest, write_json
+from .artifacts import (FORMAT, FORMAT_VERSION, GRAPHS, MANIFEST_JSON, check_files, describe_files,
+                        files_digest)
 from .onnx_export import ShapeProfile
 from .runtime import load_manifest
 
@@ -158,7 +160,7 @@ def build_engines(onnx_dir, out, workspace_gb: float = 8.0, timing_cache: Option
         "build": {"workspace_gb": workspace_gb, "opt_level": opt_level, "strongly_typed": True, "tf32": False,
                   "seconds": round(time.perf_counter() - t_all, 1)},
     }
-    write_json(out / "engine.json", info)
+    write_json(out / "engine.json", info, **MANIFEST_JSON)
     log(f"wrote {out} ({time.perf_counter() - t_all:.0f} s). next: rgpt4d-sdk export verify --model "
         f"{manifest['source']['model']} --engine {out}")
     return out

@@ -154,7 +154,7 @@ def verify_cli(model: str, onnx=None, engine=None, provider: str = "cpu", querie
                ) -> Dict[str, Any]:
     """Load the reference and the compiled engine (even an unverified one, even one from other weights), compare.
     Every file is hashed afresh (the digest cache is never trusted here)."""
-    from .artifacts import verify_digests
+    from ..digests import verify_digests
 
     with verify_digests():
         return _verify_cli(model, onnx, engine, provider, queries, reference_device, ort_cache_dir, log)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from ..errors import ConfigError, RGPT4DError
+from ..fileio import write_json
 from . import baselines as B
 from .report import write_report
 
@@ -114,9 +115,7 @@ class _Steps:
                         continue
                     self.echo(f"{prefix}done in {time.perf_counter() - t0:.0f} s")
                     self.done[name] = cmd[3:]
-                    tmp = self.file.with_name("steps.json.tmp")
-                    tmp.write_text(json.dumps(self.done, indent=1) + "\n")
-                    tmp.replace(self.file)
+                    write_json(self.file, self.done, indent=1, allow_nan=True)
 
         threads = [threading.Thread(target=worker) for _ in range(min(self.jobs, len(todo)))]
         for t in threads:
@@ -134,7 +133,7 @@ class _Steps:
         path = self.out / "timings.json"
         timings = json.loads(path.read_text()) if path.is_file() else {}
         timings[" + ".join(names)] = {"wall_s": round(wall_s, 1), "cpu_s": round(cpu_s, 1)}
-        path.write_text(json.dumps(timings, indent=1) + "\n")
+        write_json(path, timings, indent=1, allow_nan=True)
 
 
 def _children_cpu_s() -> float:
@@ -247,7 +246,7 @@ def run_demo_train(out="rgpt4d-demo-train", size: str = "full", seed: int = 0, e
     }
     metrics["scenes"] = {k: [x["seed"] for x in v] if k in ("train", "heldout") else v
                          for k, v in metrics["scenes"].items()}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    write_json(out / "metrics.json", metrics, indent=1, allow_nan=True)
     write_report(out / "report.md", metrics)
     echo(f"metrics: {out / 'metrics.json'}; report: {out / 'report.md'}")
     return metrics

@@ -54,7 +54,7 @@ class Engine:
             raise BackendError(f"backend {backend!r} needs a package that is not installed: {e}.") from e
         if not verify_digests:
             return impl.load(path, device=device, dtype=dtype, **options)
-        from ..compiled.artifacts import verify_digests as fresh_digests
+        from ..digests import verify_digests as fresh_digests
 
         with fresh_digests():
             return impl.load(path, device=device, dtype=dtype, **options)

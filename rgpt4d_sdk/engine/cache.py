@@ -11,7 +11,6 @@ encode it, and the second insert is a no-op).
 """
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -20,16 +19,8 @@ from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..digests import content_hash
 from ..errors import ConfigError
-
-
-def content_hash(image: np.ndarray) -> str:
-    """A 128-bit digest of an image's pixels and shape (blake2b; ~1 GB/s)."""
-    a = np.ascontiguousarray(image)
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{a.shape}{a.dtype}".encode())
-    h.update(a.data)
-    return h.hexdigest()
 
 
 def frame_key(image: np.ndarray, source: str = "", camera: str = "", stamp: Optional[float] = None,

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from ..markdown import cell, table as md_table
 from ..prompt.parse import parse_number, to_si
 from .metrics import mra
 from .scoring import expected_official, match_choice
@@ -124,29 +125,23 @@ def build_table(rows: Iterable[Mapping[str, Any]], task_names: Sequence[str], *,
     }
 
 
-def _cell(value: Optional[float]) -> str:
-    return "–" if value is None else f"{value:.1f}"
-
-
 def table_markdown(table: Mapping[str, Any], title: str = "R4D-Bench") -> str:
     """The table of `build_table` as Markdown: accuracy (%) and item counts, then numeric MRA, then errors."""
     cols = table["columns"]
-    lines = [f"## {title}", "", "| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|",
-             "| accuracy (%) | " + " | ".join(_cell(table["accuracy"][c]) for c in cols) + " |",
-             "| expected official (%) | " + " | ".join(_cell(table["expected_official"][c]) for c in cols) + " |",
-             "| items | " + " | ".join(str(table["n"][c]) for c in cols) + " |"]
+    lines = [f"## {title}", "", *md_table(["", *cols], [
+        ["accuracy (%)", *(cell(table["accuracy"][c]) for c in cols)],
+        ["expected official (%)", *(cell(table["expected_official"][c]) for c in cols)],
+        ["items", *(table["n"][c] for c in cols)]])]
     m = table["matched_by"]
     lines += ["", f"Replies read by letter: {m['letter']}, by exact option text: {m['option_text']}, unmatched: "
                   f"{m['none']} (0 in accuracy; 1/N in the expected official score, whose code draws a random "
                   "letter for them)."]
     num = table["numeric"]
     if num["n"]:
-        lines += ["", "### Numeric items (MRA, %)", "", "| task | items | MRA |", "|---|---|---|"]
-        lines += [f"| {t} | {g['n']} | {_cell(g['mra'])} |" for t, g in num["by_task"].items()]
-        lines.append(f"| all | {num['n']} | {_cell(num['mra'])} |")
+        lines += ["", "### Numeric items (MRA, %)", "", *md_table(["task", "items", "MRA"], [
+            *([t, g["n"], cell(g["mra"])] for t, g in num["by_task"].items()), ["all", num["n"], cell(num["mra"])]])]
     if table["errors"]:
-        lines += ["", "### Items not evaluated", "", "| reason | items |", "|---|---|"]
-        lines += [f"| {reason} | {n} |" for reason, n in table["errors"].items()]
+        lines += ["", "### Items not evaluated", "", *md_table(["reason", "items"], table["errors"].items())]
     c = table["counts"]
     lines += ["", f"{c['items']} items: {c['ok']} answered, {c['error']} not evaluated "
                   f"({c['mc']} multiple choice, {c['numeric']} numeric)."]

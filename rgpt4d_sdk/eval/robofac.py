@@ -25,25 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Protocol, Union
 
+from ..adapters.robofac.qa_types import QA_TYPES, canonical_type
 from ..errors import DatasetError
 
-QA_TYPES = (
-    "Task identification", "Task planning", "Failure detection", "Failure identification", "Failure locating",
-    "Failure explanation", "High-level correction", "Low-level correction",
-)
 CONTAINMENT_TYPES = ("Failure detection", "Failure identification", "Failure locating")
 JUDGE_TYPES = tuple(t for t in QA_TYPES if t not in CONTAINMENT_TYPES)
 JUDGE_MIN, JUDGE_MAX = 0.0, 5.0
 JUDGE_TO_PERCENT = 20.0  # official: mean judge score (0-5) x 20 -> 0-100
-
-_BY_KEY = {t.lower().replace("-", " "): t for t in QA_TYPES}
-
-
-def canonical_type(name: str) -> str:
-    """The canonical spelling of a QA type ("failure_detection", "Failure Detection" -> "Failure detection");
-    a name that is no RoboFAC type comes back stripped, unchanged."""
-    key = " ".join(str(name).replace("_", " ").replace("-", " ").lower().split())
-    return _BY_KEY.get(key, str(name).strip())
 
 
 def containment_correct(prediction: Optional[str], reference: str) -> bool:

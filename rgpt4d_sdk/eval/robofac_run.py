@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 from ..adapters.robofac import RoboFACDataset, RoboFACItem, StampError
 from ..errors import (DatasetError, MediaError, PathOutsideRootError, QueryError, RegionError, RGPT4DError,
                       TimestampError)
+from ..markdown import cell, table as md_table
 from ..types import Answer, RegionQuery
 from .robofac import CONTAINMENT_TYPES, JUDGE_TYPES, Prediction, containment_correct, read_judge_scores, summarize
 from .robofac import strict_correct
@@ -119,18 +120,12 @@ def build_table(rows: List[Mapping[str, Any]], split: str, scores: Optional[Dict
     }
 
 
-def _cell(value: Optional[float]) -> str:
-    return "–" if value is None else f"{value:.1f}"
-
-
 def table_markdown(table: Mapping[str, Any]) -> str:
     """The table of `build_table` as Markdown."""
-    lines = [f"## RoboFAC ({table['split']})", "", "### Containment accuracy (%)", "",
-             "| type | items | correct | accuracy (%) | strict correct | strict accuracy (%) |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {t} | {g['n']} | {g['correct']} | {_cell(g['accuracy'])} | {g['strict_correct']} | "
-              f"{_cell(g['strict_accuracy'])} |"
-              for t, g in table["containment"].items()]
+    lines = [f"## RoboFAC ({table['split']})", "", "### Containment accuracy (%)", "", *md_table(
+        ["type", "items", "correct", "accuracy (%)", "strict correct", "strict accuracy (%)"],
+        ([t, g["n"], g["correct"], cell(g["accuracy"]), g["strict_correct"], cell(g["strict_accuracy"])]
+         for t, g in table["containment"].items()))]
     lines += ["", "accuracy: the official rule (`reply.lower() in reference.lower()`, so an empty reply counts); "
                   "strict: the same, with empty, blank and one-character replies wrong."]
     judge = table["judge"]
@@ -139,10 +134,9 @@ def table_markdown(table: Mapping[str, Any]) -> str:
         lines.append(f"No judge scores given: {table['judge_requests']} open-ended items in judge_requests.jsonl; "
                      "score them and pass --judge-scores FILE.jsonl.")
     else:
-        lines += ["| type | items | scored | missing | score |", "|---|---|---|---|---|"]
         groups = [*judge["types"].items(), ("overall", judge["overall"])]
-        lines += [f"| {t} | {g['n']} | {g['scored']} | {len(g['missing'])} | {_cell(g['score'])} |"
-                  for t, g in groups]
+        lines += md_table(["type", "items", "scored", "missing", "score"],
+                          ([t, g["n"], g["scored"], len(g["missing"]), cell(g["score"])] for t, g in groups))
         if judge["overall"]["missing"]:
             lines.append("")
             lines.append(f"{len(judge['overall']['missing'])} open-ended items have no score (left out, not 0).")
@@ -152,8 +146,7 @@ def table_markdown(table: Mapping[str, Any]) -> str:
         lines += ["", "Items of no RoboFAC QA type (not scored): "
                   + ", ".join(f"{t or '(none)'}: {n}" for t, n in table["unscored_types"].items())]
     if table["errors"]:
-        lines += ["", "### Items not evaluated", "", "| reason | items |", "|---|---|"]
-        lines += [f"| {reason} | {n} |" for reason, n in table["errors"].items()]
+        lines += ["", "### Items not evaluated", "", *md_table(["reason", "items"], table["errors"].items())]
     c = table["counts"]
     lines += ["", f"{c['items']} items: {c['ok']} answered, {c['error']} not evaluated."]
     return "\n".join(lines) + "\n"

@@ -4,7 +4,7 @@
 builders (`ItemSpec`), then computes its table from the rows (`run_r4d_bench` here, `robofac_run.run_robofac`).
 
 Output folder: ``run.json`` (the model and frame count, which a resume must match), ``results.jsonl`` (one row
-per item, appended with fsync as items finish; see `analyze.store.ResultStore`), ``table.json`` and ``table.md``
+per item, appended with fsync as items finish; see `rgpt4d_sdk.fileio.ResultStore`), ``table.json`` and ``table.md``
 (rewritten atomically at the end of every run).
 Each item is its own unit: a re-run skips every item that already has its row, so an interrupted run resumes where
 it stopped and a complete run re-run loads no model at all. Error rows are final too (a bad record stays bad); move
@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..adapters.r4d_bench import TASK_NAMES, ItemError, R4DItem, build_query, find_record_files, load_records
-from ..analyze.sinks import write_json
-from ..analyze.store import FINGERPRINT_FIELD, ResultStore, atomic_write_text, check_fingerprint
 from ..engine.config import EngineConfig, LazyEngine
 from ..errors import ConfigError, RGPT4DError
+from ..fileio import FINGERPRINT_FIELD, ResultStore, atomic_write_text, check_fingerprint, write_json
 from ..types import Answer, RegionQuery
 from .r4d import build_table, numeric_score, table_markdown
 from .scoring import match_choice
@@ -130,7 +129,7 @@ def _answer_one(engine, query: RegionQuery) -> Union[Answer, str]:
 
 
 def settings_fingerprint(settings: Dict[str, Any]) -> str:
-    """A digest of a run's settings; every results row carries it (`analyze.store.FINGERPRINT_FIELD`)."""
+    """A digest of a run's settings; every results row carries it (`rgpt4d_sdk.fileio.FINGERPRINT_FIELD`)."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 

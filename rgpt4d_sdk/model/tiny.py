@@ -6,7 +6,6 @@ and the 3x3 projector, fills every parameter with seeded noise, and saves them e
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..fileio import write_json
 from .checkpoint import read_checkpoint
 from .projector import MultimodalProjector
 from .spec import ModelSpec
@@ -59,13 +59,13 @@ def build_tokenizer(out_dir: Path, vocab_size: int = 480) -> int:
     tok.save(str(out_dir / "tokenizer.json"))
     tok.model.save(str(out_dir))  # vocab.json + merges.txt, the form transformers 4.46 reads
     ids = {t: base + i for i, t in enumerate(SPECIAL_TOKENS)}
-    _write_json(out_dir / "added_tokens.json", ids)
+    write_json(out_dir / "added_tokens.json", ids)
     special = {"bos_token": "[BOS]", "eos_token": "<|im_end|>", "pad_token": "[PAD]"}
-    _write_json(out_dir / "special_tokens_map.json", {
+    write_json(out_dir / "special_tokens_map.json", {
         k: {"content": v, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False}
         for k, v in special.items()
     })
-    _write_json(out_dir / "tokenizer_config.json", {
+    write_json(out_dir / "tokenizer_config.json", {
         "added_tokens_decoder": {str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
                                           "single_word": False, "special": True} for t, i in ids.items()},
         **special, "chat_template": qwen2_chat_template(), "clean_up_tokenization_spaces": False,
@@ -152,16 +152,16 @@ def write_checkpoint(out: Path, cfgs: Dict[str, Dict[str, Any]], vision: nn.Modu
     (out / "llm").mkdir(parents=True, exist_ok=True)
     for sub in ("vision_tower", "mm_projector"):
         (out / sub).mkdir(exist_ok=True)
-    _write_json(out / "config.json", cfgs["root"])
-    _write_json(out / "vision_tower" / "config.json", cfgs["vision"])
-    _write_json(out / "mm_projector" / "config.json", cfgs["projector"])
-    _write_json(out / "llm" / "config.json", cfgs["llm"])
+    write_json(out / "config.json", cfgs["root"])
+    write_json(out / "vision_tower" / "config.json", cfgs["vision"])
+    write_json(out / "mm_projector" / "config.json", cfgs["projector"])
+    write_json(out / "llm" / "config.json", cfgs["llm"])
     size = cfgs["vision"]["image_size"]
-    _write_json(out / "vision_tower" / "preprocessor_config.json", {
+    write_json(out / "vision_tower" / "preprocessor_config.json", {
         "do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
         "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "image_processor_type": "SiglipImageProcessor",
         "resample": 3, "rescale_factor": 1 / 255, "size": {"height": size, "width": size}})
-    _write_json(out / "llm" / "generation_config.json", {"bos_token_id": cfgs["llm"]["bos_token_id"],
+    write_json(out / "llm" / "generation_config.json", {"bos_token_id": cfgs["llm"]["bos_token_id"],
                                                           "eos_token_id": cfgs["llm"]["eos_token_id"]})
     meta = {"format": "pt"}
     save_file(_contiguous(checkpoint_state(vision, "vision_model")), str(out / "vision_tower" / "model.safetensors"), meta)
@@ -237,12 +237,8 @@ def write_shards(parts: List[Dict[str, torch.Tensor]], folder: Path) -> None:
         save_file(part, str(folder / fname), {"format": "pt"})
         weight_map.update({n: fname for n in part})
         total += sum(t.numel() * t.element_size() for t in part.values())
-    _write_json(folder / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
+    write_json(folder / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
 
 
 def _contiguous(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
