@@ -6,9 +6,10 @@ in a second with a message that names the file, the key, the value and what is a
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Dict, List, Mapping, Optional
 
@@ -19,6 +20,7 @@ from rgpt4d_sdk.errors import ConfigError
 from rgpt4d_sdk.schema import SchemaError, check_instance, in_config_file
 
 from .p4d import P4DConfig
+from .teachers.base import latent_spec
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -159,8 +161,39 @@ class TrainConfig:
         cfg.check()
         return cfg
 
-    def check(self) -> None:
-        """Cross-field rules and this machine's resources (before any data or model is loaded)."""
+    def check(self, world: int = 1) -> None:
+        """Cross-section rules and this machine's resources, before any data, model or process group.
+
+        `from_dict` runs it with ``world`` 1 and `Recipe.setup` again with the real process count, before
+        ``torch.distributed.init_process_group``, so no configuration error is found after the processes have met.
+
+        Args:
+            world: the number of training processes (``WORLD_SIZE`` under torchrun); each takes an equal share of
+                the global batch.
+
+        Raises:
+            ConfigError: the global batch does not split into micro-batches over ``world`` processes; an unknown
+                teacher; teacher latents (hooks, width, tubelet) that the P4D decoder is not built for, or a frame
+                count that is not a multiple of the teacher's tubelet; ``run.device: cuda`` on a machine without
+                CUDA.
+        """
+        b, p4d = self.batch, self.p4d
+        if b.global_batch % (b.micro_batch * world):
+            raise ConfigError(f"batch.global_batch {b.global_batch} must be a multiple of micro_batch "
+                              f"{b.micro_batch} x {world} processes.")
+        latents = latent_spec(self.teacher.kind, self.teacher.options)
+        if latents is not None:
+            if latents.hooks != tuple(p4d.hooks) or latents.latent_dim != p4d.latent_dim or \
+                    latents.tubelet != p4d.tubelet:
+                raise ConfigError(
+                    f"teacher latents (hooks {latents.hooks}, width {latents.latent_dim}, tubelet "
+                    f"{latents.tubelet}) do not match the P4D decoder (hooks {p4d.hooks}, width {p4d.latent_dim}, "
+                    f"tubelet {p4d.tubelet}); make teacher.options and p4d agree."
+                )
+            if self.data.num_frames % p4d.tubelet:
+                fit = self.data.num_frames - self.data.num_frames % p4d.tubelet or p4d.tubelet
+                raise ConfigError(f"data.num_frames {self.data.num_frames} is not a multiple of the teacher's "
+                                  f"tubelet {p4d.tubelet}; use {fit} frames.")
         if self.run.device == "cuda":
             from rgpt4d_sdk.device import check_device
 
@@ -190,6 +223,17 @@ class TrainConfig:
                 raise SchemaError(f"--set {exc.key}={exc.value!r}: {exc}", exc.key, exc.value) from None
             with in_config_file(path, from_file):
                 raise
+
+    def resolved(self) -> "TrainConfig":
+        """The configuration a run trains with: a copy of this one with the values the run derives from it, so the
+        caller's object is never changed. One value is derived: P4D is off when there is no teacher
+        (``teacher.kind: none``), since nothing would supervise its decoder and heads. The run records the copy
+        (run.json's config and fingerprint, each checkpoint's state.json), and `train export` rebuilds the model
+        from it."""
+        cfg = copy.deepcopy(self)
+        if cfg.teacher.kind == "none" and cfg.p4d.enabled:
+            cfg = replace(cfg, p4d=replace(cfg.p4d, enabled=False))
+        return cfg
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)

@@ -71,20 +71,44 @@ class Teacher(Protocol):
 TEACHERS = ("precomputed", "sensor", "none")
 
 
+@dataclass(frozen=True)
+class LatentSpec:
+    """The latents a teacher gives for latent distillation: per hook, (T', h, w, ``latent_dim``) with
+    T' = frames / ``tubelet``. The P4D decoder must be built for the same three values."""
+
+    hooks: Tuple[int, ...]
+    latent_dim: int
+    tubelet: int
+
+
+def teacher_class(kind: str) -> type:
+    """The class behind ``teacher.kind`` (imported on demand); raises ConfigError for an unknown kind."""
+    if kind == "precomputed":
+        from .precomputed import PrecomputedTeacher
+
+        return PrecomputedTeacher
+    if kind == "sensor":
+        from .sensor import SensorTeacher
+
+        return SensorTeacher
+    raise ConfigError(f"teacher {kind!r} is unknown; choose one of {TEACHERS}.")
+
+
+def latent_spec(kind: str, options: Optional[Mapping[str, Any]] = None) -> Optional[LatentSpec]:
+    """The latents the configured teacher will give, read from its options alone (no file is opened, so a
+    configuration can be checked before any data is there); None when it gives none ("none", "sensor", or
+    ``latents: false``). Raises ConfigError for an unknown kind or a non-integer hook, width or tubelet."""
+    if kind == "none":
+        return None
+    return teacher_class(kind).latent_spec(dict(options or {}))
+
+
 def make_teacher(kind: str, options: Optional[Mapping[str, Any]] = None) -> Optional[Teacher]:
     """Build the configured teacher ("none" -> no distillation)."""
     options = dict(options or {})
     if kind == "none":
         return None
-    if kind == "precomputed":
-        from .precomputed import PrecomputedTeacher
-
-        return PrecomputedTeacher(**options)
-    if kind == "sensor":
-        from .sensor import SensorTeacher
-
-        return SensorTeacher(**options)
-    raise ConfigError(f"teacher {kind!r} is unknown; choose one of {TEACHERS}.")
+    return teacher_class(kind)(**options)
 
 
 def frames_per_latent(num_frames: int, tubelet: int, where: str) -> int:
