@@ -137,6 +137,14 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        """A configuration from its sections (``model`` plus data, teacher, p4d, finetune, optim, batch, run),
+        as read from YAML. Every value is checked against its field's type and range, then `check` runs (with one
+        process).
+
+        Raises:
+            ConfigError: an unknown key or section, an empty ``model`` or ``data.train``, or a broken cross-section rule
+                (`SchemaError`, a subclass, for a wrong type or range, naming the dotted key).
+        """
         if not isinstance(d, Mapping):
             raise ConfigError("a training config is a mapping of sections (model, data, teacher, p4d, ...).")
         known = {"model", *cls.SECTIONS}
@@ -236,6 +244,7 @@ class TrainConfig:
         return cfg
 
     def to_dict(self) -> Dict[str, Any]:
+        """Plain nested dicts and lists (JSON-ready): what run.json records and `from_dict` reads back."""
         d = asdict(self)
         d.pop("SECTIONS", None)
         return d

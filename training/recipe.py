@@ -226,6 +226,14 @@ class Recipe:
 
     # ------------------------------------------------------------------------------------------------ train
     def train(self) -> List[Dict[str, Any]]:
+        """Train from the current step to the last (`setup` first): one optimizer step per global batch, loss terms
+        logged every ``run.log_every`` steps (log.jsonl, and TensorBoard when installed), a checkpoint every
+        ``run.checkpoint_every`` steps and at the end.
+
+        Returns:
+            One row per step of this call: step, epoch, lr, every loss term averaged over the processes, step time and
+            throughput (and peak CUDA memory on a GPU).
+        """
         cfg = self.cfg
         micro = cfg.batch.micro_batch
         per_rank = cfg.batch.global_batch // self.world
@@ -312,6 +320,8 @@ class Recipe:
 
     # ------------------------------------------------------------------------------------------------ save / load
     def trainable_state(self) -> Dict[str, torch.Tensor]:
+        """The trainable parameters by name, on the CPU (gathered from every shard under FSDP; then only rank 0 holds
+        them)."""
         if self.cfg.run.strategy == "fsdp" and self.world > 1:
             from torch.distributed.fsdp import FullStateDictConfig, FullyShardedDataParallel, StateDictType
 
@@ -323,6 +333,10 @@ class Recipe:
         return {n: p.detach().cpu().contiguous() for n, p in self.student.named_parameters() if p.requires_grad}
 
     def save(self) -> Path:
+        """Write ``checkpoints/step-NNNNNNN`` (rank 0; the others wait): trainable weights (safetensors), optimizer
+        state, RNG states and state.json (step, data position, scheduler, fingerprint). Written to a .tmp folder and
+        renamed, so a killed run never leaves a half checkpoint; only the newest ``run.keep_checkpoints`` are kept.
+        Returns the folder."""
         from safetensors.torch import save_file
 
         state = self.trainable_state()
@@ -376,6 +390,7 @@ class Recipe:
         self.step = int(state["step"])
 
     def cleanup(self) -> None:
+        """Leave the process group (when this recipe's run joined one); safe to call after a failed `setup`."""
         if self.world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
@@ -389,6 +404,7 @@ def apply_lora(llm: nn.Module, lora_cfg) -> Any:
 
 
 def latest_checkpoint(out: Path) -> Optional[Path]:
+    """The newest finished ``checkpoints/step-*`` folder of a run folder (one with state.json), or None."""
     found = sorted(p for p in (Path(out) / "checkpoints").glob("step-*") if not p.name.endswith(".tmp")
                    and (p / "state.json").is_file())
     return found[-1] if found else None
@@ -399,6 +415,8 @@ def _as_tuple(x):
 
 
 def run(cfg: TrainConfig, restart: bool = False, log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+    """Train with ``cfg`` from start to end: `Recipe` setup, train, cleanup (also on errors). ``restart`` deletes
+    the run folder first instead of resuming from its latest checkpoint. Returns the rows `Recipe.train` logged."""
     recipe = Recipe(cfg, log)
     try:
         recipe.setup(restart)

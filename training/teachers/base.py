@@ -57,6 +57,11 @@ class TeacherTargets:
 
 
 class Teacher(Protocol):
+    """What the recipe needs from a teacher: its name, whether it gives latents (and their hooks, width and
+    tubelet), and `targets` for a clip. Teachers that can list missing clips cheaply also have
+    ``check_available(clip_ids)``, called before training; each class also has a static ``latent_spec(options)``
+    (`latent_spec`)."""
+
     name: str
     provides_latents: bool
     tubelet: int
@@ -112,6 +117,8 @@ def make_teacher(kind: str, options: Optional[Mapping[str, Any]] = None) -> Opti
 
 
 def frames_per_latent(num_frames: int, tubelet: int, where: str) -> int:
+    """T' = ``num_frames`` / ``tubelet``; ConfigError (naming ``where``) when the frames do not split into whole
+    tubelets."""
     if tubelet < 1 or num_frames % tubelet:
         raise ConfigError(f"{where}: {num_frames} frames cannot be split into tubelets of {tubelet} frames; use a "
                           f"frame count that is a multiple of {tubelet}.")
@@ -130,4 +137,5 @@ def as_bool_mask(t: torch.Tensor, values: Optional[torch.Tensor] = None) -> torc
 
 
 def channels_first(names: Sequence[str]) -> List[str]:
+    """``names`` that are target maps, in `MAPS` order."""
     return [n for n in MAPS if n in names]

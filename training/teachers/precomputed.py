@@ -40,10 +40,13 @@ def _spec(hooks: Any, latent_dim: Any, tubelet: Any) -> LatentSpec:
 
 
 def clip_filename(clip_id: str) -> str:
+    """The file name of a clip's targets: its id with "/", "#", "\\" and ":" replaced by "__", plus .safetensors."""
     return re.sub(r"[/#\\:]", "__", clip_id) + ".safetensors"
 
 
 def write_targets(root, clip_id: str, targets: TeacherTargets, tubelet: int = 2) -> Path:
+    """Write one clip's targets in the format above (``<root>/<clip_filename>``), with ``tubelet`` and, when
+    there are maps, their frame count and grid in the metadata. Returns the file."""
     from safetensors.torch import save_file
 
     tensors: Dict[str, torch.Tensor] = {}
@@ -64,6 +67,10 @@ def write_targets(root, clip_id: str, targets: TeacherTargets, tubelet: int = 2)
 
 
 class PrecomputedTeacher:
+    """Targets read from per-clip safetensors files under ``root`` (format in the module docstring). ``hooks``,
+    ``latent_dim`` and ``tubelet`` describe the stored latents and must match the P4D decoder; ``latents: false`` reads
+    the maps only. Raises ConfigError when ``root`` is not a folder."""
+
     name = "precomputed"
 
     def __init__(self, root: str, hooks: Tuple[int, ...] = HOOKS, latent_dim: int = LATENT_DIM,
@@ -85,12 +92,21 @@ class PrecomputedTeacher:
                      options.get("tubelet", TUBELET))
 
     def path(self, clip_id: str) -> Path:
+        """Where the targets of ``clip_id`` are (whether or not the file exists)."""
         return self.root / clip_filename(clip_id)
 
     def has(self, clip_id: str) -> bool:
+        """Whether the targets file of ``clip_id`` exists."""
         return self.path(clip_id).is_file()
 
     def targets(self, clip: TrainClip, grid: Tuple[int, int]) -> TeacherTargets:
+        """The stored targets of ``clip`` (maps with their masks, and the latents of the configured hooks).
+
+        Raises:
+            DatasetError: the file is missing, unreadable, of another format, or lacks a configured hook.
+            ConfigError: a latent or map shape does not match the clip's frames, the ``grid`` or the configured
+                width.
+        """
         from safetensors import safe_open
 
         path = self.path(clip.id)
