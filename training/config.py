@@ -40,12 +40,19 @@ class DataConfig:
 
 @dataclass
 class TeacherConfig:
+    """Where distillation targets come from. kind: "precomputed" (per-clip safetensors, e.g. from L4P),
+    "sensor" (nuScenes LiDAR, calibration and boxes) or "none" (plain SFT; P4D is then off). options: the teacher's
+    keyword arguments (`PrecomputedTeacher`, `SensorTeacher`)."""
+
     kind: str = "none"  # precomputed | sensor | none
     options: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class LoraConfig:
+    """LoRA adapters on the LLM (``finetune.method: lora``): rank ``r``, scale ``alpha / r``, dropout, and the
+    projection modules adapted (all attention and MLP projections by default)."""
+
     r: Annotated[int, Field(ge=1)] = 16
     alpha: Annotated[float, Field(gt=0)] = 32
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
@@ -54,6 +61,9 @@ class LoraConfig:
 
 @dataclass
 class FinetuneConfig:
+    """What trains. method: "full" (every unfrozen weight) or "lora" (adapters on the LLM; the vision tower and the
+    projector follow their freeze flags). freeze_*: keep that part's weights fixed."""
+
     method: str = "full"  # full | lora
     lora: LoraConfig = field(default_factory=LoraConfig)
     freeze_vision: bool = True
@@ -69,6 +79,9 @@ class FinetuneConfig:
 
 @dataclass
 class OptimConfig:
+    """AdamW (weight decay on matrices only) with linear warm-up over ``warmup_ratio`` of the steps, then cosine
+    decay to ``min_lr_ratio`` x ``lr``; gradients clipped to norm ``grad_clip`` (0: no clipping)."""
+
     lr: Annotated[float, Field(gt=0, le=1)] = 1e-5
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     betas: List[Annotated[float, Field(ge=0, lt=1)]] = field(default_factory=lambda: [0.9, 0.999])
@@ -85,6 +98,9 @@ class OptimConfig:
 
 @dataclass
 class BatchConfig:
+    """global_batch: samples per optimizer step, over all processes; micro_batch: samples per forward pass
+    (gradients accumulate over the rest). The global batch must split into micro-batches on every process."""
+
     global_batch: Annotated[int, Field(ge=1)] = 8
     micro_batch: Annotated[int, Field(ge=1)] = 1
 
@@ -97,6 +113,10 @@ class BatchConfig:
 
 @dataclass
 class RunConfig:
+    """Where and how the run goes: ``out`` (run folder: run.json, log.jsonl, checkpoints/), length (``epochs``,
+    or ``max_steps`` when set), seed, device and precision, the multi-process strategy (ddp, or fsdp for models too
+    large for one GPU), and how often to log and checkpoint."""
+
     out: str = "runs/p4d"
     epochs: Annotated[int, Field(ge=1)] = 1
     max_steps: Optional[Annotated[int, Field(ge=1)]] = None
@@ -123,6 +143,9 @@ class RunConfig:
 
 @dataclass
 class TrainConfig:
+    """The whole training configuration: the base checkpoint (``model``) and one section per concern. Build it
+    with `load` (YAML) or `from_dict`; both check every value and the cross-section rules (`check`)."""
+
     model: str = ""
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)

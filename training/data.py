@@ -33,6 +33,9 @@ _MEDIA = re.compile(r"^(?:<image>\n)?<video>\n")
 
 @dataclass
 class TrainSample:
+    """One question about one clip, ready for the model: preprocessed pixels of its images, their times, the
+    token ids of prompt and answer (the last ``answer_len`` supervised), and the clip for the teacher."""
+
     id: str
     pixels: torch.Tensor  # (N, 3, S, S) float32, SoM image first in R4D mode
     image_times: torch.Tensor  # (N,) float64 seconds since the first frame; NaN: no TPE (the SoM image)

@@ -34,6 +34,9 @@ class TrainClip:
 
 @dataclass
 class TeacherTargets:
+    """A clip's targets: ``maps`` and their ``masks`` (True where known), and ``latents`` per hook; shapes in the
+    module docstring. A missing key means that term has no loss."""
+
     maps: Dict[str, torch.Tensor] = field(default_factory=dict)
     masks: Dict[str, torch.Tensor] = field(default_factory=dict)
     latents: Dict[int, torch.Tensor] = field(default_factory=dict)
