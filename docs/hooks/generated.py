@@ -65,8 +65,20 @@ def _undocumented(module_name: str) -> Iterator[str]:
                 if attr in fields:
                     continue  # a dataclass field whose default is a function (a callback), not a method
                 func = member.__func__ if isinstance(member, (classmethod, staticmethod)) else member
-                if not (func.__doc__ or "").strip():
+                if not (func.__doc__ or "").strip() and not _documented_in_sdk_base(obj, attr):
                     yield f"{module_name}.{name}.{attr}"
+
+
+def _documented_in_sdk_base(cls, attr: str) -> bool:
+    """An override of a method that an SDK base class documents (`GraphRunner.vision`): the contract is written
+    once, on the base. Bases from other libraries do not count (torch's ``Module.forward`` says nothing about ours)."""
+    for base in cls.__mro__[1:]:
+        member = vars(base).get(attr)
+        if member is not None and base.__module__.startswith("rgpt4d_sdk"):
+            func = getattr(member, "__func__", member)
+            if (getattr(func, "__doc__", None) or "").strip():
+                return True
+    return False
 
 
 def on_page_markdown(markdown, page, config, files):
