@@ -24,7 +24,8 @@ from .recipe import apply_lora, latest_checkpoint
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
 
-def export_run(run_dir, out, checkpoint: Optional[str] = None, shard_gb: float = 5.0) -> Path:
+def export_run(run_dir: "str | Path", out: "str | Path", checkpoint: Optional[str] = None,
+               shard_gb: float = 5.0) -> Path:
     """Write a training run's checkpoint as a plain checkpoint in the released layout.
 
     LoRA adapters are merged, the P4D modules are dropped, and the weights keep the base checkpoint's key names and
