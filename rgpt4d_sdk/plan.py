@@ -65,6 +65,10 @@ _CARVEOUT_AGX = 32 * GiB - 32_110_190_592
 
 @dataclass(frozen=True)
 class Device:
+    """A machine the planner plans for: total memory, memory bandwidth (bytes/s; None when unknown), CUDA compute
+    capability, whether memory is shared with the CPU (Jetson), what is kept free besides the plan's tensors, firmware
+    carve-outs, and where the figures come from (``source``)."""
+
     name: str
     memory_bytes: int
     bandwidth_Bps: Optional[float]
@@ -76,6 +80,7 @@ class Device:
     source: str = ""
 
     def to_dict(self) -> Dict[str, Any]:
+        """The device's fields as a plain dict (the ``device`` of a `MemoryPlan`)."""
         return asdict(self)
 
 
@@ -228,6 +233,8 @@ class Arch:
 
     @classmethod
     def from_configs(cls, cfgs: Mapping[str, Mapping[str, Any]], label: str = "") -> "Arch":
+        """The sizes of a checkpoint from its four configs ({"root", "vision", "projector", "llm"}: the JSON of the
+        released layout); ``label`` names it in reports."""
         from .model.spec import ModelSpec
 
         llm, vis = cfgs["llm"], cfgs["vision"]
@@ -375,6 +382,11 @@ def precision_problem(precision: str, compute_capability: Optional[str]) -> Opti
 # ------------------------------------------------------------------------------------------------ the plan
 @dataclass
 class MemoryPlan:
+    """What `plan_memory` predicts for one device, model, precision, frame count and batch: bytes per item
+    (weights, caches, activations), the peak of each stage, whether the peak fits in what the device leaves available
+    (and the margin), the largest frame count that fits, and the decode bound on tokens/s. ``problems`` says why a plan
+    does not fit or cannot run."""
+
     device: Dict[str, Any]
     arch: str
     precision: str
@@ -397,6 +409,7 @@ class MemoryPlan:
     decode_bounds: List[Dict[str, Any]] = field(default_factory=list)  # weight_plan.DecodeBound at batch 1 (and B)
 
     def to_dict(self) -> Dict[str, Any]:
+        """The plan as plain values (what `rgpt4d-sdk plan --json` prints)."""
         return asdict(self)
 
     def lines(self) -> List[str]:
