@@ -112,6 +112,8 @@ class AnalyzeConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "AnalyzeConfig":
+        """An `AnalyzeConfig` from a mapping (a config file's content); unknown keys and wrong types raise ConfigError
+        naming the key."""
         return from_mapping(cls, data, "analyze config")
 
     @classmethod
@@ -188,4 +190,5 @@ def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> Dict[str, An
 
 
 def write_yaml(path: Path, data: Mapping[str, Any]) -> None:
+    """Write ``data`` as YAML (keys in the given order), atomically."""
     atomic_write_text(path, yaml.safe_dump(dict(data), sort_keys=False))
