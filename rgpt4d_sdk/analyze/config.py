@@ -125,6 +125,8 @@ class AnalyzeConfig:
             return cls.from_dict(merge(data, overrides))
 
     def to_dict(self) -> Dict[str, Any]:
+        """The configuration as plain values, as config.yaml records it: only the chosen source's section, and
+        ``questions`` only when that source uses it."""
         skip = ({s for s in source_names() if s != self.source}
                 | ({"questions"} if source_class(self.source).own_questions else set()))
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}

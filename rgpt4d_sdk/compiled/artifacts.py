@@ -47,6 +47,8 @@ def checkpoint_fingerprint(files: CheckpointFiles) -> str:
 
 # ------------------------------------------------------------------------------------------------ manifests
 def read_json(path: Path, what: str, rebuild: str) -> Dict[str, Any]:
+    """A JSON file of a compiled folder, checked: CompiledModelError (with the ``rebuild`` command) when it is
+    missing, not JSON, not an rgpt4d-sdk ``what``, or of another format version."""
     if not path.is_file():
         raise CompiledModelError(f"{path} is missing; {what} is not complete. Rebuild it: {rebuild}")
     try:
