@@ -65,9 +65,8 @@ _CARVEOUT_AGX = 32 * GiB - 32_110_190_592
 
 @dataclass(frozen=True)
 class Device:
-    """A machine the planner plans for: total memory, memory bandwidth (bytes/s; None when unknown), CUDA compute
-    capability, whether memory is shared with the CPU (Jetson), what is kept free besides the plan's tensors, firmware
-    carve-outs, and where the figures come from (``source``)."""
+    """A machine to plan for: memory, bandwidth (bytes/s; None: unknown), compute capability, unified memory
+    (Jetson), what stays free besides the plan's tensors, firmware carve-outs, and where the figures come from."""
 
     name: str
     memory_bytes: int
@@ -233,8 +232,7 @@ class Arch:
 
     @classmethod
     def from_configs(cls, cfgs: Mapping[str, Mapping[str, Any]], label: str = "") -> "Arch":
-        """The sizes of a checkpoint from its four configs ({"root", "vision", "projector", "llm"}: the JSON of the
-        released layout); ``label`` names it in reports."""
+        """A checkpoint's sizes from its four configs ({"root", "vision", "projector", "llm"}); ``label``: its name."""
         from .model.spec import ModelSpec
 
         llm, vis = cfgs["llm"], cfgs["vision"]
@@ -382,10 +380,8 @@ def precision_problem(precision: str, compute_capability: Optional[str]) -> Opti
 # ------------------------------------------------------------------------------------------------ the plan
 @dataclass
 class MemoryPlan:
-    """What `plan_memory` predicts for one device, model, precision, frame count and batch: bytes per item
-    (weights, caches, activations), the peak of each stage, whether the peak fits in what the device leaves available
-    (and the margin), the largest frame count that fits, and the decode bound on tokens/s. ``problems`` says why a plan
-    does not fit or cannot run."""
+    """What `plan_memory` predicts for a device, model, precision, frame count and batch: bytes per item, the peak of
+    each stage, whether it fits (and the margin), the most frames that fit, the decode bound; ``problems``: why not."""
 
     device: Dict[str, Any]
     arch: str

@@ -76,7 +76,8 @@ def test_an_override_is_documented_by_its_sdk_base_only(tmp_path, monkeypatch):
     assert (GraphRunner.vision.__doc__ or "").strip()
     (tmp_path / "i22c_sample_override.py").write_text(
         "from torch import nn\nfrom rgpt4d_sdk.compiled.runtime import GraphRunner\n\n\n"
-        "class Runner(GraphRunner):\n    \"\"\"R.\"\"\"\n\n    def vision(self, pixels, times_s, time_mask):\n        pass\n\n\n"
+        "class Runner(GraphRunner):\n    \"\"\"R.\"\"\"\n\n    def vision(self, pixels, times_s, time_mask):\n"
+        "        pass\n\n\n"
         "class Net(nn.Module):\n    \"\"\"N.\"\"\"\n\n    def forward(self, x):\n        return x\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert list(_hooks()._undocumented("i22c_sample_override")) == ["i22c_sample_override.Net.forward"]

@@ -101,11 +101,11 @@ def check_precision(precision: str, capability, device_name: str = "this GPU") -
 
 def build_engines(onnx_dir, out, workspace_gb: float = 8.0, timing_cache: Optional[Path] = None, opt_level: int = 3,
                   replace: bool = False, device: int = 0, log: Callable[[str], None] = print) -> Path:
-    """Build the TensorRT engines of an ONNX export (`rgpt4d-sdk export tensorrt`) into ``out``, on GPU ``device``.
+    """Build the TensorRT engines of the ONNX export in ``onnx_dir`` (written by `rgpt4d-sdk export onnx`; its files
+    are checked against the manifest) into the folder ``out``, on GPU ``device``: the engines, engine.json (their key)
+    and the timing cache (`rgpt4d-sdk export tensorrt`).
 
     Args:
-        onnx_dir: a folder written by `rgpt4d-sdk export onnx` (its files are checked against the manifest).
-        out: the engine folder; it gets the engines, engine.json (their key) and the timing cache.
         workspace_gb: TensorRT's workspace limit.
         timing_cache: where to read and write the timing cache (default ``out/timing.cache``).
         opt_level: TensorRT's builder optimisation level.
