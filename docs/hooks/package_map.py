@@ -23,15 +23,15 @@ FOLDERS = {"rgpt4d_sdk": "rgpt4d_sdk", "adapters": "rgpt4d_sdk.adapters", "calib
 SUBPACKAGES = ("adapters", "analyze", "calib", "compiled", "demo_train", "engine", "eval", "live", "model", "prompt",
                "ros", "training")
 CLI_MODULES = ("cli", "cli_boundary", "cli_common", "cli_grammar", "cli_reference", "data_cli", "readiness_cli")
-TOOL_MODULES = ("conversations", "demo", "doctor", "export", "plan", "plan_table", "weight_plan")
-CORE_MODULES = ("__init__", "cache", "config", "device", "errors", "media", "memtrace", "optional", "outdir", "paths",
-                "schema", "tpe", "types")  # every top-level module of rgpt4d_sdk/ is in one of the three lists
+TOOL_MODULES = ("conversations", "demo", "doctor", "export", "plan", "plan_table", "weight_plan")  # other top-level
+# modules of rgpt4d_sdk/ are "core"
 # node -> (label in the picture, what it is)
 NODES = {
     "cli": ("cli", "the `rgpt4d-sdk` verbs: `rgpt4d_sdk/cli*.py` and each subpackage's `cli.py`"),
     "ros2_nodes": ("ros2_nodes/", "colcon packages: the ROS 2 interfaces and the launch/params of the node"),
     "tools": ("plan · doctor · demo · conversations", "top-level modules that combine the packages below: the memory "
               "planner, `doctor`, the embedded demo, the training-conversation writer"),
+    "root": ("rgpt4d_sdk", "the package root (`rgpt4d_sdk/__init__.py`): the public names, `Engine` on first use"),
     "analyze": ("analyze/", "batch runner (source -> engine -> sinks), resume, shards, Ray, the HTML report"),
     "eval": ("eval/", "3D tracks, questions with ground truth, metrics, R4D-Bench and RoboFAC evaluations"),
     "demo_train": ("demo_train/", "the `demo train` pipeline: fine-tune a tiny model and compare"),
@@ -66,7 +66,7 @@ def node_of(module: str) -> "str | None":
     if parts[0] != "rgpt4d_sdk":
         return None
     if len(parts) == 1:
-        return "core"
+        return "root"
     if parts[1] in CLI_MODULES or (parts[1] in SUBPACKAGES and parts[-1] == "cli"):
         return "cli"
     if parts[1] in SUBPACKAGES:
