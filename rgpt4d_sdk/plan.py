@@ -65,8 +65,7 @@ _CARVEOUT_AGX = 32 * GiB - 32_110_190_592
 
 @dataclass(frozen=True)
 class Device:
-    """A machine to plan for: memory, bandwidth (bytes/s; None: unknown), compute capability, unified memory
-    (Jetson), what stays free besides the plan's tensors, firmware carve-outs, and where the figures come from."""
+    """A machine to plan for: memory, bandwidth (bytes/s), compute capability, unified memory, reserve, carve-outs."""
 
     name: str
     memory_bytes: int
@@ -380,8 +379,7 @@ def precision_problem(precision: str, compute_capability: Optional[str]) -> Opti
 # ------------------------------------------------------------------------------------------------ the plan
 @dataclass
 class MemoryPlan:
-    """What `plan_memory` predicts for a device, model, precision, frame count and batch: bytes per item, the peak of
-    each stage, whether it fits (and the margin), the most frames that fit, the decode bound; ``problems``: why not."""
+    """What `plan_memory` predicts: bytes per item and stage, peak, whether it fits, most frames, decode bound."""
 
     device: Dict[str, Any]
     arch: str
