@@ -18,6 +18,7 @@ NOT_ON_A_REFERENCE_PAGE = {
                         "rgpt4d_sdk.compiled.cli", "rgpt4d_sdk.eval.cli", "rgpt4d_sdk.ros.cli",
                         "rgpt4d_sdk.training.cli")},
     "rgpt4d_sdk.ros.node": "the ROS 2 node (imports rclpy and the built interfaces); documented in docs/ros2.md",
+    "rgpt4d_sdk.ros.params": "the node's parameter declarations (imports rcl_interfaces); docs/ros2.md",
     "rgpt4d_sdk.export": "deprecated alias of rgpt4d_sdk.conversations (warns on import)",
 }
 
