@@ -65,6 +65,8 @@ _CARVEOUT_AGX = 32 * GiB - 32_110_190_592
 
 @dataclass(frozen=True)
 class Device:
+    """A machine to plan for: memory, bandwidth (bytes/s), compute capability, unified memory, reserve, carve-outs."""
+
     name: str
     memory_bytes: int
     bandwidth_Bps: Optional[float]
@@ -76,6 +78,7 @@ class Device:
     source: str = ""
 
     def to_dict(self) -> Dict[str, Any]:
+        """The device's fields as a plain dict (the ``device`` of a `MemoryPlan`)."""
         return asdict(self)
 
 
@@ -228,6 +231,7 @@ class Arch:
 
     @classmethod
     def from_configs(cls, cfgs: Mapping[str, Mapping[str, Any]], label: str = "") -> "Arch":
+        """A checkpoint's sizes from its four configs ({"root", "vision", "projector", "llm"}); ``label``: its name."""
         from .model.spec import ModelSpec
 
         llm, vis = cfgs["llm"], cfgs["vision"]
@@ -375,6 +379,8 @@ def precision_problem(precision: str, compute_capability: Optional[str]) -> Opti
 # ------------------------------------------------------------------------------------------------ the plan
 @dataclass
 class MemoryPlan:
+    """What `plan_memory` predicts: bytes per item and stage, peak, whether it fits, most frames, decode bound."""
+
     device: Dict[str, Any]
     arch: str
     precision: str
@@ -397,6 +403,7 @@ class MemoryPlan:
     decode_bounds: List[Dict[str, Any]] = field(default_factory=list)  # weight_plan.DecodeBound at batch 1 (and B)
 
     def to_dict(self) -> Dict[str, Any]:
+        """The plan as plain values (what `rgpt4d-sdk plan --json` prints)."""
         return asdict(self)
 
     def lines(self) -> List[str]:

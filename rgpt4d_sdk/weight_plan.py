@@ -67,6 +67,7 @@ class WeightSpec:
     label: str = ""
 
     def to_dict(self) -> Dict[str, Any]:
+        """The spec as plain values (a `MemoryPlan`'s ``weights_spec``)."""
         return asdict(self)
 
 
@@ -180,6 +181,7 @@ class DecodeBound:
     notes: list = field(default_factory=list)
 
     def to_dict(self) -> Dict[str, Any]:
+        """The bound as plain values (an entry of a `MemoryPlan`'s ``decode_bounds``)."""
         return asdict(self)
 
 

@@ -2,6 +2,7 @@
 a kill, 2-process DDP equals 1 process), export without the P4D branch, and configuration errors."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,8 @@ from rgpt4d_sdk.training.p4d import (
     sft_loss,
     student_grid,
 )
-from rgpt4d_sdk.training.recipe import run
+from rgpt4d_sdk.training import recipe as recipe_module
+from rgpt4d_sdk.training.recipe import Recipe, run
 
 from rgpt4d_sdk import Engine
 from rgpt4d_sdk.errors import ConfigError, DatasetError
@@ -266,6 +269,54 @@ def test_bad_configurations_fail_before_training(tiny_ckpt_dir, data_root, tmp_p
     with pytest.raises(error, match=match):
         run(TrainConfig.from_dict(config(tiny_ckpt_dir, data_root, out, **over)), log=lambda m: None)
     assert not (out / "checkpoints").exists()
+
+
+def test_config_errors_come_before_the_process_group_and_leave_the_config_alone(tiny_ckpt_dir, data_root, tmp_path,
+                                                                                 monkeypatch):
+    """Under torchrun (WORLD_SIZE 2) a configuration that breaks a cross-section rule raises ConfigError from
+    Recipe.setup before init_process_group (and before the data or the model are read)."""
+    def joined(*args, **kwargs):
+        pytest.fail("init_process_group was called before the configuration was checked")
+
+    def read(*args, **kwargs):
+        pytest.fail("the data or the model were read before the configuration was checked")
+
+    monkeypatch.setattr(torch.distributed, "init_process_group", joined)
+    monkeypatch.setattr(recipe_module, "load_records", read)
+    monkeypatch.setattr(NvilaModel, "from_pretrained", read)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    # valid for one process (from_dict passes), but 4 samples do not split into micro-batches of 4 over 2 processes
+    cfg = _cfg(tiny_ckpt_dir, data_root, tmp_path / "batch", batch__micro_batch=4)
+    # built without from_dict (the Python API): teacher latents the P4D decoder is not built for
+    decoder = replace(_cfg(tiny_ckpt_dir, data_root, tmp_path / "hooks"), p4d=P4DConfig(hooks=(3, 4), latent_dim=8))
+    for bad, match in ((cfg, "multiple of micro_batch 4 x 2 processes"), (decoder, "do not match the P4D decoder")):
+        before = copy.deepcopy(bad.to_dict())
+        with pytest.raises(ConfigError, match=match):
+            Recipe(bad, log=lambda m: None).setup()
+        assert bad.to_dict() == before
+    assert not (tmp_path / "batch").exists() and not (tmp_path / "hooks").exists()
+
+
+def test_no_teacher_turns_p4d_off_in_the_run_record_not_in_the_callers_config(tiny_ckpt_dir, data_root, tmp_path):
+    cfg = _cfg(tiny_ckpt_dir, data_root, tmp_path / "run", teacher__kind="none", teacher__options={})
+    before = copy.deepcopy(cfg.to_dict())
+    lines = []
+    recipe = Recipe(cfg, log=lines.append)
+    try:
+        recipe.setup()
+        folder = recipe.save()
+    finally:
+        recipe.cleanup()
+    assert cfg.to_dict() == before and cfg.p4d.enabled  # the caller's object is unchanged
+    assert recipe.student.p4d is None and any("P4D off" in line for line in lines)
+    recorded = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert recorded["config"]["p4d"]["enabled"] is False
+    assert recorded["fingerprint"] == cfg.resolved().fingerprint() != cfg.fingerprint()
+    state = json.loads((folder / "state.json").read_text())
+    assert state["p4d"] is False and state["fingerprint"] == recorded["fingerprint"]
+    exported = export_run(tmp_path / "run", tmp_path / "exported")  # rebuilt from the recorded (resolved) config
+    assert _param_count(exported) == _param_count(tiny_ckpt_dir)
 
 
 def test_missing_teacher_targets_and_unknown_yaml_keys(tiny_ckpt_dir, data_root, tmp_path):

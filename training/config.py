@@ -6,9 +6,10 @@ in a second with a message that names the file, the key, the value and what is a
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Dict, List, Mapping, Optional
 
@@ -19,6 +20,7 @@ from rgpt4d_sdk.errors import ConfigError
 from rgpt4d_sdk.schema import SchemaError, check_instance, in_config_file
 
 from .p4d import P4DConfig
+from .teachers.base import latent_spec
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -38,12 +40,19 @@ class DataConfig:
 
 @dataclass
 class TeacherConfig:
+    """Where distillation targets come from. kind: "precomputed" (per-clip safetensors, e.g. from L4P),
+    "sensor" (nuScenes LiDAR, calibration and boxes) or "none" (plain SFT; P4D is then off). options: the teacher's
+    keyword arguments (`PrecomputedTeacher`, `SensorTeacher`)."""
+
     kind: str = "none"  # precomputed | sensor | none
     options: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class LoraConfig:
+    """LoRA adapters on the LLM (``finetune.method: lora``): rank ``r``, scale ``alpha / r``, dropout, and the
+    projection modules adapted (all attention and MLP projections by default)."""
+
     r: Annotated[int, Field(ge=1)] = 16
     alpha: Annotated[float, Field(gt=0)] = 32
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
@@ -52,6 +61,9 @@ class LoraConfig:
 
 @dataclass
 class FinetuneConfig:
+    """What trains. method: "full" (every unfrozen weight) or "lora" (adapters on the LLM; the vision tower and the
+    projector follow their freeze flags). freeze_*: keep that part's weights fixed."""
+
     method: str = "full"  # full | lora
     lora: LoraConfig = field(default_factory=LoraConfig)
     freeze_vision: bool = True
@@ -67,6 +79,9 @@ class FinetuneConfig:
 
 @dataclass
 class OptimConfig:
+    """AdamW (weight decay on matrices only) with linear warm-up over ``warmup_ratio`` of the steps, then cosine
+    decay to ``min_lr_ratio`` x ``lr``; gradients clipped to norm ``grad_clip`` (0: no clipping)."""
+
     lr: Annotated[float, Field(gt=0, le=1)] = 1e-5
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     betas: List[Annotated[float, Field(ge=0, lt=1)]] = field(default_factory=lambda: [0.9, 0.999])
@@ -83,6 +98,9 @@ class OptimConfig:
 
 @dataclass
 class BatchConfig:
+    """global_batch: samples per optimizer step, over all processes; micro_batch: samples per forward pass
+    (gradients accumulate over the rest). The global batch must split into micro-batches on every process."""
+
     global_batch: Annotated[int, Field(ge=1)] = 8
     micro_batch: Annotated[int, Field(ge=1)] = 1
 
@@ -95,6 +113,10 @@ class BatchConfig:
 
 @dataclass
 class RunConfig:
+    """Where and how the run goes: ``out`` (run folder: run.json, log.jsonl, checkpoints/), length (``epochs``,
+    or ``max_steps`` when set), seed, device and precision, the multi-process strategy (ddp, or fsdp for models too
+    large for one GPU), and how often to log and checkpoint."""
+
     out: str = "runs/p4d"
     epochs: Annotated[int, Field(ge=1)] = 1
     max_steps: Optional[Annotated[int, Field(ge=1)]] = None
@@ -121,6 +143,9 @@ class RunConfig:
 
 @dataclass
 class TrainConfig:
+    """The whole training configuration: the base checkpoint (``model``) and one section per concern. Build it
+    with `load` (YAML) or `from_dict`; both check every value and the cross-section rules (`check`)."""
+
     model: str = ""
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
@@ -135,6 +160,14 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        """A configuration from its sections (``model`` plus data, teacher, p4d, finetune, optim, batch, run),
+        as read from YAML. Every value is checked against its field's type and range, then `check` runs (with one
+        process).
+
+        Raises:
+            ConfigError: an unknown key or section, an empty ``model`` or ``data.train``, or a broken cross-section rule
+                (`SchemaError`, a subclass, for a wrong type or range, naming the dotted key).
+        """
         if not isinstance(d, Mapping):
             raise ConfigError("a training config is a mapping of sections (model, data, teacher, p4d, ...).")
         known = {"model", *cls.SECTIONS}
@@ -159,8 +192,39 @@ class TrainConfig:
         cfg.check()
         return cfg
 
-    def check(self) -> None:
-        """Cross-field rules and this machine's resources (before any data or model is loaded)."""
+    def check(self, world: int = 1) -> None:
+        """Cross-section rules and this machine's resources, before any data, model or process group.
+
+        `from_dict` runs it with ``world`` 1 and `Recipe.setup` again with the real process count, before
+        ``torch.distributed.init_process_group``, so no configuration error is found after the processes have met.
+
+        Args:
+            world: the number of training processes (``WORLD_SIZE`` under torchrun); each takes an equal share of
+                the global batch.
+
+        Raises:
+            ConfigError: the global batch does not split into micro-batches over ``world`` processes; an unknown
+                teacher; teacher latents (hooks, width, tubelet) that the P4D decoder is not built for, or a frame
+                count that is not a multiple of the teacher's tubelet; ``run.device: cuda`` on a machine without
+                CUDA.
+        """
+        b, p4d = self.batch, self.p4d
+        if b.global_batch % (b.micro_batch * world):
+            raise ConfigError(f"batch.global_batch {b.global_batch} must be a multiple of micro_batch "
+                              f"{b.micro_batch} x {world} processes.")
+        latents = latent_spec(self.teacher.kind, self.teacher.options)
+        if latents is not None:
+            if latents.hooks != tuple(p4d.hooks) or latents.latent_dim != p4d.latent_dim or \
+                    latents.tubelet != p4d.tubelet:
+                raise ConfigError(
+                    f"teacher latents (hooks {latents.hooks}, width {latents.latent_dim}, tubelet "
+                    f"{latents.tubelet}) do not match the P4D decoder (hooks {p4d.hooks}, width {p4d.latent_dim}, "
+                    f"tubelet {p4d.tubelet}); make teacher.options and p4d agree."
+                )
+            if self.data.num_frames % p4d.tubelet:
+                fit = self.data.num_frames - self.data.num_frames % p4d.tubelet or p4d.tubelet
+                raise ConfigError(f"data.num_frames {self.data.num_frames} is not a multiple of the teacher's "
+                                  f"tubelet {p4d.tubelet}; use {fit} frames.")
         if self.run.device == "cuda":
             from rgpt4d_sdk.device import check_device
 
@@ -191,7 +255,19 @@ class TrainConfig:
             with in_config_file(path, from_file):
                 raise
 
+    def resolved(self) -> "TrainConfig":
+        """The configuration a run trains with: a copy of this one with the values the run derives from it, so the
+        caller's object is never changed. One value is derived: P4D is off when there is no teacher
+        (``teacher.kind: none``), since nothing would supervise its decoder and heads. The run records the copy
+        (run.json's config and fingerprint, each checkpoint's state.json), and `train export` rebuilds the model
+        from it."""
+        cfg = copy.deepcopy(self)
+        if cfg.teacher.kind == "none" and cfg.p4d.enabled:
+            cfg = replace(cfg, p4d=replace(cfg.p4d, enabled=False))
+        return cfg
+
     def to_dict(self) -> Dict[str, Any]:
+        """Plain nested dicts and lists (JSON-ready): what run.json records and `from_dict` reads back."""
         d = asdict(self)
         d.pop("SECTIONS", None)
         return d

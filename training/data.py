@@ -33,6 +33,9 @@ _MEDIA = re.compile(r"^(?:<image>\n)?<video>\n")
 
 @dataclass
 class TrainSample:
+    """One question about one clip, ready for the model: preprocessed pixels of its images, their times, the
+    token ids of prompt and answer (the last ``answer_len`` supervised), and the clip for the teacher."""
+
     id: str
     pixels: torch.Tensor  # (N, 3, S, S) float32, SoM image first in R4D mode
     image_times: torch.Tensor  # (N,) float64 seconds since the first frame; NaN: no TPE (the SoM image)
@@ -83,6 +86,8 @@ def _confine_record(r: Dict[str, Any], path: Path, folders: List[Path], allow: b
 
 
 def clip_of(record: Dict[str, Any]) -> TrainClip:
+    """The `TrainClip` a teacher is asked about for one conversation record (its id, frame files or video,
+    timestamps and source)."""
     video = record["video"]
     frames = [str(v) for v in video] if isinstance(video, list) else [str(video)]
     return TrainClip(str(record["id"]), frames, [float(t) for t in record["timestamps_s"]], record.get("source", ""))
@@ -114,6 +119,9 @@ class ConversationDataset(torch.utils.data.Dataset):
         return len(self.records)
 
     def frames(self, record: Dict[str, Any]) -> List[np.ndarray]:
+        """A record's frames as RGB arrays (H, W, 3) uint8: its image files in order, or, for a video, the frames whose
+        presentation times are nearest the recorded ``timestamps_s``. Raises DatasetError when two timestamps name the
+        same frame."""
         video, times = record["video"], record["timestamps_s"]
         if isinstance(video, list):
             return [load_image(p) for p in video]
@@ -192,6 +200,8 @@ class GlobalBatchSampler:
         return self.size // self.global_batch  # the ragged tail is dropped (every step has a full global batch)
 
     def batch(self, epoch: int, step: int) -> List[int]:
+        """The sample indices this rank trains on at (``epoch``, ``step``): its share, ``global_batch / world`` of
+        them, of that step's global batch."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         perm = torch.randperm(self.size, generator=g)
         glob = perm[step * self.global_batch:(step + 1) * self.global_batch]

@@ -24,7 +24,27 @@ from .recipe import apply_lora, latest_checkpoint
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
 
-def export_run(run_dir, out, checkpoint: Optional[str] = None, shard_gb: float = 5.0) -> Path:
+def export_run(run_dir: "str | Path", out: "str | Path", checkpoint: Optional[str] = None,
+               shard_gb: float = 5.0) -> Path:
+    """Write a training run's checkpoint as a plain checkpoint in the released layout.
+
+    LoRA adapters are merged, the P4D modules are dropped, and the weights keep the base checkpoint's key names and
+    dtypes (the LLM in shards of at most ``shard_gb`` GB); the base's configs and tokenizer files are copied and
+    TRAINED_FROM.json says where the weights come from.
+
+    Args:
+        run_dir: the run's ``run.out`` folder (with run.json).
+        out: a new or empty folder.
+        checkpoint: a ``step-NNNNNNN`` folder name; default the latest finished checkpoint.
+
+    Returns:
+        ``out``, loadable with `Engine.from_pretrained`.
+
+    Raises:
+        ConfigError: ``run_dir`` is not a run or has no finished checkpoint, or ``out`` is not empty.
+        CheckpointError: the trained weights do not belong to the run's model, or the export would differ from the
+            base architecture.
+    """
     from safetensors.torch import load_file
 
     from rgpt4d_sdk.model.checkpoint import check_finite

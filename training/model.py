@@ -27,6 +27,10 @@ from .teachers.base import TeacherTargets
 
 
 class P4DStudent(nn.Module):
+    """The model being trained: the NVILA base model plus, when ``p4d.enabled``, the P4D modules (latent decoder
+    and explicit heads), with the loss modules of ``p4d``'s variant. ``freeze_vision`` runs the vision tower without
+    gradients. `forward` returns the loss terms of a micro-batch; `total` weighs them into one."""
+
     def __init__(self, base: NvilaModel, p4d: P4DConfig, freeze_vision: bool = True) -> None:
         super().__init__()
         self.base = base
@@ -38,6 +42,8 @@ class P4DStudent(nn.Module):
 
     # ---------------------------------------------------------------------------------------------- pieces
     def image_embeds(self, sample: TrainSample, device: torch.device) -> torch.Tensor:
+        """Projected visual tokens of a sample's images (SoM image, then the video frames): vision tower, TPE at
+        the spec's site, projector; (images, tokens per image, D)."""
         base = self.base
         pixels = sample.pixels.to(device, base.dtype)
         ctx = torch.no_grad() if self.freeze_vision else nullcontext()
@@ -52,6 +58,8 @@ class P4DStudent(nn.Module):
         return out
 
     def fused(self, sample: TrainSample, device: torch.device):
+        """The sample's LLM input: text embeddings with each image's visual tokens put at its media token (the
+        engines' `fuse_embeddings`), with the span of every image."""
         embed = self.base.llm.get_input_embeddings()
 
         def embed_ids(ids: List[int]) -> torch.Tensor:
@@ -104,6 +112,8 @@ class P4DStudent(nn.Module):
         return {k: torch.stack(v).mean() for k, v in sums.items()}
 
     def total(self, losses: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss to back-propagate: SFT + ``latent_weight`` x latent + ``explicit_scale`` x the weighted explicit
+        terms (each only when present in ``losses``)."""
         cfg = self.p4d_cfg
         total = losses["sft"]
         if "latent" in losses:
@@ -115,5 +125,6 @@ class P4DStudent(nn.Module):
 
 
 def trainable_summary(model: nn.Module) -> Tuple[int, int]:
+    """(trainable parameters, all parameters) of ``model``."""
     params = list(model.parameters())
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)

@@ -98,6 +98,7 @@ class LatentDecoder(nn.Module):
                     nn.init.zeros_(mod.bias)
 
     def forward(self, feats: torch.Tensor) -> Dict[int, torch.Tensor]:
+        """{hook: (..., C)} decoded latents of student features (..., D), one per teacher hook."""
         return {hook: head(feats) for hook, head in zip(self.hooks, self.heads)}
 
 
@@ -110,6 +111,7 @@ class ExplicitHeads(nn.Module):
         self.heads = nn.ModuleDict({name: nn.Linear(hidden, c) for name, c in MAPS.items()})
 
     def forward(self, feats: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The explicit predictions of student features (F, h, w, D), shaped as the teacher's maps (see the class)."""
         out = {}
         for name, head in self.heads.items():
             y = head(feats)  # (F, h, w, c)
@@ -162,6 +164,8 @@ class LatentDistillLoss(nn.Module):
         self.kind = kind
 
     def forward(self, student: Mapping[int, torch.Tensor], teacher: Mapping[int, torch.Tensor]) -> torch.Tensor:
+        """Mean over the hooks of ``student`` of the loss against ``teacher``'s latent of the same hook; raises
+        ConfigError when a shape differs."""
         losses = []
         for hook, s in student.items():
             t = teacher[hook].to(s.dtype)
@@ -187,6 +191,8 @@ class ExplicitDistillLoss(nn.Module):
 
     def forward(self, pred: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],
                 mask: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """{map name: masked mean loss} for every map in ``target``; a map without a mask counts every cell, and depth
+        also drops cells whose target is <= 0 or not finite."""
         out: Dict[str, torch.Tensor] = {}
         for name, t in target.items():
             p = pred[name].float()

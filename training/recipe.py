@@ -66,50 +66,77 @@ class _StepBatches:
 
 
 class Recipe:
+    """One P4D fine-tuning run: `setup`, then `train` (which calls `save` every ``run.checkpoint_every`` steps),
+    then `cleanup`; `run` does all three. Works alone or as one of ``WORLD_SIZE`` processes under torchrun.
+
+    ``cfg`` is not changed: the recipe trains with ``cfg.resolved()`` (kept as ``self.cfg``), and that is what the
+    run folder records. ``log`` receives the progress lines (the CLI passes ``typer.echo``).
+    """
+
     def __init__(self, cfg: TrainConfig, log: Callable[[str], None] = print) -> None:
-        self.cfg, self.say = cfg, log
-        self.out = Path(cfg.run.out)
+        self.cfg, self.say = cfg.resolved(), log
+        self.out = Path(self.cfg.run.out)
 
     # ------------------------------------------------------------------------------------------------ setup
     def setup(self, restart: bool = False) -> None:
+        """Everything before the first step, in this order: every configuration rule (`TrainConfig.check` with
+        this launch's process count), the data and a teacher probe, then the process group, the model, the
+        optimizer and the scheduler, and the run folder (resuming from its latest checkpoint unless ``restart``).
+        So a bad configuration, data set or teacher fails before ``init_process_group`` and before the model is
+        loaded.
+
+        Raises:
+            ConfigError: a configuration rule is broken, or ``run.out`` holds a run of another configuration.
+            DatasetError: the conversation file or the teacher targets of a clip are missing or unreadable.
+        """
         cfg = self.cfg
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
+        cfg.check(self.world)
         if cfg.run.threads:
             torch.set_num_threads(int(cfg.run.threads))
-        cuda = torch.cuda.is_available() and cfg.run.device in ("auto", "cuda")
+        records = load_records(cfg.data.train, cfg.data.roots, cfg.data.allow_outside_root)
+        self.teacher = self._probe_teacher(records)
+        self._init_distributed()
+        self._seed(cfg.run.seed)
+        self._build_model(records)
+        self.optimizer = self._build_optimizer()
+        self.scheduler = self._build_scheduler()
+        self.step = 0
+        self._prepare_out(restart)
+        trainable, total = trainable_summary(self.student)
+        p4d = cfg.p4d
+        self.say(f"model: {total:,} params, {trainable:,} trainable ({cfg.finetune.method}); P4D "
+                 f"{'on (' + p4d.variant + ')' if p4d.enabled else 'off'}; teacher {cfg.teacher.kind}; "
+                 f"{len(self.dataset)} samples, {self.sampler.steps_per_epoch} steps/epoch, {self.total_steps} "
+                 f"steps; world {self.world}")
+
+    def _probe_teacher(self, records: List[Dict[str, Any]]):
+        """The configured teacher (None for "none"), after checking that every clip has targets (teachers that can
+        tell) and asking for one clip's targets, so a missing file or a wrong shape fails now, not at step 1."""
+        teacher = make_teacher(self.cfg.teacher.kind, self.cfg.teacher.options)
+        if teacher is not None and hasattr(teacher, "check_available"):
+            teacher.check_available([str(r["id"]) for r in records])
+        if teacher is not None:
+            teacher.targets(clip_of(records[0]), self.cfg.p4d.grid)
+        return teacher
+
+    def _init_distributed(self) -> None:
+        """Pick the device (``cuda:LOCAL_RANK`` when CUDA is asked for and present), join the process group when
+        ``WORLD_SIZE`` > 1 (NCCL on CUDA, else gloo) and decide bf16 autocast."""
+        run_cfg = self.cfg.run
+        cuda = torch.cuda.is_available() and run_cfg.device in ("auto", "cuda")
         self.device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if cuda else "cpu")
         if self.world > 1 and not torch.distributed.is_initialized():
             torch.distributed.init_process_group("nccl" if cuda else "gloo")
         if cuda:
             torch.cuda.set_device(self.device)
-        self.bf16 = cfg.run.precision == "bf16" or (cfg.run.precision == "auto" and cuda)
-        if cfg.batch.global_batch % (cfg.batch.micro_batch * self.world):
-            raise ConfigError(f"batch.global_batch {cfg.batch.global_batch} must be a multiple of micro_batch "
-                              f"{cfg.batch.micro_batch} x {self.world} processes.")
-        # --- everything that can be wrong is checked before the model is built
-        records = load_records(cfg.data.train, cfg.data.roots, cfg.data.allow_outside_root)
-        self.teacher = make_teacher(cfg.teacher.kind, cfg.teacher.options)
-        p4d = cfg.p4d
-        if self.teacher is None:
-            p4d.enabled = False
-        elif self.teacher.provides_latents:
-            if tuple(self.teacher.hooks) != tuple(p4d.hooks) or self.teacher.latent_dim != p4d.latent_dim or \
-                    self.teacher.tubelet != p4d.tubelet:
-                raise ConfigError(
-                    f"teacher latents (hooks {self.teacher.hooks}, width {self.teacher.latent_dim}, tubelet "
-                    f"{self.teacher.tubelet}) do not match the P4D decoder (hooks {p4d.hooks}, width {p4d.latent_dim}, "
-                    f"tubelet {p4d.tubelet}); make teacher.options and p4d agree."
-                )
-            if cfg.data.num_frames % p4d.tubelet:
-                fit = cfg.data.num_frames - cfg.data.num_frames % p4d.tubelet or p4d.tubelet
-                raise ConfigError(f"data.num_frames {cfg.data.num_frames} is not a multiple of the teacher's tubelet "
-                                  f"{p4d.tubelet}; use {fit} frames.")
-        if self.teacher is not None and hasattr(self.teacher, "check_available"):
-            self.teacher.check_available([str(r["id"]) for r in records])
-        if self.teacher is not None:  # one clip's targets, to fail on shapes now rather than at step 1
-            self.teacher.targets(clip_of(records[0]), p4d.grid)
-        self._seed(cfg.run.seed)
+        self.bf16 = run_cfg.precision == "bf16" or (run_cfg.precision == "auto" and cuda)
+
+    def _build_model(self, records: List[Dict[str, Any]]) -> None:
+        """The base model, the data set and sampler (they need its tokenizer and spec), the student (base + P4D
+        modules) with the trainable parameters chosen, wrapped for DDP/FSDP when there are several processes."""
+        cfg = self.cfg
         from rgpt4d_sdk.model.nvila import NvilaModel
 
         base = NvilaModel.from_pretrained(cfg.model, device=str(self.device), dtype="float32",
@@ -117,30 +144,30 @@ class Recipe:
         self.dataset = ConversationDataset(records, base.spec, base.tokenizer, cfg.data.num_frames)
         self.sampler = GlobalBatchSampler(len(self.dataset), cfg.batch.global_batch, cfg.run.seed, self.rank,
                                           self.world)
-        self.student = P4DStudent(base, p4d, freeze_vision=cfg.finetune.freeze_vision).to(self.device)
+        self.student = P4DStudent(base, cfg.p4d, freeze_vision=cfg.finetune.freeze_vision).to(self.device)
         self._freeze_and_adapt()
         if cfg.run.gradient_checkpointing:
             base.llm.gradient_checkpointing_enable()
             base.llm.config.use_cache = False
         self.model = self._wrap(self.student)
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        """AdamW over the trainable parameters; weight decay on matrices only (not on biases and norms)."""
         params = [p for p in self.student.parameters() if p.requires_grad]
         decay = [p for p in params if p.dim() >= 2]
         no_decay = [p for p in params if p.dim() < 2]
-        o = cfg.optim
-        self.optimizer = torch.optim.AdamW(
+        o = self.cfg.optim
+        return torch.optim.AdamW(
             [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=o.lr, betas=tuple(o.betas))
-        spe = self.sampler.steps_per_epoch
-        self.total_steps = cfg.run.max_steps or cfg.run.epochs * spe
+
+    def _build_scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:
+        """Sets ``total_steps`` (``run.max_steps``, else ``run.epochs`` epochs) and returns the warm-up + cosine
+        schedule over them (`lr_lambda`)."""
+        o = self.cfg.optim
+        self.total_steps = self.cfg.run.max_steps or self.cfg.run.epochs * self.sampler.steps_per_epoch
         warmup = int(round(o.warmup_ratio * self.total_steps))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
-                                                           lr_lambda(self.total_steps, warmup, o.min_lr_ratio))
-        self.step = 0
-        self._prepare_out(restart)
-        trainable, total = trainable_summary(self.student)
-        self.say(f"model: {total:,} params, {trainable:,} trainable ({cfg.finetune.method}); P4D "
-                 f"{'on (' + p4d.variant + ')' if p4d.enabled else 'off'}; teacher {cfg.teacher.kind}; "
-                 f"{len(self.dataset)} samples, {spe} steps/epoch, {self.total_steps} steps; world {self.world}")
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(self.total_steps, warmup, o.min_lr_ratio))
 
     def _seed(self, seed: int) -> None:
         random.seed(seed)
@@ -199,6 +226,14 @@ class Recipe:
 
     # ------------------------------------------------------------------------------------------------ train
     def train(self) -> List[Dict[str, Any]]:
+        """Train from the current step to the last (`setup` first): one optimizer step per global batch, loss terms
+        logged every ``run.log_every`` steps (log.jsonl, and TensorBoard when installed), a checkpoint every
+        ``run.checkpoint_every`` steps and at the end.
+
+        Returns:
+            One row per step of this call: step, epoch, lr, every loss term averaged over the processes, step time and
+            throughput (and peak CUDA memory on a GPU).
+        """
         cfg = self.cfg
         micro = cfg.batch.micro_batch
         per_rank = cfg.batch.global_batch // self.world
@@ -285,6 +320,8 @@ class Recipe:
 
     # ------------------------------------------------------------------------------------------------ save / load
     def trainable_state(self) -> Dict[str, torch.Tensor]:
+        """The trainable parameters by name, on the CPU (gathered from every shard under FSDP; then only rank 0 holds
+        them)."""
         if self.cfg.run.strategy == "fsdp" and self.world > 1:
             from torch.distributed.fsdp import FullStateDictConfig, FullyShardedDataParallel, StateDictType
 
@@ -296,6 +333,10 @@ class Recipe:
         return {n: p.detach().cpu().contiguous() for n, p in self.student.named_parameters() if p.requires_grad}
 
     def save(self) -> Path:
+        """Write ``checkpoints/step-NNNNNNN`` (rank 0; the others wait): trainable weights (safetensors), optimizer
+        state, RNG states and state.json (step, data position, scheduler, fingerprint). Written to a .tmp folder and
+        renamed, so a killed run never leaves a half checkpoint; only the newest ``run.keep_checkpoints`` are kept.
+        Returns the folder."""
         from safetensors.torch import save_file
 
         state = self.trainable_state()
@@ -349,6 +390,7 @@ class Recipe:
         self.step = int(state["step"])
 
     def cleanup(self) -> None:
+        """Leave the process group (when this recipe's run joined one); safe to call after a failed `setup`."""
         if self.world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
@@ -362,6 +404,7 @@ def apply_lora(llm: nn.Module, lora_cfg) -> Any:
 
 
 def latest_checkpoint(out: Path) -> Optional[Path]:
+    """The newest finished ``checkpoints/step-*`` folder of a run folder (one with state.json), or None."""
     found = sorted(p for p in (Path(out) / "checkpoints").glob("step-*") if not p.name.endswith(".tmp")
                    and (p / "state.json").is_file())
     return found[-1] if found else None
@@ -372,6 +415,8 @@ def _as_tuple(x):
 
 
 def run(cfg: TrainConfig, restart: bool = False, log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+    """Train with ``cfg`` from start to end: `Recipe` setup, train, cleanup (also on errors). ``restart`` deletes
+    the run folder first instead of resuming from its latest checkpoint. Returns the rows `Recipe.train` logged."""
     recipe = Recipe(cfg, log)
     try:
         recipe.setup(restart)

@@ -106,9 +106,12 @@ class NuScenesConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "NuScenesConfig":
+        """A `NuScenesConfig` from a mapping (the ``nuscenes`` section); unknown keys and wrong types raise
+        ConfigError."""
         return from_mapping(cls, data, "nuscenes")
 
     def to_dict(self) -> Dict[str, Any]:
+        """The section as plain values (what config.yaml records)."""
         return asdict(self)
 
 

@@ -146,6 +146,7 @@ class BagFile:
             reader.close()
 
     def topic_list(self) -> str:
+        """The bag's topics as "topic (message type)", comma-separated, or "none": for error messages."""
         return ", ".join(f"{t} ({m})" for t, m in sorted(self.topics.items())) or "none"
 
     def check_topic(self, topic: str, types: Sequence[str], what: str) -> str:

@@ -77,9 +77,11 @@ class RosbagConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "RosbagConfig":
+        """A `RosbagConfig` from a mapping (the ``rosbag`` section); unknown keys and wrong types raise ConfigError."""
         return from_mapping(cls, data, "rosbag")
 
     def to_dict(self) -> Dict[str, Any]:
+        """The section as plain values (what config.yaml records)."""
         return asdict(self)
 
     def content_digest(self) -> str:

@@ -112,6 +112,8 @@ class AnalyzeConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "AnalyzeConfig":
+        """An `AnalyzeConfig` from a mapping (a config file's content); unknown keys and wrong types raise ConfigError
+        naming the key."""
         return from_mapping(cls, data, "analyze config")
 
     @classmethod
@@ -123,6 +125,8 @@ class AnalyzeConfig:
             return cls.from_dict(merge(data, overrides))
 
     def to_dict(self) -> Dict[str, Any]:
+        """The configuration as plain values, as config.yaml records it: only the chosen source's section, and
+        ``questions`` only when that source uses it."""
         skip = ({s for s in source_names() if s != self.source}
                 | ({"questions"} if source_class(self.source).own_questions else set()))
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
@@ -188,4 +192,5 @@ def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> Dict[str, An
 
 
 def write_yaml(path: Path, data: Mapping[str, Any]) -> None:
+    """Write ``data`` as YAML (keys in the given order), atomically."""
     atomic_write_text(path, yaml.safe_dump(dict(data), sort_keys=False))

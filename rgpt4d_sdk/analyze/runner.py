@@ -306,6 +306,8 @@ def _row_order(r: dict):
 
 
 def write_outputs(out: Path, rows: List[dict], config: Dict[str, Any], title: str, notice: str) -> Dict[str, Any]:
+    """Write a run's results.parquet, metrics.json and report.html into ``out`` from its result rows; returns the
+    metrics."""
     from .report import write_report
 
     metrics = summarize(rows)

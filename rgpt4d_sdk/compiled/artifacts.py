@@ -47,6 +47,8 @@ def checkpoint_fingerprint(files: CheckpointFiles) -> str:
 
 # ------------------------------------------------------------------------------------------------ manifests
 def read_json(path: Path, what: str, rebuild: str) -> Dict[str, Any]:
+    """A JSON file of a compiled folder, checked: CompiledModelError (with the ``rebuild`` command) when it is
+    missing, not JSON, not an rgpt4d-sdk ``what``, or of another format version."""
     if not path.is_file():
         raise CompiledModelError(f"{path} is missing; {what} is not complete. Rebuild it: {rebuild}")
     try:
@@ -63,6 +65,8 @@ def read_json(path: Path, what: str, rebuild: str) -> Dict[str, Any]:
 
 
 def describe_files(folder: Path, names: Iterable[str]) -> Dict[str, Dict[str, Any]]:
+    """{file name: {"bytes", "sha256"}} of ``names`` in ``folder``: what a manifest records so `check_files` can
+    refuse a truncated or altered file."""
     return {n: {"bytes": (folder / n).stat().st_size, "sha256": file_sha256(folder / n)} for n in sorted(names)}
 
 
@@ -114,6 +118,8 @@ def key_differences(expected: Mapping[str, Any], found: Mapping[str, Any]) -> Li
 
 
 def require_key(where: Path, expected: Mapping[str, Any], found: Mapping[str, Any], rebuild: str) -> None:
+    """EngineKeyMismatch listing every part of ``found`` that differs from ``expected`` (checkpoint, export, versions,
+    GPU, precision, profile), with the command that rebuilds (``rebuild``); nothing when they are equal."""
     diffs = key_differences(expected, found)
     if diffs:
         raise EngineKeyMismatch(

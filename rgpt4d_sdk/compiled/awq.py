@@ -34,6 +34,10 @@ GRID = tuple(round(0.05 * i, 2) for i in range(21))
 
 @dataclass
 class Group:
+    """Linear layers that share one input and so one AWQ scale vector ``s``: the ``linears`` get s in their input
+    columns, ``prev`` (a norm's weight, or a linear's output rows and bias, per ``prev_kind``) gets 1/s. ``tie``: the
+    grouped-query shape over which o_proj's scales are tied."""
+
     name: str
     prev: str  # module whose output is divided by s
     prev_kind: str  # "norm" (weight) or "rows" (output rows and bias of a linear)
@@ -43,6 +47,8 @@ class Group:
 
 
 def groups_of(model) -> List[Group]:
+    """The AWQ groups of the model's LLM, layer by layer (q/k/v, o, gate/up, down), and the lm_head unless it is
+    tied to the embedding table."""
     llm = model.llm
     cfg = llm.config
     from ..model.qwen2_layer import attention_dims

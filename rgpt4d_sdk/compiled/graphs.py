@@ -28,10 +28,13 @@ MASKED = -1e9
 
 
 def vision_io() -> Tuple[List[str], List[str]]:
+    """(input names, output names) of the vision graph."""
     return ["pixel_values", "times_s", "time_mask"], ["image_embeds"]
 
 
 def decoder_io(num_layers: int) -> Tuple[List[str], List[str]]:
+    """(input names, output names) of the decoder graph: embeddings, mask, positions and ``past.{i}.key/value``
+    per layer in; logits and ``present.{i}.key/value`` out."""
     past = [f"past.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
     present = [f"present.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
     return ["inputs_embeds", "attention_mask", "position_ids"] + past, ["logits"] + present
@@ -68,6 +71,8 @@ class VisionGraph(nn.Module):
         return pe * (time_mask.float() * self.tpe_scale)[:, None]
 
     def forward(self, pixel_values: torch.Tensor, times_s: torch.Tensor, time_mask: torch.Tensor) -> torch.Tensor:
+        """Vision tower, TPE (at the checkpoint's site) and projector on a batch of images (shapes in the class
+        docstring)."""
         dtype = self.projector.layers[2].weight.dtype
         feats = self.vision(pixel_values.to(dtype))
         if self.tpe_on and self.tpe_pre:
@@ -79,11 +84,14 @@ class VisionGraph(nn.Module):
 
 
 class EmbedGraph(nn.Module):
+    """The LLM's token embedding table as a graph: (B, L) int64 ids -> (B, L, D) embeddings."""
+
     def __init__(self, model: NvilaModel) -> None:
         super().__init__()
         self.embed = model.llm.get_input_embeddings()
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, L) token ids -> (B, L, D) input embeddings."""
         return self.embed(input_ids)
 
 
@@ -112,6 +120,7 @@ class DecoderGraph(nn.Module):
         self.scale = 1.0 / math.sqrt(self.dims[2])
 
     def forward(self, inputs_embeds, attention_mask, position_ids, *past):
+        """One prefill or decode step over flat past keys/values (shapes and outputs in the class docstring)."""
         h = inputs_embeds
         q_len = h.shape[1]
         past_len = past[0].shape[2]

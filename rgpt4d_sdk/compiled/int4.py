@@ -82,6 +82,8 @@ def llm_axes(model) -> List[int]:
 
 
 def export_block_size(model, requested: int) -> int:
+    """The int4 block size the export uses for this model: `choose_block_size` of ``requested`` over the LLM's
+    blocked axes (`llm_axes`)."""
     return choose_block_size(requested, llm_axes(model))
 
 
@@ -147,6 +149,8 @@ def quantize_blocks(w: torch.Tensor, block: int, axis: int = 0, scale_dtype: tor
 
 
 def dequantize_blocks(q: torch.Tensor, scale: torch.Tensor, block: int, axis: int = 0) -> torch.Tensor:
+    """float64 ``q`` x ``scale``, each scale repeated over its ``block`` entries along ``axis`` (the inverse of
+    `quantize_blocks` up to rounding)."""
     return q.double() * torch.repeat_interleave(scale.double(), block, dim=axis)
 
 
@@ -166,6 +170,8 @@ def pack_int4(values: np.ndarray) -> bytes:
 
 
 def unpack_int4(data: np.ndarray, count: int, signed: bool) -> np.ndarray:
+    """The first ``count`` 4-bit values of packed bytes (low nibble first, as `pack_int4` writes them), as int16:
+    -8..7 when ``signed``, else 0..15."""
     data = np.asarray(data, dtype=np.uint8).reshape(-1)
     v = np.stack([data & 0xF, data >> 4], axis=1).reshape(-1)[:count].astype(np.int16)
     return np.where(v > 7, v - 16, v) if signed else v

@@ -31,6 +31,7 @@ class DecoderActivations:
     total: int
 
     def to_dict(self) -> Dict[str, int]:
+        """The estimates as a plain dict."""
         return asdict(self)
 
 

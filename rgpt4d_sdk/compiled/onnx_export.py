@@ -53,6 +53,10 @@ class ShapeProfile:
     @classmethod
     def default(cls, spec, context: int, max_frames: Optional[int] = None, max_batch: int = 8,
                 max_seq: Optional[int] = None) -> "ShapeProfile":
+        """The profile for a checkpoint's ``spec`` and LLM ``context``: up to ``max_frames`` frames (default the
+        checkpoint's frame count, at least 16) plus the SoM image, ``max_batch`` queries, and ``max_seq`` positions
+        (default: the images' positions + 640 for text and answer, within the context). Raises ConfigError when the
+        values cannot hold one query of ``max_frames`` frames or exceed the context."""
         frames = int(max_frames if max_frames is not None else max(spec.num_video_frames, 16))
         images = frames + 1
         seq = int(max_seq or min(context, images * spec.positions_per_frame + 640))
@@ -66,6 +70,7 @@ class ShapeProfile:
         return cls(images, int(max_batch), seq, images, min(seq, images * spec.positions_per_frame + 128))
 
     def to_dict(self) -> Dict[str, int]:
+        """The five limits as a plain dict (the manifest's ``profile``)."""
         return dict(self.__dict__)
 
     def profiles(self, manifest: Dict[str, Any], graph: str, inputs: Optional[Iterable[str]] = None,
@@ -115,6 +120,7 @@ class ShapeProfile:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "ShapeProfile":
+        """The profile a manifest recorded (`to_dict`)."""
         return cls(**{k: int(d[k]) for k in ("max_images", "max_batch", "max_seq", "opt_images", "opt_seq")})
 
 

@@ -112,6 +112,15 @@ def device_sync(device: torch.device) -> None:
 
 
 class OrtRunner(GraphRunner):
+    """Runs the three ONNX graphs with ONNX Runtime on ``provider`` ("cpu", "cuda" or "tensorrt"), tensors bound in
+    place (IO binding) on the runner's device.
+
+    Raises:
+        ConfigError: a bf16 export (ONNX Runtime has no bf16 kernels for these graphs).
+        RuntimeMissingError: the provider is not available in the installed onnxruntime.
+        CompiledModelError: a graph file cannot be loaded.
+    """
+
     def __init__(self, folder: Path, manifest: Dict[str, Any], provider: str = "cpu", device_id: int = 0,
                  threads: Optional[int] = None, cache_dir: Optional[str] = None, fp16: Optional[bool] = None,
                  provider_extra: Optional[Dict[str, Any]] = None) -> None:
@@ -210,6 +219,10 @@ class OrtRunner(GraphRunner):
 
 
 class OnnxRuntimeEngine(CompiledEngine):
+    """An engine on an ONNX export run by ONNX Runtime; build it with
+    ``Engine.from_pretrained(model, backend="onnxruntime", compiled=FOLDER)``. It refuses an export that has not passed
+    the parity gate for its provider unless ``force``."""
+
     backend = "onnxruntime"
 
     @classmethod

@@ -46,6 +46,8 @@ class GraphRunner:
 
 
 def load_manifest(folder: Path, model_hint: str = "MODEL") -> Dict[str, Any]:
+    """The manifest.json of an ONNX export folder; CompiledModelError (with the export command, ``model_hint`` as its
+    model) when the folder or the file is missing, not JSON, or of another format or format version."""
     rebuild = f"rgpt4d-sdk export onnx --model {model_hint} --out {folder}"
     if not Path(folder).is_dir():
         raise CompiledModelError(f"compiled folder {folder} does not exist; create it with: {rebuild}")
@@ -98,6 +100,8 @@ class CompiledEngine(PromptedEngine):
 
     # ------------------------------------------------------------------------------------------ graphs
     def check_profile(self, prep: PreparedQuery) -> None:
+        """ShapeProfileError when a prepared query has more images, or needs more LLM positions (prompt + answer),
+        than the shape profile the graphs were built for."""
         n = len(prep.images)
         if n > self.profile.max_images:
             raise ShapeProfileError(

@@ -21,6 +21,8 @@ QUESTIONS = [
 
 
 def sample_clip(num_frames: int, seed: int, size=(224, 168)) -> Clip:
+    """A synthetic clip of ``num_frames`` frames (a textured background, a box moving right, a box changing colour)
+    with slightly irregular 0.1 s timestamps; the same ``seed`` gives the same clip."""
     rng = np.random.default_rng(seed)
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w]

@@ -46,6 +46,7 @@ class ContextPool:
 
     @contextmanager
     def use(self, graph: str, profile: int = 0) -> Iterator[Any]:
+        """Hold the pool's lock and yield the execution context of ``graph`` for optimisation ``profile``."""
         with self.lock:
             yield self.contexts[graph][profile]
 
@@ -67,6 +68,10 @@ def _bind_memory(ctx, address: int, size: int) -> None:
 
 
 class TrtRunner(GraphRunner):
+    """Runs the three TensorRT engines of an engine folder on one CUDA device: one execution context per graph and
+    optimisation profile, sharing one activation buffer and one stream (runs are serialised by a `ContextPool`).
+    Raises CompiledModelError when an engine cannot be deserialised or a context cannot be made."""
+
     def __init__(self, folder: Path, info: Dict[str, Any], device: torch.device) -> None:
         trt = need("tensorrt", "tensorrt")
         self.trt, self.device, self.target = trt, device, "tensorrt"
@@ -162,6 +167,11 @@ class TrtRunner(GraphRunner):
 
 
 class TensorRTEngine(CompiledEngine):
+    """An engine on TensorRT engines built by `rgpt4d-sdk export tensorrt`; build it with
+    ``Engine.from_pretrained(model, backend="tensorrt", compiled=FOLDER)``. The folder's key (checkpoint, export,
+    TensorRT version, GPU, precision, profile) must match this machine, and the engines must have passed the parity
+    gate unless ``force``; nothing is ever rebuilt implicitly."""
+
     backend = "tensorrt"
 
     @classmethod

@@ -88,6 +88,8 @@ def configure_build(trt, builder, config, profiles: List[Dict[str, Any]], inputs
 
 
 def check_precision(precision: str, capability, device_name: str = "this GPU") -> None:
+    """ExportError when a GPU of compute ``capability`` (major, minor) is below what ``precision`` needs
+    (`MIN_CAPABILITY`: fp8 8.9, bf16 8.0, int8 6.1, ...), with the export option to use instead."""
     need_cc = MIN_CAPABILITY[precision]
     if tuple(capability) < need_cc:
         hint = "export with --quantize int8 or --dtype float16" if precision == "fp8" else "export with --dtype float16"
@@ -99,6 +101,25 @@ def check_precision(precision: str, capability, device_name: str = "this GPU") -
 
 def build_engines(onnx_dir, out, workspace_gb: float = 8.0, timing_cache: Optional[Path] = None, opt_level: int = 3,
                   replace: bool = False, device: int = 0, log: Callable[[str], None] = print) -> Path:
+    """Build the TensorRT engines of the ONNX export in ``onnx_dir`` (written by `rgpt4d-sdk export onnx`; its files
+    are checked against the manifest) into the folder ``out``, on GPU ``device``: the engines, engine.json (their key)
+    and the timing cache (`rgpt4d-sdk export tensorrt`).
+
+    Args:
+        workspace_gb: TensorRT's workspace limit.
+        timing_cache: where to read and write the timing cache (default ``out/timing.cache``).
+        opt_level: TensorRT's builder optimisation level.
+        replace: rebuild over existing engines (never done implicitly).
+        log: receives progress lines.
+
+    Returns:
+        ``out``.
+
+    Raises:
+        ExportError: no CUDA GPU, a precision this GPU cannot run, engines already in ``out`` without ``replace``, or
+            a graph TensorRT cannot parse or build.
+        RuntimeMissingError: TensorRT is not installed.
+    """
     trt = need("tensorrt", "tensorrt")
     import torch
 

@@ -129,6 +129,8 @@ def int4_weight_errors(folder, manifest: Dict[str, Any], model) -> Dict[str, flo
 
 
 def format_report(report: Dict[str, Any]) -> str:
+    """The parity report as the lines `rgpt4d-sdk export verify` prints: each metric against its limit, and what
+    failed."""
     m, t = report["metrics"], report["thresholds"]
     lines = [
         f"parity gate on {report['target']} ({report['precision']}), {len(report['queries'])} queries:",

@@ -69,6 +69,7 @@ def training_priors(conversations) -> Dict[str, Dict[str, Any]]:
 
 
 def most_frequent_letter(letters: Counter) -> Optional[str]:
+    """The most frequent letter in ``letters`` (ties go to the alphabetically first), or None when it is empty."""
     if not letters:
         return None
     top = max(letters.values())
@@ -197,8 +198,10 @@ def summary(table: Mapping[str, Any], models: Mapping[str, Sequence[Mapping[str,
 
 
 def all_rows(paths: Mapping[str, Any]) -> Dict[str, List[Dict[str, Any]]]:
+    """{model name: its question rows} for {model name: results.jsonl path} (`read_rows`)."""
     return {name: read_rows(p) for name, p in paths.items()}
 
 
 def iter_entries(table: Mapping[str, Any]) -> Iterable[Tuple[str, Mapping[str, Any]]]:
+    """A table's (name, entry) pairs in reporting order: by the entry's ``format``, then by name."""
     return sorted(table.items(), key=lambda kv: (kv[1]["format"], kv[0]))

@@ -41,6 +41,8 @@ def regions_signature(regions) -> Tuple:
 
 @dataclass
 class CacheStats:
+    """Counters of one cache: hits, misses, evictions, and the bytes and entries it holds now."""
+
     hits: int = 0
     misses: int = 0
     evictions: int = 0
@@ -53,6 +55,7 @@ class CacheStats:
         return self.hits / total if total else 0.0
 
     def to_dict(self) -> Dict[str, float]:
+        """The counters and the hit rate as a plain dict (engine status, bench results)."""
         return {"hits": self.hits, "misses": self.misses, "evictions": self.evictions, "bytes": self.bytes,
                 "entries": self.entries, "hit_rate": self.hit_rate}
 
@@ -73,6 +76,7 @@ class ByteBudgetLRU:
 
     @staticmethod
     def size_of(value: Any) -> int:
+        """The bytes a value counts against the budget; each kind of cache defines it."""
         raise NotImplementedError
 
     def __len__(self) -> int:
@@ -99,6 +103,7 @@ class ByteBudgetLRU:
             self.stats.entries = len(self._items)
 
     def clear(self) -> None:
+        """Drop every entry (the hit, miss and eviction counters are kept)."""
         with self._lock:
             self._items.clear()
             self.stats.bytes = 0
@@ -120,6 +125,7 @@ class VisionCache(ByteBudgetLRU):
             return key in self._items
 
     def get(self, key: Hashable) -> Optional[torch.Tensor]:
+        """The features cached under ``key`` (now the most recently used), or None; counts a hit or a miss."""
         with self._lock:
             value = self._items.get(key)
             if value is None:

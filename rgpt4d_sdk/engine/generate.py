@@ -16,6 +16,9 @@ import torch
 
 @dataclass
 class Generation:
+    """The result of greedy decoding: the generated token ids, why decoding ended, the first position's logits
+    (the parity gate compares them) and stage timings."""
+
     token_ids: List[int]
     finish_reason: str  # "stop" (a stop id was produced), "length", or "stopped" (a `should_stop` hook ended it)
     first_logits: torch.Tensor  # (V,) float32 logits of the first generated position

@@ -26,6 +26,10 @@ CAPTURE_ERROR_MODE = "thread_local"  # see StaticDecoder._capture
 
 
 class StaticDecoder:
+    """Greedy decoding on a static KV cache of ``max_len`` positions (batch 1), so one decode step has fixed shapes
+    and, on CUDA, is captured once as a CUDA graph and replayed (``cuda_graph``: None = on CUDA only). One query at a
+    time uses the buffers (``lock``)."""
+
     def __init__(self, llm, max_len: int, cuda_graph: Optional[bool] = None) -> None:
         self.llm, self.max_len = llm, int(max_len)
         self.layers = llm.model.layers
@@ -81,6 +85,9 @@ class StaticDecoder:
             self.graph = graph
 
     def step(self, token: int, position: int) -> torch.Tensor:
+        """Decode ``token`` at ``position`` (its keys and values are written into the cache): (1, V) float32 logits of
+        the next token. With a CUDA graph the returned tensor is the graph's output buffer, overwritten by the next
+        step."""
         self.token.fill_(int(token))
         self.pos.fill_(int(position))
         if not self.use_graph:

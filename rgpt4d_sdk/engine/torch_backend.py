@@ -38,6 +38,10 @@ __all__ = ["TorchEngine", "PreparedQuery", "DEFAULT_MAX_NEW_TOKENS"]
 
 
 class TorchEngine(PromptedEngine):
+    """The PyTorch engine: `NvilaModel` (the reference path every compiled engine is checked against), with a
+    per-frame vision cache, prefill of shared prompt prefixes, an optional prefix KV cache across calls, and static
+    (CUDA graph) or dynamic decoding. Build it with `Engine.from_pretrained(path, backend="torch")`."""
+
     backend = "torch"
 
     def __init__(
@@ -84,6 +88,9 @@ class TorchEngine(PromptedEngine):
 
     @classmethod
     def load(cls, path, device: str = "auto", dtype: str = "auto", **options: Any) -> "TorchEngine":
+        """Load the checkpoint at ``path`` (`NvilaModel.from_pretrained`: ``attn_implementation``, ``tpe`` and
+        ``revision`` go to the model, every other option to the engine's constructor); device "auto" is CUDA when
+        available."""
         model_opts = {k: options.pop(k) for k in ("attn_implementation", "tpe", "revision") if k in options}
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"

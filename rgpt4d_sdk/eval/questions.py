@@ -145,6 +145,8 @@ class QuestionConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> QuestionConfig:
+        """A `QuestionConfig` from a mapping (a config file's ``question`` section); unknown keys and wrong types raise
+        ConfigError."""
         return from_mapping(cls, d, "question")
 
 

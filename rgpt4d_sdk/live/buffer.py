@@ -73,6 +73,9 @@ class StoredFrame:
 
 @dataclass
 class RingStats:
+    """Counters of one camera's ring since it was made (see the field comments); ``last_received_ns`` is the stamp
+    of the newest frame received."""
+
     received: int = 0
     stored: int = 0
     dropped_duplicate: int = 0
@@ -82,6 +85,7 @@ class RingStats:
     last_received_ns: int = 0
 
     def as_dict(self) -> Dict[str, int]:
+        """The counters as a plain dict (for status messages)."""
         return dict(self.__dict__)
 
 
@@ -150,6 +154,7 @@ class FrameRing:
             return list(self._stamps), list(self._frames)
 
     def clear(self) -> None:
+        """Drop every stored frame (the counters are kept)."""
         with self._lock:
             self._stamps.clear()
             self._frames.clear()
@@ -159,6 +164,8 @@ class FrameRing:
         return len(self._stamps)
 
     def status(self) -> Dict[str, Any]:
+        """The ring now: camera, frame count, capacity and fill, the time span held (s), stored bytes, oldest and
+        newest stamps (ns), and the counters of `RingStats`."""
         with self._lock:
             span = (self._stamps[-1] - self._stamps[0]) / NS if len(self._stamps) > 1 else 0.0
             return dict(camera=self.camera, frames=len(self._stamps), capacity=self.max_frames,
@@ -176,12 +183,14 @@ class BufferSet:
     rings: Dict[str, FrameRing] = field(default_factory=dict)
 
     def add(self, camera: str) -> FrameRing:
+        """The ring of ``camera``, made (with this set's bounds) when it does not exist yet."""
         ring = self.rings.get(camera)
         if ring is None:
             ring = self.rings[camera] = FrameRing(camera, self.max_frames, self.max_age_s)
         return ring
 
     def get(self, camera: str) -> FrameRing:
+        """The ring of ``camera``; GoalError "UNKNOWN_CAMERA" (listing the configured cameras) when there is none."""
         from ..errors import GoalError
 
         ring = self.rings.get(camera)
@@ -190,5 +199,6 @@ class BufferSet:
         return ring
 
     def clear(self) -> None:
+        """Empty every camera's ring."""
         for ring in self.rings.values():
             ring.clear()

@@ -17,6 +17,9 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 @dataclass(frozen=True)
 class CameraSpec:
+    """One camera the node listens to: its name in goals, its image topic, whether that topic carries
+    CompressedImage, and its CameraInfo topic ("" when there is none)."""
+
     name: str
     topic: str
     compressed: bool

@@ -111,6 +111,8 @@ class MemProbe:
         self._base = None
 
     def sample(self) -> Dict[str, Any]:
+        """One line's content now (the fields listed in the module docstring); an error in ``extra()`` is recorded in
+        the line, never raised."""
         out: Dict[str, Any] = dict(t_s=round(time.monotonic() - self._t0, 2), wall=time.time())
         out.update(proc_memory())
         out["malloc"] = malloc_stats()
@@ -137,6 +139,7 @@ class MemProbe:
                                count=s.count_diff) for s in stats])
 
     def start(self) -> "MemProbe":
+        """Start the writer thread (and tracemalloc when ``trace``), appending to ``path``; returns the probe."""
         if self.trace:
             import tracemalloc
 
@@ -156,6 +159,7 @@ class MemProbe:
                     return
 
     def stop(self) -> None:
+        """Stop the writer thread and wait for it."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()

@@ -85,6 +85,8 @@ class PreEncoder:
 
     # --- lifecycle ------------------------------------------------------------------------------------------------
     def start(self) -> None:
+        """Start the background thread and listen to every ring; installs this encoder's cache as the engine's
+        ``arrival_cache``. A second call does nothing."""
         if self._thread is not None:
             return
         self.engine.arrival_cache = self.cache
@@ -211,6 +213,7 @@ class PreEncoder:
         return max(0.0, end - since)
 
     def backlog(self) -> int:
+        """Frames waiting to be encoded, over all cameras."""
         with self._cv:
             return sum(len(q) for q in self._pending.values())
 
@@ -221,6 +224,8 @@ class PreEncoder:
         return len(recent) / self.window_s
 
     def status(self) -> Dict[str, Any]:
+        """Stride, encode rate, backlog, counts (encoded, skipped, errors, already cached) and the cache's statistics
+        and budget, for the node's diagnostics."""
         return dict(enabled=True, stride=self.stride, rate_hz=self.rate_hz(), backlog=self.backlog(),
                     encoded=self.counts["encoded"], skipped=self.counts["skipped"], errors=self.counts["errors"],
                     already_cached=self.counts["already_cached"], cache=self.cache.stats.to_dict(),

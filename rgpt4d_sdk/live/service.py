@@ -63,6 +63,9 @@ class LiveResult:
 
 @dataclass(eq=False)
 class Job:
+    """A goal admitted to the queue: ``done`` receives its `LiveResult`; ``on_stage`` is told each stage it enters
+    ("selecting", "answering"); ``is_cancelled`` is polled between stages and during decoding."""
+
     goal: Goal
     done: Callable[[LiveResult], None]
     on_stage: Callable[[str], None] = lambda stage: None
@@ -111,6 +114,7 @@ class QueryService:
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
     def start(self) -> None:
+        """Start the worker thread (and the pre-encoder when there is one); a second call does nothing."""
         with self._lock:
             if self._thread is not None:
                 return
@@ -201,6 +205,7 @@ class QueryService:
         return time.perf_counter() - self._idle_since if self.idle.is_set() else 0.0
 
     def pending(self) -> int:
+        """Goals admitted and not finished: the waiting ones plus the running one."""
         with self._lock:
             return len(self._waiting) + (self._running is not None)
 

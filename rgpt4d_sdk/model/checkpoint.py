@@ -51,6 +51,9 @@ def parse_dtype(name: "str | torch.dtype | None", device: str = "cpu") -> torch.
 
 @dataclass
 class WeightFile:
+    """One safetensors file of a sub-model and its header: {tensor name: {"dtype", "shape"}}, read without loading
+    the weights."""
+
     path: Path
     tensors: Dict[str, Dict[str, Any]]  # name -> {"dtype": "F32", "shape": [...]} from the header
 
@@ -69,9 +72,11 @@ class SubModel:
     sharded: bool = False
 
     def tensor_names(self) -> List[str]:
+        """Every tensor name in the sub-model's safetensors files (from their headers; no weights are read)."""
         return [n for f in self.files for n in f.tensors]
 
     def num_params(self) -> int:
+        """The number of parameters, from the tensor shapes in the file headers (no weights are read)."""
         total = 0
         for f in self.files:
             for meta in f.tensors.values():
@@ -82,6 +87,12 @@ class SubModel:
         return total
 
     def load_state_dict(self, dtype: Optional[torch.dtype] = None) -> Dict[str, torch.Tensor]:
+        """All tensors of the sub-model by name, cast to ``dtype`` when given (floating-point tensors only).
+
+        Raises:
+            CheckpointError: a file cannot be read as safetensors.
+            NonFiniteWeightsError: a tensor holds NaN or inf (`check_finite`).
+        """
         from safetensors.torch import load_file
 
         state: Dict[str, torch.Tensor] = {}
@@ -141,6 +152,7 @@ class CheckpointFiles:
         return "missing"
 
     def size_bytes(self) -> int:
+        """Bytes of every file under the checkpoint folder (weights, configs, tokenizer)."""
         return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
 
 
@@ -173,6 +185,8 @@ def resolve(path_or_id: "str | os.PathLike", revision: Optional[str] = None) -> 
 
 
 def read_json(path: Path) -> Dict[str, Any]:
+    """A checkpoint's JSON config as a dict; CheckpointError (naming the file) when it is missing, not JSON or not
+    an object."""
     if not path.is_file():
         raise CheckpointError(f"{path} is missing; the checkpoint is incomplete (expected the released layout).")
     try:

@@ -77,6 +77,27 @@ class NvilaModel(nn.Module):
         tpe: Optional[Dict[str, Any]] = None,
         revision: Optional[str] = None,
     ) -> "NvilaModel":
+        """Load a checkpoint in the released layout (config.json, llm/, vision_tower/, mm_projector/) for inference.
+
+        Args:
+            path_or_id: a local folder, or a Hugging Face hub id (org/name; configs and safetensors are downloaded).
+            device: "cpu", "cuda", "cuda:N" or "auto" (CUDA when available).
+            dtype: "float32", "bfloat16", "float16", a torch dtype, or "auto" (bfloat16 on a CUDA device that supports
+                it, else float32).
+            attn_implementation: the transformers attention backend of SigLIP and Qwen2 ("sdpa" or "eager").
+            tpe: overrides of the checkpoint's timestamp positional encoding (`TPEConfig` fields, e.g.
+                ``{"enabled": True, "site": "post_projector"}``).
+            revision: the hub revision (branch, tag or commit) when ``path_or_id`` is a hub id.
+
+        Returns:
+            The model in eval mode on ``device``, with ``files`` (the checked `CheckpointFiles`) attached.
+
+        Raises:
+            CheckpointError: the folder or a file is missing, corrupt, or does not match the architecture its configs
+                describe (NonFiniteWeightsError for NaN/inf weights).
+            ConfigError: an unknown or unavailable device, or an unknown TPE option.
+            UnsupportedDtypeError: an unknown dtype name.
+        """
         device = check_device(device)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -175,6 +196,8 @@ def fuse_embeddings(input_ids: Sequence[int], image_embeds: torch.Tensor, embed:
 
 
 def special_token_id(tokenizer, token: str) -> int:
+    """The id of ``token`` in the tokenizer's vocabulary; CheckpointError when the tokenizer lacks it (it maps to
+    the unknown token)."""
     tid = tokenizer.convert_tokens_to_ids(token)
     if tid is None or tid == tokenizer.unk_token_id or tokenizer.convert_ids_to_tokens(tid) != token:
         raise CheckpointError(f"the tokenizer has no {token!r} token; check llm/added_tokens.json.")

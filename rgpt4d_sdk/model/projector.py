@@ -36,7 +36,10 @@ def space_to_depth_3x3(x: torch.Tensor) -> torch.Tensor:
 
 
 class DownSample3x3(nn.Module):
+    """The projector's first layer: `space_to_depth_3x3` as a module (no weights)."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, g*g, C) -> (N, ceil(g/3)^2, 9C)."""
         return space_to_depth_3x3(x)
 
 
@@ -58,9 +61,11 @@ class MultimodalProjector(nn.Module):
         )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, P, mm_hidden) vision features -> (N, tokens_per_image, hidden) LLM embeddings."""
         return self.layers(features)
 
     def expected_shapes(self) -> dict:
+        """{weight key: shape} of this projector, what `load_checked` compares a checkpoint's mm_projector with."""
         return {k: tuple(v.shape) for k, v in self.state_dict().items()}
 
     def load_checked(self, state: dict, source: str) -> None:

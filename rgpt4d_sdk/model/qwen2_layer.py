@@ -22,6 +22,7 @@ def attention_dims(cfg) -> Tuple[int, int, int]:
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """Rotary-embedding helper: the last dimension's halves (x1, x2) -> (-x2, x1)."""
     half = x.shape[-1] // 2
     return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
 

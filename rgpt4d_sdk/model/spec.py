@@ -51,6 +51,7 @@ class TPEConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TPEConfig":
+        """A `TPEConfig` from a mapping; unknown keys and wrong types raise ConfigError naming the "TPE" key."""
         return from_mapping(cls, d, "TPE")
 
 
@@ -123,6 +124,7 @@ class ModelSpec:
         return self.vision_hidden if self.tpe.site == "pre_projector" else self.hidden_size
 
     def to_dict(self) -> Dict[str, Any]:
+        """The spec as plain values, with the derived tokens_per_image, positions_per_frame and grid."""
         d = asdict(self)
         d.update(tokens_per_image=self.tokens_per_image, positions_per_frame=self.positions_per_frame, grid=self.grid)
         return d

@@ -34,6 +34,7 @@ Did the gripper fail to grasp the object? The distance between the two vehicles 
 
 
 def qwen2_chat_template() -> str:
+    """The Qwen2 chat template (Jinja) that tiny checkpoints ship in their tokenizer config."""
     from ..prompt.template import QWEN2_TEMPLATE
 
     return QWEN2_TEMPLATE

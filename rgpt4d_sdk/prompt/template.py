@@ -54,10 +54,13 @@ class PromptConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "PromptConfig":
+        """A `PromptConfig` from a mapping (a config file's ``prompt`` section); unknown keys and wrong types raise
+        ConfigError."""
         return from_mapping(cls, d, "prompt")
 
 
 def option_letter(i: int) -> str:
+    """The letter of the ``i``-th option: 0 -> "A", 1 -> "B", ..."""
     return chr(ord("A") + i)
 
 
@@ -75,6 +78,8 @@ def format_seconds(seconds: float, decimals: int = 1) -> str:
 
 
 def options_block(options: Sequence[str], style: str) -> str:
+    """The options part of a multiple-choice prompt: "Options:" and one "(A) text" line per option. The
+    "nvila_eval" ``style`` writes "Options: " with a trailing space, as the official evaluation prompt does."""
     lines = "\n".join(f"({option_letter(i)}) {o}" for i, o in enumerate(options))
     return ("Options: \n" if style == "nvila_eval" else "Options:\n") + lines
 

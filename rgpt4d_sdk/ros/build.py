@@ -38,6 +38,8 @@ def interface_source() -> Path:
 
 
 def source_digest(src: Path) -> str:
+    """A 16-hex digest of every file under ``src`` (relative paths and contents): the stamp of an installed
+    build."""
     h = hashlib.sha256()
     for p in sorted(q for q in src.rglob("*") if q.is_file()):
         h.update(p.relative_to(src).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
@@ -45,11 +47,14 @@ def source_digest(src: Path) -> str:
 
 
 def is_installed(prefix: Path, digest: str) -> bool:
+    """Whether the interface package is installed under ``prefix`` from sources with ``digest``."""
     stamp = prefix / "share" / PACKAGE / STAMP
     return stamp.is_file() and stamp.read_text().strip() == digest
 
 
 def check_prerequisites(prefix: Path) -> None:
+    """InterfaceBuildError naming what is missing: the ROS 2 generator and message packages under ``prefix``,
+    cmake and make on PATH, or a C compiler."""
     missing = [name for name in ("ament_cmake", "rosidl_default_generators", "sensor_msgs", "action_msgs")
                if not (prefix / "share" / name).is_dir()]
     if missing:
@@ -64,6 +69,8 @@ def check_prerequisites(prefix: Path) -> None:
 
 
 def local_includes() -> Dict[str, str]:
+    """{"python": this interpreter's include folder, "numpy": numpy's}: what the wheels' CMake files are
+    rewritten to."""
     import numpy
 
     return {"python": sysconfig.get_paths()["include"], "numpy": numpy.get_include()}

@@ -34,6 +34,9 @@ class TrainClip:
 
 @dataclass
 class TeacherTargets:
+    """A clip's targets: ``maps`` and their ``masks`` (True where known), and ``latents`` per hook; shapes in the
+    module docstring. A missing key means that term has no loss."""
+
     maps: Dict[str, torch.Tensor] = field(default_factory=dict)
     masks: Dict[str, torch.Tensor] = field(default_factory=dict)
     latents: Dict[int, torch.Tensor] = field(default_factory=dict)
@@ -57,6 +60,11 @@ class TeacherTargets:
 
 
 class Teacher(Protocol):
+    """What the recipe needs from a teacher: its name, whether it gives latents (and their hooks, width and
+    tubelet), and `targets` for a clip. Teachers that can list missing clips cheaply also have
+    ``check_available(clip_ids)``, called before training; each class also has a static ``latent_spec(options)``
+    (`latent_spec`)."""
+
     name: str
     provides_latents: bool
     tubelet: int
@@ -71,23 +79,49 @@ class Teacher(Protocol):
 TEACHERS = ("precomputed", "sensor", "none")
 
 
+@dataclass(frozen=True)
+class LatentSpec:
+    """The latents a teacher gives for latent distillation: per hook, (T', h, w, ``latent_dim``) with
+    T' = frames / ``tubelet``. The P4D decoder must be built for the same three values."""
+
+    hooks: Tuple[int, ...]
+    latent_dim: int
+    tubelet: int
+
+
+def teacher_class(kind: str) -> type:
+    """The class behind ``teacher.kind`` (imported on demand); raises ConfigError for an unknown kind."""
+    if kind == "precomputed":
+        from .precomputed import PrecomputedTeacher
+
+        return PrecomputedTeacher
+    if kind == "sensor":
+        from .sensor import SensorTeacher
+
+        return SensorTeacher
+    raise ConfigError(f"teacher {kind!r} is unknown; choose one of {TEACHERS}.")
+
+
+def latent_spec(kind: str, options: Optional[Mapping[str, Any]] = None) -> Optional[LatentSpec]:
+    """The latents the configured teacher will give, read from its options alone (no file is opened, so a
+    configuration can be checked before any data is there); None when it gives none ("none", "sensor", or
+    ``latents: false``). Raises ConfigError for an unknown kind or a non-integer hook, width or tubelet."""
+    if kind == "none":
+        return None
+    return teacher_class(kind).latent_spec(dict(options or {}))
+
+
 def make_teacher(kind: str, options: Optional[Mapping[str, Any]] = None) -> Optional[Teacher]:
     """Build the configured teacher ("none" -> no distillation)."""
     options = dict(options or {})
     if kind == "none":
         return None
-    if kind == "precomputed":
-        from .precomputed import PrecomputedTeacher
-
-        return PrecomputedTeacher(**options)
-    if kind == "sensor":
-        from .sensor import SensorTeacher
-
-        return SensorTeacher(**options)
-    raise ConfigError(f"teacher {kind!r} is unknown; choose one of {TEACHERS}.")
+    return teacher_class(kind)(**options)
 
 
 def frames_per_latent(num_frames: int, tubelet: int, where: str) -> int:
+    """T' = ``num_frames`` / ``tubelet``; ConfigError (naming ``where``) when the frames do not split into whole
+    tubelets."""
     if tubelet < 1 or num_frames % tubelet:
         raise ConfigError(f"{where}: {num_frames} frames cannot be split into tubelets of {tubelet} frames; use a "
                           f"frame count that is a multiple of {tubelet}.")
@@ -106,4 +140,5 @@ def as_bool_mask(t: torch.Tensor, values: Optional[torch.Tensor] = None) -> torc
 
 
 def channels_first(names: Sequence[str]) -> List[str]:
+    """``names`` that are target maps, in `MAPS` order."""
     return [n for n in MAPS if n in names]

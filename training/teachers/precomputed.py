@@ -18,22 +18,35 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
 from rgpt4d_sdk.errors import ConfigError, DatasetError
 
-from .base import MAPS, TeacherTargets, TrainClip, as_bool_mask, frames_per_latent
+from .base import MAPS, LatentSpec, TeacherTargets, TrainClip, as_bool_mask, frames_per_latent
 
 FORMAT = "rgpt4d-p4d-teacher"
+HOOKS, LATENT_DIM, TUBELET = (14, 21, 28, 36), 1408, 2  # L4P's, the defaults of the options
+
+
+def _spec(hooks: Any, latent_dim: Any, tubelet: Any) -> LatentSpec:
+    try:
+        return LatentSpec(tuple(int(h) for h in hooks), int(latent_dim), int(tubelet))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"precomputed teacher: hooks must be a list of integers and latent_dim and tubelet "
+                          f"integers, got hooks {hooks!r}, latent_dim {latent_dim!r}, tubelet {tubelet!r} "
+                          f"({e}).") from None
 
 
 def clip_filename(clip_id: str) -> str:
+    """The file name of a clip's targets: its id with "/", "#", "\\" and ":" replaced by "__", plus .safetensors."""
     return re.sub(r"[/#\\:]", "__", clip_id) + ".safetensors"
 
 
 def write_targets(root, clip_id: str, targets: TeacherTargets, tubelet: int = 2) -> Path:
+    """Write one clip's targets in the format above (``<root>/<clip_filename>``), with ``tubelet`` and, when
+    there are maps, their frame count and grid in the metadata. Returns the file."""
     from safetensors.torch import save_file
 
     tensors: Dict[str, torch.Tensor] = {}
@@ -54,24 +67,46 @@ def write_targets(root, clip_id: str, targets: TeacherTargets, tubelet: int = 2)
 
 
 class PrecomputedTeacher:
+    """Targets read from per-clip safetensors files under ``root`` (format in the module docstring). ``hooks``,
+    ``latent_dim`` and ``tubelet`` describe the stored latents and must match the P4D decoder; ``latents: false`` reads
+    the maps only. Raises ConfigError when ``root`` is not a folder."""
+
     name = "precomputed"
 
-    def __init__(self, root: str, hooks: Tuple[int, ...] = (14, 21, 28, 36), latent_dim: int = 1408,
-                 tubelet: int = 2, latents: bool = True) -> None:
+    def __init__(self, root: str, hooks: Tuple[int, ...] = HOOKS, latent_dim: int = LATENT_DIM,
+                 tubelet: int = TUBELET, latents: bool = True) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise ConfigError(f"teacher root {self.root} does not exist; point teacher.root at the folder of "
                               "per-clip .safetensors targets.")
-        self.hooks, self.latent_dim, self.tubelet = tuple(int(h) for h in hooks), int(latent_dim), int(tubelet)
+        spec = _spec(hooks, latent_dim, tubelet)
+        self.hooks, self.latent_dim, self.tubelet = spec.hooks, spec.latent_dim, spec.tubelet
         self.provides_latents = bool(latents)
 
+    @staticmethod
+    def latent_spec(options: Dict[str, Any]) -> Optional[LatentSpec]:
+        """The latents that ``PrecomputedTeacher(**options)`` reads, from the options alone (no file is opened)."""
+        if not bool(options.get("latents", True)):
+            return None
+        return _spec(options.get("hooks", HOOKS), options.get("latent_dim", LATENT_DIM),
+                     options.get("tubelet", TUBELET))
+
     def path(self, clip_id: str) -> Path:
+        """Where the targets of ``clip_id`` are (whether or not the file exists)."""
         return self.root / clip_filename(clip_id)
 
     def has(self, clip_id: str) -> bool:
+        """Whether the targets file of ``clip_id`` exists."""
         return self.path(clip_id).is_file()
 
     def targets(self, clip: TrainClip, grid: Tuple[int, int]) -> TeacherTargets:
+        """The stored targets of ``clip`` (maps with their masks, and the latents of the configured hooks).
+
+        Raises:
+            DatasetError: the file is missing, unreadable, of another format, or lacks a configured hook.
+            ConfigError: a latent or map shape does not match the clip's frames, the ``grid`` or the configured
+                width.
+        """
         from safetensors import safe_open
 
         path = self.path(clip.id)

@@ -75,6 +75,11 @@ class SensorTeacher:
     hooks: Tuple[int, ...] = ()
     latent_dim = 0
 
+    @staticmethod
+    def latent_spec(options: Dict[str, Any]) -> None:
+        """None: the sensors give depth, rays, motion and flow targets, no latents."""
+        return None
+
     def __init__(self, dataroot: str, version: str = "v1.0-mini", lidar_channel: str = "LIDAR_TOP",
                  max_lidar_gap_s: float = 0.1, moving_speed_mps: float = 0.5, **unknown: Any) -> None:
         if unknown:
