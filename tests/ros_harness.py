@@ -147,11 +147,16 @@ class ServedNode:
         return res.result().result
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
-def served_node(model, log, name: str, topic: str, env=None):
+def served_node(model, log, name: str, topic: str, env=None, sigint_ignored: bool = False):
     """Start ``ros serve --model MODEL --camera cam=TOPIC --name NAME`` (output to ``log``), wait until it is active
     and holds 10 published frames, yield a `ServedNode`; on exit stop the client, send SIGINT and keep the child's
-    exit code in ``returncode`` (a child that does not stop within 30 s is killed and the test fails)."""
+    exit code in ``returncode`` (a child that does not stop within 30 s is killed and the test fails).
+    ``sigint_ignored``: start the child with SIGINT ignored, as a shell's ``&`` does."""
     import rclpy
     from rclpy.action import ActionClient
     from rclpy.qos import qos_profile_sensor_data
@@ -161,7 +166,8 @@ def served_node(model, log, name: str, topic: str, env=None):
 
     proc = subprocess.Popen([sys.executable, "-m", "rgpt4d_sdk.cli", "ros", "serve", "--model", str(model),
                              "--camera", f"cam={topic}", "--name", name],
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env,
+                            preexec_fn=_ignore_sigint if sigint_ignored else None)
     context = rclpy.Context()
     rclpy.init(context=context)
     node = rclpy.create_node(f"{name}_client", context=context)

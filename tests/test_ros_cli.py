@@ -107,6 +107,17 @@ def test_serve_answers_a_goal_and_stops_on_sigint(tiny_ckpt_dir, tmp_path):
     assert "active" in served.log.read_text()
 
 
+def test_serve_started_with_sigint_ignored_still_stops_on_sigint(tiny_ckpt_dir, tmp_path):
+    """A shell's `&` (job control off) starts children with SIGINT ignored, and Python keeps it ignored: the node
+    turns it back on, so `kill -INT` still drains and exits (before the fix it hung until killed)."""
+    require_ros()
+    with served_node(tiny_ckpt_dir, tmp_path / "node.log", "rgpt4d_bg", "/bg/image_raw/compressed",
+                     sigint_ignored=True) as served:
+        assert served.status_reply().active
+    assert served.returncode == 0, served.log.read_text()[-3000:]
+    assert "interrupted: ending the goals in flight" in served.log.read_text()
+
+
 def test_colcon_builds_both_packages(tmp_path):
     """The colcon path Jetson users take (against apt ROS there; against the ros-* wheels here)."""
     require_ros()

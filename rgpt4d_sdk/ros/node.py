@@ -518,11 +518,11 @@ def main(args: Optional[List[str]] = None, autostart: bool = True, engine: Any =
     """Run the node until interrupted. ``autostart``: configure and activate at once (as `ros serve` does)."""
     from rclpy.signals import SignalHandlerOptions
 
-    from .shutdown import drain, raise_on_sigterm
+    from .shutdown import drain, raise_on_stop_signals
 
     # rclpy's handler would shut the context down under running goals (see rgpt4d_sdk.ros.shutdown)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    raise_on_sigterm()
+    raise_on_stop_signals()
     node = RegionQueryNode(engine=engine)
     executor = MultiThreadedExecutor(num_threads=executor_threads(node))
     executor.add_node(node)

@@ -2,10 +2,11 @@
 
 rclpy's own signal handler shuts the ROS context down at once: an action callback that then concludes its goal
 raises (``goal_handle.abort()`` -> RCLError, a traceback) and the client never receives a result. Instead `main`
-starts rclpy without its signal handlers, turns SIGTERM into KeyboardInterrupt like SIGINT, and on either calls
-`drain`: new goals are refused with SHUTDOWN, goals waiting in the queue end with SHUTDOWN, the running one is
-stopped at its next stage (SHUTDOWN) or abandoned after a grace period, and the executor keeps spinning until every
-accepted goal's result has been sent. Only then is the context shut down.
+starts rclpy without its signal handlers, turns SIGTERM into KeyboardInterrupt like SIGINT (and turns SIGINT back
+on when it was inherited ignored), and on either calls `drain`: new goals are refused with SHUTDOWN, goals waiting
+in the queue end with SHUTDOWN, the running one is stopped at its next stage (SHUTDOWN) or abandoned after a grace
+period, and the executor keeps spinning until every accepted goal's result has been sent. Only then is the context
+shut down.
 """
 from __future__ import annotations
 
@@ -17,15 +18,19 @@ from typing import Any, Callable, Optional
 REASON = "the node is shutting down"
 
 
-def raise_on_sigterm() -> Optional[Callable[..., Any]]:
-    """Make SIGTERM raise KeyboardInterrupt in the main thread (as SIGINT does); returns the previous handler,
-    or None when called off the main thread (embedders keep their own handling)."""
+def raise_on_stop_signals() -> Optional[Callable[..., Any]]:
+    """Make SIGTERM raise KeyboardInterrupt in the main thread (as SIGINT does), and SIGINT too when the process
+    was started with it ignored: a shell's ``&`` (job control off) and some supervisors start children with SIGINT
+    ignored, and Python then leaves it ignored, so Ctrl-C or ``kill -INT`` would not stop the node. Returns the
+    previous SIGTERM handler, or None when called off the main thread (embedders keep their own handling)."""
     if threading.current_thread() is not threading.main_thread():
         return None
 
     def handler(signum, frame):  # noqa: ARG001 - signal handler signature
         raise KeyboardInterrupt(f"signal {signum}")
 
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     return signal.signal(signal.SIGTERM, handler)
 
 
