@@ -225,10 +225,11 @@ def part_full(rec: Recorder, ctx: Dict[str, Any]) -> None:
                          "planned_peak_bytes": p.peak_bytes - p.bytes["workspace"], "planned_stages": p.stages,
                          "ratio": (p.peak_bytes - p.bytes["workspace"]) / torch.cuda.max_memory_allocated()}
     rec.set("ttft", row)
-    bytes_per_token = plan.param_counts(arch)["llm"] * plan.PRECISIONS[precision][1]
-    if not arch.tied:
-        bytes_per_token -= plan.param_counts(arch)["llm_embedding"] * plan.PRECISIONS[precision][1]
-    bound = device.bandwidth_Bps / bytes_per_token if device.bandwidth_Bps else None
+    # the planner's bound (weights and KV cache read per step, averaged over the answer), not a copy of its sum
+    from rgpt4d_sdk.weight_plan import decode_bound, weight_spec
+
+    db = decode_bound(arch, weight_spec(precision), device.bandwidth_Bps, cold.prompt_tokens, new_tokens)
+    bytes_per_token, bound = db.step_bytes, db.tok_s
     decode = {}
     for mode, e in engines.items():
         e.answer(query, max_new_tokens=new_tokens)  # warm (captures the CUDA graph for "static")
